@@ -1,0 +1,1 @@
+"""Backups: every resource as documents in one JSON file, and their analysis."""

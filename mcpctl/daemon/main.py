@@ -1,0 +1,88 @@
+"""`mcpd`: migrate the store, bootstrap the admin, serve the gateway."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from mcpctl.daemon.settings import Settings
+from mcpctl.gateway.app import build_app
+from mcpctl.gateway.context import GatewayContext
+from mcpctl.store import tokens
+from mcpctl.store.database import Database, migrate
+from mcpctl.store.repositories import repositories
+from mcpctl.store.secretbox import SecretBox
+
+log = logging.getLogger("mcpd")
+cli = typer.Typer(add_completion=False, help="mcpd: the mcpctl daemon (gateway + controllers).")
+
+
+def open_database(settings: Settings) -> tuple[Database, str | None]:
+    """Migrate and bootstrap; return the database and a newly created admin token."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = Database(settings.database)
+    migrate(database.engine)
+    with database.transaction() as session:
+        new_token = tokens.bootstrap(session, settings.admin_token)
+    return database, new_token
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    if settings.secret_key:
+        return SecretBox(settings.secret_key.encode())
+    return SecretBox.from_key_file(settings.secret_key_file)
+
+
+def save_admin_token(path: Path, token: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [MCPD_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [MCPD_PORT].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the SQLite file and keys live [MCPD_DATA_DIR].")
+    ] = None,
+) -> None:
+    overrides = {"host": host, "port": port, "data_dir": data_dir}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        detail = error.errors()[0]
+        typer.echo(f"mcpd: MCPD_{str(detail['loc'][0]).upper()}: {detail['msg']}", err=True)
+        raise typer.Exit(1) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        database, new_token = open_database(settings)
+    except Exception as error:  # a bad URL or an unreachable database: one line, exit 1
+        typer.echo(f"mcpd: cannot open the database: {error}".splitlines()[0], err=True)
+        raise typer.Exit(1) from None
+    if new_token is not None:
+        save_admin_token(settings.admin_token_file, new_token)
+        print(
+            f"mcpd: created the admin token (shown once; saved to {settings.admin_token_file}):\n"
+            f"  {new_token}",
+            file=sys.stderr,
+            flush=True,
+        )
+    context = GatewayContext(database, repositories(secret_box(settings)))
+    app = build_app(context)
+    log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def main() -> None:
+    cli()

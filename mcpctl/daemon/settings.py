@@ -1,0 +1,37 @@
+"""mcpd's settings, from MCPD_* environment variables and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MCPD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8420, ge=0, le=65535)
+    data_dir: Path = Path("~/.local/share/mcpctl").expanduser()
+    database_url: str | None = None
+    admin_token: str | None = Field(default=None, repr=False)
+    secret_key: str | None = Field(default=None, repr=False)
+    orchestrator: Literal["local", "kubernetes"] = "local"
+    resync_seconds: float = Field(default=30.0, gt=0)
+    log_level: str = "info"
+
+    @property
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir.expanduser() / 'mcpd.db'}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir.expanduser() / "secret.key"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir.expanduser() / "admin-token"

@@ -1,0 +1,1 @@
+"""The Starlette app: REST API, MCP endpoints, auth and metrics."""

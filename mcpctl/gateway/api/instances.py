@@ -1,0 +1,77 @@
+"""Instances: read-only, and delete (the server's supervisor replaces a deleted instance)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from mcpctl.gateway import policy
+from mcpctl.gateway.api.operation import Operation
+from mcpctl.gateway.auth import Principal
+from mcpctl.gateway.context import context_of
+from mcpctl.models.base import Model
+from mcpctl.models.instance import Instance
+from mcpctl.models.kinds import SERVER
+from mcpctl.store.repositories import instances
+
+
+class InstanceList(Model):
+    kind: str = "InstanceList"
+    items: list[Instance]
+
+
+def _json(model: Model) -> dict[str, object]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+async def list_instances(request: Request, principal: Principal) -> Response:
+    policy.require_admin(principal, "read instances")
+    server = request.query_params.get("server")
+    items = await context_of(request).transaction(lambda s: instances.list_instances(s, server))
+    return JSONResponse(_json(InstanceList(items=items)))
+
+
+async def get_instance(request: Request, principal: Principal) -> Response:
+    policy.require_admin(principal, "read instances")
+    name = request.path_params["name"]
+    instance = await context_of(request).transaction(lambda s: instances.get_instance(s, name))
+    return JSONResponse(_json(instance))
+
+
+async def delete_instance(request: Request, principal: Principal) -> Response:
+    policy.require_admin(principal, "delete instances")
+    context = context_of(request)
+    name = request.path_params["name"]
+    instance = await context.transaction(lambda s: instances.delete_instance(s, name))
+    context.on_change(SERVER, instance.server)
+    return Response(status_code=204)
+
+
+BASE = "/api/v1/instances"
+OPERATIONS = [
+    Operation(
+        "GET",
+        BASE,
+        list_instances,
+        "list instances",
+        "instances",
+        query=("server",),
+        responses={200: InstanceList},
+    ),
+    Operation(
+        "GET",
+        BASE + "/{name}",
+        get_instance,
+        "get instance",
+        "instances",
+        responses={200: Instance},
+    ),
+    Operation(
+        "DELETE",
+        BASE + "/{name}",
+        delete_instance,
+        "delete instance",
+        "instances",
+        responses={204: None},
+    ),
+]

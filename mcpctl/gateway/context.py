@@ -1,0 +1,39 @@
+"""What request handlers share: the database, repositories and the runtime's change hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from mcpctl.models.kinds import Kind
+from mcpctl.store.database import Database
+from mcpctl.store.repositories import Repository
+
+T = TypeVar("T")
+
+
+@dataclass
+class GatewayContext:
+    database: Database
+    repositories: dict[Kind, Repository]
+    # Called after a committed change of a resource, so the runtime reconciles at once.
+    on_change: Callable[[Kind, str], None] = field(default=lambda kind, name: None)
+
+    async def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in one transaction on a worker thread (the database calls block)."""
+
+        def run() -> T:
+            with self.database.transaction() as session:
+                return work(session)
+
+        return await run_in_threadpool(run)
+
+
+def context_of(request: Request) -> GatewayContext:
+    context: GatewayContext = request.app.state.context
+    return context

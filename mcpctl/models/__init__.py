@@ -1,0 +1,1 @@
+"""Pydantic schemas of the API: the domain as plain data."""

@@ -1,0 +1,39 @@
+"""An Instance is one running replica of a Server: a pod or a local process."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from mcpctl.models.base import Model
+
+
+class InstanceStatus(StrEnum):
+    PENDING = "PENDING"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    ERROR = "ERROR"
+
+
+class Instance(Model):
+    server: str
+    replica: int = Field(ge=0)
+    status: InstanceStatus = InstanceStatus.PENDING
+    pod: str | None = None
+    pid: int | None = None
+    address: str | None = None
+    restart_count: int = 0
+    started_at: datetime | None = None
+    last_error: str | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return instance_name(self.server, self.replica)
+
+
+def instance_name(server: str, replica: int) -> str:
+    return f"{server}-{replica}"

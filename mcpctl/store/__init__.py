@@ -1,0 +1,1 @@
+"""State: SQLAlchemy tables, repositories and Alembic migrations."""

@@ -1,0 +1,26 @@
+"""Errors the store raises; the gateway maps them to HTTP statuses."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(StoreError):
+    status = 404
+
+
+class Conflict(StoreError):
+    status = 409
+
+
+class InvalidReference(StoreError):
+    """A document names something that does not exist (a server, a user, a project)."""
+
+    status = 422
