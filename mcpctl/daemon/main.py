@@ -54,9 +54,11 @@ def serve(
         Path | None, typer.Option(help="Where the SQLite file and keys live [MCPD_DATA_DIR].")
     ] = None,
 ) -> None:
-    overrides = {"host": host, "port": port, "data_dir": data_dir}
+    overrides: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir}
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings().model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
     except ValidationError as error:
         detail = error.errors()[0]
         typer.echo(f"mcpd: MCPD_{str(detail['loc'][0]).upper()}: {detail['msg']}", err=True)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mcpctl.models.base import Model
 
-SYSTEM_USER_EMAIL = "system@mcpctl.local"
+SYSTEM_USER_EMAIL = "system@mcpctl.io"
 
 
 class Role(StrEnum):

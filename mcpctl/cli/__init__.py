@@ -1,0 +1,1 @@
+"""The mcpctl command: a kubectl-like client of mcpd's REST API."""

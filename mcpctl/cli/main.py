@@ -1,0 +1,174 @@
+"""`mcpctl`: get, describe, create, apply, delete, scale, backup and restore MCP resources."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+
+from mcpctl import __version__
+from mcpctl.cli import backup, create, describe
+from mcpctl.cli import config as config_commands
+from mcpctl.cli.context import Invocation, client
+from mcpctl.cli.documents import load_documents
+from mcpctl.cli.errors import CLIError
+from mcpctl.cli.output import console, emit, parse_format
+from mcpctl.cli.paths import collection, item
+from mcpctl.models.kinds import kind_named
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mcpctl: manage MCP servers, projects and prompts through mcpd.",
+)
+app.add_typer(config_commands.app, name="config")
+app.add_typer(create.app, name="create")
+app.add_typer(backup.app, name="backup")
+app.command("describe")(describe.describe)
+app.command("restore")(backup.restore)
+
+OutputOption = Annotated[
+    str, typer.Option("--output", "-o", help="table, wide, json or yaml.", show_default=True)
+]
+ProjectOption = Annotated[
+    str | None, typer.Option("--project", "-p", help="The project (for prompts).")
+]
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    server: Annotated[
+        str | None, typer.Option(help="mcpd URL [MCPCTL_SERVER, then the config file].")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="API token [MCPCTL_TOKEN, then the config file].")
+    ] = None,
+) -> None:
+    ctx.obj = Invocation(server=server, token=token)
+
+
+def _kind(word: str) -> Any:
+    if word.lower() in ("instance", "instances", "token", "tokens"):
+        return word.lower().rstrip("s") + "s"
+    try:
+        return kind_named(word)
+    except KeyError as error:
+        raise CLIError(error.args[0]) from None
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="servers, instances, projects, prompts, ...")],
+    name: Annotated[str | None, typer.Argument()] = None,
+    output: OutputOption = "table",
+    project: ProjectOption = None,
+    user: Annotated[str | None, typer.Option(help="Whose tokens (default: yours).")] = None,
+) -> None:
+    """List resources, or show one."""
+    fmt = parse_format(output)
+    resolved = _kind(kind)
+    api = client(ctx)
+    if resolved == "instances":
+        path = "/api/v1/instances" + (f"/{name}" if name else "")
+        emit("instances", api.get(path), fmt, many=name is None)
+        return
+    if resolved == "tokens":
+        email = user or api.get("/api/v1/whoami")["email"]
+        emit("tokens", api.get(f"/api/v1/users/{email}/tokens"), fmt, many=True)
+        return
+    if name is None:
+        emit(resolved.plural, api.get(collection(resolved, project)), fmt, many=True)
+    else:
+        emit(resolved.plural, api.get(item(resolved, name, project)), fmt, many=False)
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    filename: Annotated[
+        list[str], typer.Option("--filename", "-f", help="YAML or JSON file(s); - for stdin.")
+    ],
+) -> None:
+    """Create or update resources from files; applying twice changes nothing."""
+    documents = [doc for path in filename for doc in load_documents(path)]
+    api = client(ctx)
+    for kind, resource, body in documents:
+        project = resource.metadata.project
+        response = api.put(item(kind, resource.metadata.name, project), body)
+        outcome = response.headers.get("Mcpctl-Outcome", "configured")
+        console.print(f"{kind.name.lower()}/{resource.metadata.name} {outcome}")
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument()],
+    names: Annotated[list[str], typer.Argument(help="One or more names.")],
+    project: ProjectOption = None,
+) -> None:
+    """Delete resources (deleting a server stops its instances)."""
+    resolved = _kind(kind)
+    api = client(ctx)
+    for name in names:
+        if resolved == "instances":
+            api.delete(f"/api/v1/instances/{name}")
+            console.print(f"instance/{name} deleted")
+        elif resolved == "tokens":
+            email = api.get("/api/v1/whoami")["email"]
+            api.delete(f"/api/v1/users/{email}/tokens/{name}")
+            console.print(f"token/{name} revoked")
+        else:
+            api.delete(item(resolved, name, project))
+            console.print(f"{resolved.name.lower()}/{name} deleted")
+
+
+@app.command()
+def scale(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="server")],
+    name: Annotated[str, typer.Argument()],
+    replicas: Annotated[int, typer.Option(min=0, help="How many instances to run.")],
+) -> None:
+    """Set a server's replica count (0 stops it)."""
+    if _kind(kind) is not kind_named("server"):
+        raise CLIError("only servers can be scaled")
+    api = client(ctx)
+    doc = api.get(f"/api/v1/servers/{name}")
+    doc["spec"]["replicas"] = replicas
+    doc.pop("status", None)
+    outcome = api.put(f"/api/v1/servers/{name}", doc).headers.get("Mcpctl-Outcome")
+    console.print(
+        f"server/{name} scaled to {replicas}" + (" (unchanged)" if outcome == "unchanged" else "")
+    )
+
+
+@app.command()
+def whoami(ctx: typer.Context) -> None:
+    """Show who the token belongs to."""
+    me = client(ctx).get("/api/v1/whoami")
+    console.print(f"{me['email']} ({me['role']})")
+
+
+@app.command()
+def version() -> None:
+    """Print the mcpctl version."""
+    console.print(f"mcpctl {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        print(f"error: {error.format_message()}", file=sys.stderr)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.exit(130)
