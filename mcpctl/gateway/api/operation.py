@@ -32,7 +32,11 @@ class Operation:
         async def endpoint(request: Request) -> Response:
             principal = request.user
             if not isinstance(principal, Principal) and not self.public:
-                raise HTTPException(401, "authentication required: send 'Bearer <token>'")
+                raise HTTPException(
+                    401,
+                    "authentication required: send 'Authorization: Bearer <token>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             return await self.handler(request, principal)
 
         return Route(self.path, endpoint, methods=[self.method], name=self.operation_id)

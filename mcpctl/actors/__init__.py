@@ -1,0 +1,1 @@
+"""The actor system: Ray host actors, supervisors and replicas."""

@@ -1,0 +1,1 @@
+"""Pure reconcile logic: desired vs observed, status transitions, manifest rendering."""

@@ -1,0 +1,3 @@
+from mcpctl.daemon.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""MCP wire handling: JSON-RPC framing, sessions, id remapping, protocol revisions."""

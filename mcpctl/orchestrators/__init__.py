@@ -1,0 +1,1 @@
+"""Where servers run: local processes or Kubernetes pods, behind one narrow interface."""

@@ -1,0 +1,75 @@
+"""A real mcpd process (SQLite, its own data dir) for tests that go over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_TOKEN = "mcp_e2e-admin-token"
+
+
+@dataclass
+class Mcpd:
+    url: str
+    token: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mcpd(data_dir: Path, env: dict[str, str] | None = None) -> Mcpd:
+    port = free_port()
+    environment = {
+        **os.environ,
+        "MCPD_DATA_DIR": str(data_dir),
+        "MCPD_PORT": str(port),
+        "MCPD_ADMIN_TOKEN": ADMIN_TOKEN,
+        **(env or {}),
+    }
+    log = (data_dir.parent / f"{data_dir.name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcpctl.daemon"], env=environment, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mcpd exited with {process.returncode}; see {log.name}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Mcpd(url, ADMIN_TOKEN, data_dir, process)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("mcpd did not become ready in 60 s")
+
+
+def stop_mcpd(mcpd: Mcpd) -> None:
+    mcpd.process.terminate()
+    try:
+        mcpd.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        mcpd.process.kill()
+        mcpd.process.wait()
+
+
+@pytest.fixture(scope="module")
+def mcpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcpd]:
+    daemon = start_mcpd(tmp_path_factory.mktemp("mcpd") / "data")
+    yield daemon
+    stop_mcpd(daemon)
