@@ -1,0 +1,471 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on loopback for mcpctl's test suite.
+#
+#   scripts/k8s/cluster.sh build   build (once, cached) etcd, kube-apiserver,
+#                                  kube-controller-manager, kube-scheduler and
+#                                  the test kubelet
+#   scripts/k8s/cluster.sh up      build if needed, start everything, wait until
+#                                  ready; a no-op when already running
+#   scripts/k8s/cluster.sh down    stop everything it started, and the pods'
+#                                  processes
+#   scripts/k8s/cluster.sh env     print `export KUBECONFIG=...`
+#   scripts/k8s/cluster.sh status  show what runs
+#
+# The Kubernetes release is the k8s.io/kubernetes version in tests/cluster/go.mod;
+# everything is built from Go modules into
+#   ${MCPCTL_CACHE:-$HOME/.cache/mcpctl}/k8s/<version>/bin
+# and runs from ${MCPCTL_CACHE:-$HOME/.cache/mcpctl}/k8s/run (logs in run/logs).
+#
+# Environment:
+#   MCPCTL_CACHE                 cache root (default ~/.cache/mcpctl)
+#   MCPCTL_K8S_APISERVER_PORT    default 16443
+#   MCPCTL_K8S_ETCD_PORT         default 12379 (peer port: +1)
+#   MCPCTL_K8S_KUBELET_PORT      default 16250
+#   MCPCTL_K8S_IMAGES            image table of the test kubelet
+#                                (default tests/cluster/images.yaml)
+#   MCPCTL_K8S_BUILD_JOBS        go build -p (default 2)
+#   MCPCTL_K8S_KEEP_DATA=1       `up` keeps the etcd data of the last run
+#                                (default: every `up` starts from an empty cluster)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SRC="$ROOT/tests/cluster"
+CACHE="${MCPCTL_CACHE:-$HOME/.cache/mcpctl}/k8s"
+RUN="$CACHE/run"
+K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$SRC/go.mod")
+[ -n "$K8S_VERSION" ] || { echo "cannot find the k8s.io/kubernetes version in $SRC/go.mod" >&2; exit 1; }
+BIN="$CACHE/$K8S_VERSION/bin"
+
+APISERVER_PORT=${MCPCTL_K8S_APISERVER_PORT:-16443}
+ETCD_PORT=${MCPCTL_K8S_ETCD_PORT:-12379}
+ETCD_PEER_PORT=$((ETCD_PORT + 1))
+KUBELET_PORT=${MCPCTL_K8S_KUBELET_PORT:-16250}
+KCM_PORT=$((APISERVER_PORT + 1))
+SCHED_PORT=$((APISERVER_PORT + 2))
+NODE_NAME=mcpctl-node-0
+CONTEXT=mcpctl-test
+IMAGES=${MCPCTL_K8S_IMAGES:-$SRC/images.yaml}
+JOBS=${MCPCTL_K8S_BUILD_JOBS:-2}
+COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet"
+
+log() { echo "cluster.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# ---------------------------------------------------------------- tools ----
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || return 1
+  log "installing $* with apt-get"
+  as_root apt-get update -qq >/dev/null 2>&1 || true
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_cmds() {
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v setsid >/dev/null || missing+=(util-linux)
+  command -v python3 >/dev/null || missing+=(python3)
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install "${missing[@]}" || die "please install: ${missing[*]}"
+  fi
+}
+
+# A Go toolchain: any go >= 1.21 fetches the go line of tests/cluster/go.mod by
+# itself (GOTOOLCHAIN=auto, through the Go module proxy).
+GO=""
+find_go() {
+  local c v
+  for c in "${GO_BIN:-}" "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
+    [ -n "$c" ] && [ -x "$c" ] || continue
+    v=$("$c" env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+    [ -n "$v" ] || continue
+    set -- $v
+    if [ "$1" -gt 1 ] || [ "$2" -ge 21 ]; then GO=$c; return 0; fi
+  done
+  return 1
+}
+
+ensure_go() {
+  find_go && return 0
+  # Debian's newest golang-1.NN-go that can switch toolchains.
+  local pkg
+  pkg=$(apt-cache pkgnames golang-1. 2>/dev/null | grep -E '^golang-1\.[0-9]+-go$' | sort -t. -k2 -n | tail -1 || true)
+  if [ -n "$pkg" ]; then
+    apt_install "$pkg" || true
+    for c in /usr/lib/go-1.*/bin/go; do GO_BIN=$c find_go && return 0; done
+  fi
+  die "no Go toolchain >= 1.21 found (install Go, or set GO_BIN)"
+}
+
+# ---------------------------------------------------------------- build ----
+
+go_env() {
+  export GOPATH="$CACHE/go" GOMODCACHE="$CACHE/go/pkg/mod" GOCACHE="$CACHE/go-build"
+  export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
+  export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+}
+
+hash_files() { cat "$@" | sha256sum | cut -c1-16; }
+
+build() {
+  ensure_cmds
+  local cp_stamp kl_stamp need_cp=0 need_kl=0 t0 c
+  cp_stamp=$(hash_files "$SRC/go.mod" "$SRC/go.sum")
+  kl_stamp=$(hash_files "$SRC/go.mod" "$SRC/go.sum" "$SRC"/kubelet/*.go)
+  for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
+    [ -x "$BIN/$c" ] || need_cp=1
+  done
+  [ "$(cat "$BIN/.controlplane.stamp" 2>/dev/null)" = "$cp_stamp" ] || need_cp=1
+  [ -x "$BIN/mcpctl-test-kubelet" ] && [ "$(cat "$BIN/.kubelet.stamp" 2>/dev/null)" = "$kl_stamp" ] || need_kl=1
+  [ $need_cp = 1 ] || [ $need_kl = 1 ] || return 0
+
+  ensure_go
+  go_env
+  mkdir -p "$BIN"
+  local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  local vflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  if [ $need_cp = 1 ]; then
+    log "building Kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kube-scheduler) and etcd with $("$GO" env GOVERSION), -p $JOBS; this takes several minutes the first time"
+    t0=$(now)
+    local tmp="$BIN/.tmp"
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w $vflags" -o "$tmp/" \
+        k8s.io/kubernetes/cmd/kube-apiserver \
+        k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kube-scheduler)
+    (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
+    mv "$tmp"/* "$BIN/"
+    rmdir "$tmp"
+    echo "$cp_stamp" > "$BIN/.controlplane.stamp"
+    log "control plane built in $(elapsed "$t0")s"
+    echo "$(elapsed "$t0")" > "$BIN/.controlplane.build-seconds"
+  fi
+  if [ $need_kl = 1 ]; then
+    t0=$(now)
+    (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/mcpctl-test-kubelet.tmp" ./kubelet)
+    mv "$BIN/mcpctl-test-kubelet.tmp" "$BIN/mcpctl-test-kubelet"
+    echo "$kl_stamp" > "$BIN/.kubelet.stamp"
+    log "test kubelet built in $(elapsed "$t0")s"
+  fi
+}
+
+# ----------------------------------------------------------------- pki -----
+
+PKI="$RUN/pki"
+
+cert() { # name subject [san]
+  local name=$1 subj=$2 san=${3:-}
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/$name.key" 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [ -n "$san" ]; then
+      echo "extendedKeyUsage=serverAuth,clientAuth"
+      echo "subjectAltName=$san"
+    else
+      echo "extendedKeyUsage=clientAuth"
+    fi
+  } > "$PKI/$name.ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+
+make_pki() {
+  [ -f "$PKI/done" ] && return 0
+  rm -rf "$PKI"; mkdir -p "$PKI"; chmod 700 "$PKI"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
+  openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=mcpctl-test-ca" -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$PKI/ca.crt" 2>/dev/null
+  cert apiserver "/CN=kube-apiserver" \
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+  cert kubelet "/CN=$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1"
+  cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
+  cert admin "/O=system:masters/CN=mcpctl-admin"
+  cert controller-manager "/CN=system:kube-controller-manager"
+  cert scheduler "/CN=system:kube-scheduler"
+  cert node "/O=system:nodes/CN=system:node:$NODE_NAME"
+  openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  touch "$PKI/done"
+}
+
+b64() { base64 -w0 < "$1"; }
+
+kubeconfig() { # file user
+  cat > "$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: $CONTEXT
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(b64 "$PKI/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(b64 "$PKI/$2.crt")
+    client-key-data: $(b64 "$PKI/$2.key")
+contexts:
+- name: $CONTEXT
+  context:
+    cluster: $CONTEXT
+    user: $2
+    namespace: default
+current-context: $CONTEXT
+EOF
+  chmod 600 "$1"
+}
+
+# ----------------------------------------------------------- processes -----
+
+pidfile() { echo "$RUN/pids/$1.pid"; }
+
+binary_of() {
+  case $1 in
+    kubelet) echo "$BIN/mcpctl-test-kubelet" ;;
+    *) echo "$BIN/$1" ;;
+  esac
+}
+
+# alive NAME: the process in the pid file runs our binary
+alive() {
+  local f pid exe
+  f=$(pidfile "$1")
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  case $exe in "$CACHE"/*) return 0 ;; esac
+  return 1
+}
+
+start() { # name args...
+  local name=$1; shift
+  local bin; bin=$(binary_of "$name")
+  mkdir -p "$RUN/logs" "$RUN/pids"
+  # its own session: no terminal, no link to the caller's pipes
+  setsid "$bin" "$@" < /dev/null >> "$RUN/logs/$name.log" 2>&1 &
+  echo $! > "$(pidfile "$name")"
+}
+
+stop() { # name timeout
+  local name=$1 timeout=$2 f pid i
+  f=$(pidfile "$name")
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if alive "$name"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop in ${timeout}s: SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$f"
+}
+
+# Pod processes carry MCPCTL_TEST_KUBELET_RUN=<run dir> in their environment;
+# stop any the kubelet left behind.
+sweep_pods() {
+  local marker="MCPCTL_TEST_KUBELET_RUN=$RUN" p pid n=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = $$ ] && continue
+    if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "$marker"; then
+      kill -KILL "$pid" 2>/dev/null && n=$((n + 1))
+    fi
+  done
+  [ $n = 0 ] || log "stopped $n leftover pod processes"
+}
+
+api() { # path -> body; fails on HTTP errors
+  curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$APISERVER_PORT$1"
+}
+
+wait_for() { # description timeout command...
+  local what=$1 timeout=$2 t0; shift 2
+  t0=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    if [ $(( $(date +%s) - t0 )) -ge "$timeout" ]; then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+node_ready() {
+  api "/api/v1/nodes/$NODE_NAME" | python3 -c '
+import json, sys
+node = json.load(sys.stdin)
+ok = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+taints = [t for t in node["spec"].get("taints", []) if t.get("effect") in ("NoSchedule", "NoExecute")]
+sys.exit(0 if ok and not taints else 1)'
+}
+
+fail_up() {
+  local c
+  log "$1"
+  for c in $COMPONENTS; do
+    if [ -f "$RUN/logs/$c.log" ]; then
+      echo "---- last lines of $RUN/logs/$c.log" >&2
+      tail -n 15 "$RUN/logs/$c.log" >&2
+    fi
+  done
+  log "stopping what was started"
+  down >/dev/null 2>&1 || true
+  exit 1
+}
+
+running() {
+  local c
+  for c in $COMPONENTS; do alive "$c" || return 1; done
+  api /readyz >/dev/null 2>&1
+}
+
+any_running() {
+  local c
+  for c in $COMPONENTS; do alive "$c" && return 0; done
+  return 1
+}
+
+up() {
+  if running; then
+    log "already running (kubeconfig: $RUN/kubeconfig)"
+    return 0
+  fi
+  any_running && { log "partly running: restarting"; down; }
+  build
+  local t0; t0=$(now)
+  mkdir -p "$RUN"
+  rm -rf "$RUN/pods" "$RUN/logs.old"
+  [ -d "$RUN/logs" ] && mv "$RUN/logs" "$RUN/logs.old"
+  mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/pods"
+  [ "${MCPCTL_K8S_KEEP_DATA:-0}" = 1 ] || rm -rf "$RUN/etcd"
+  make_pki
+  kubeconfig "$RUN/kubeconfig" admin
+  kubeconfig "$RUN/kubeconfig-controller-manager" controller-manager
+  kubeconfig "$RUN/kubeconfig-scheduler" scheduler
+  kubeconfig "$RUN/kubeconfig-node" node
+
+  start etcd --name mcpctl-test --data-dir "$RUN/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "mcpctl-test=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --log-level warn
+  wait_for "etcd" 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" || fail_up "etcd did not start"
+
+  start kube-apiserver \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --advertise-address 127.0.0.1 \
+    --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --authorization-mode Node,RBAC \
+    --enable-admission-plugins NodeRestriction \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$PKI/ca.crt" \
+    --kubelet-preferred-address-types InternalIP \
+    --endpoint-reconciler-type none \
+    --allow-privileged=true \
+    --cert-dir "$PKI/apiserver-generated" \
+    --event-ttl 1h \
+    --profiling=false \
+    --v=1
+  wait_for "kube-apiserver /readyz" 90 api /readyz || fail_up "kube-apiserver did not become ready"
+
+  start kube-controller-manager \
+    --kubeconfig "$RUN/kubeconfig-controller-manager" \
+    --authentication-kubeconfig "$RUN/kubeconfig-controller-manager" \
+    --authorization-kubeconfig "$RUN/kubeconfig-controller-manager" \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+    --cert-dir "$PKI/controller-manager-generated" \
+    --leader-elect=false \
+    --use-service-account-credentials=true \
+    --service-account-private-key-file "$PKI/sa.key" \
+    --root-ca-file "$PKI/ca.crt" \
+    --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+    --cluster-name mcpctl-test \
+    --profiling=false \
+    --v=1
+  start kube-scheduler \
+    --kubeconfig "$RUN/kubeconfig-scheduler" \
+    --authentication-kubeconfig "$RUN/kubeconfig-scheduler" \
+    --authorization-kubeconfig "$RUN/kubeconfig-scheduler" \
+    --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" \
+    --cert-dir "$PKI/scheduler-generated" \
+    --leader-elect=false \
+    --profiling=false \
+    --v=1
+  start kubelet \
+    --kubeconfig "$RUN/kubeconfig-node" \
+    --node-name "$NODE_NAME" \
+    --address 127.0.0.1 --port "$KUBELET_PORT" \
+    --tls-cert-file "$PKI/kubelet.crt" --tls-private-key-file "$PKI/kubelet.key" \
+    --client-ca-file "$PKI/ca.crt" \
+    --run-dir "$RUN" \
+    --images "$IMAGES" \
+    --apiserver-port "$APISERVER_PORT" \
+    --kubelet-version "$K8S_VERSION"
+
+  wait_for "the default ServiceAccount" 90 api /api/v1/namespaces/default/serviceaccounts/default \
+    || fail_up "the default ServiceAccount was not created"
+  wait_for "node $NODE_NAME to be Ready" 60 node_ready || fail_up "node $NODE_NAME is not Ready"
+  local c
+  for c in $COMPONENTS; do alive "$c" || fail_up "$c exited"; done
+  log "Kubernetes $K8S_VERSION ready in $(elapsed "$t0")s on https://127.0.0.1:$APISERVER_PORT (context $CONTEXT)"
+  echo "$(elapsed "$t0")" > "$RUN/start-seconds"
+  log "kubeconfig: $RUN/kubeconfig   (eval \"\$($0 env)\")"
+}
+
+down() {
+  # the kubelet first: it stops the pods' processes
+  stop kubelet 30
+  stop kube-scheduler 10
+  stop kube-controller-manager 10
+  stop kube-apiserver 15
+  stop etcd 10
+  sweep_pods
+  log "stopped"
+}
+
+status() {
+  local c pid rss
+  for c in $COMPONENTS; do
+    if alive "$c"; then
+      pid=$(cat "$(pidfile "$c")")
+      rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo "?")
+      printf '%-24s running  pid %-8s rss %6s MiB\n' "$c" "$pid" "$((rss / 1024))"
+    else
+      printf '%-24s stopped\n' "$c"
+    fi
+  done
+  if running; then echo "ready: https://127.0.0.1:$APISERVER_PORT  KUBECONFIG=$RUN/kubeconfig"; fi
+}
+
+case "${1:-}" in
+  build) build ;;
+  up) up ;;
+  down) down ;;
+  env) echo "export KUBECONFIG=$RUN/kubeconfig" ;;
+  status) status ;;
+  kubeconfig) echo "$RUN/kubeconfig" ;;
+  *) echo "usage: $0 build|up|down|env|status|kubeconfig" >&2; exit 2 ;;
+esac
