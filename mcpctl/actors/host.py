@@ -1,0 +1,184 @@
+"""A host actor: one Ray actor (a process) that runs many supervisors and their replicas.
+
+Ray restarts a host that dies; the new incarnation adopts or replaces what ran (see the
+orchestrators), once mcpd hands it its servers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcpctl.actors.supervisor import NoReplica, Supervisor
+from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.jsonrpc import Message
+from mcpctl.models.instance import Instance
+from mcpctl.models.server import ServerSpec
+from mcpctl.orchestrators.base import Orchestrator
+from mcpctl.store.database import Database
+from mcpctl.store.errors import NotFound
+from mcpctl.store.repositories import instances
+from mcpctl.store.repositories.secrets import SecretRepository
+from mcpctl.store.secretbox import SecretBox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    index: int
+    database_url: str
+    secret_key: bytes
+    data_dir: str
+    orchestrator: str = "local"
+    startup_timeout: float = 120.0
+
+
+def make_orchestrator(config: HostConfig) -> Orchestrator:
+    if config.orchestrator == "local":
+        from mcpctl.orchestrators.local import LocalOrchestrator
+
+        return LocalOrchestrator(Path(config.data_dir))
+    raise ValueError(f"unknown orchestrator {config.orchestrator!r}")
+
+
+class Host:
+    def __init__(self, config: HostConfig) -> None:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        self.config = config
+        self.incarnation = uuid.uuid4().hex
+        self.database = Database(config.database_url)
+        self.secrets = SecretRepository(SecretBox(config.secret_key))
+        self.orchestrator = make_orchestrator(config)
+        self.supervisors: dict[str, Supervisor] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def ready(self) -> str:
+        return self.incarnation
+
+    async def wait_forever(self) -> None:
+        """Never answers: its failure tells mcpd at once that this host died."""
+        await asyncio.Event().wait()
+
+    async def ensure(self, server: str, spec: dict[str, Any]) -> None:
+        desired = ServerSpec.model_validate(spec)
+        supervisor = self.supervisors.get(server)
+        if supervisor is None:
+            supervisor = Supervisor(
+                server,
+                self.orchestrator,
+                self._load_secrets,
+                self._report,
+                self._forget,
+                self.config.startup_timeout,
+            )
+            self.supervisors[server] = supervisor
+            supervisor.start()
+        await supervisor.desire(desired)
+
+    async def remove(self, server: str) -> None:
+        supervisor = self.supervisors.pop(server, None)
+        if supervisor is not None:
+            await supervisor.stop()
+
+    async def servers(self) -> list[str]:
+        return sorted(self.supervisors)
+
+    async def restart_replica(self, server: str, replica: int) -> None:
+        if server in self.supervisors:
+            self.supervisors[server].restart(replica)
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(s.stop() for s in self.supervisors.values()))
+        self.supervisors.clear()
+        await self.orchestrator.close()
+
+    # -- MCP traffic -------------------------------------------------------------------
+
+    async def exchange(self, server: str, client: str, message: Message) -> AsyncIterator[Message]:
+        try:
+            replica = self._supervisor(server).replica_for(client)
+        except NoReplica as error:
+            yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
+            return
+        async for item in replica.multiplexer.exchange(client, message):
+            yield item
+
+    async def deliver(self, server: str, client: str, message: Message) -> None:
+        replica = self._supervisor(server).replica_for(client)
+        await replica.multiplexer.deliver(client, message)
+
+    async def listen(self, server: str, client: str) -> AsyncIterator[Message]:
+        replica = self._supervisor(server).replica_for(client)
+        async for item in replica.multiplexer.listen(client):
+            yield item
+
+    async def describe(self, server: str, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The server's cached InitializeResult, waiting up to `timeout` for a replica to run."""
+        supervisor = self.supervisors.get(server)
+        if supervisor is None or not supervisor.replicas:
+            return None
+        replicas = list(supervisor.replicas.values())
+        for replica in replicas:
+            if replica.initialize_result is not None:
+                return replica.initialize_result
+        waits = [asyncio.ensure_future(r.wait_running(timeout)) for r in replicas]
+        for finished in asyncio.as_completed(waits):
+            if await finished:
+                break
+        for wait in waits:
+            wait.cancel()
+        return next((r.initialize_result for r in replicas if r.initialize_result), None)
+
+    async def instances(self) -> list[dict[str, Any]]:
+        return [
+            replica.instance.model_dump(mode="json")
+            for supervisor in self.supervisors.values()
+            for replica in supervisor.replicas.values()
+        ]
+
+    def _supervisor(self, server: str) -> Supervisor:
+        supervisor = self.supervisors.get(server)
+        if supervisor is None:
+            raise NoReplica(f"server {server!r} is not running here")
+        return supervisor
+
+    # -- store -------------------------------------------------------------------------
+
+    async def _report(self, instance: Instance) -> None:
+        def write() -> None:
+            with self.database.transaction() as session:
+                instances.record(session, instance)
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception:
+            log.exception("recording %s failed", instance.name)
+
+    async def _forget(self, server: str, keep_below: int) -> None:
+        def write() -> None:
+            with self.database.transaction() as session:
+                instances.forget(session, server, keep_below)
+
+        await asyncio.to_thread(write)
+
+    async def _load_secrets(self, names: set[str]) -> dict[str, dict[str, str]]:
+        def read() -> dict[str, dict[str, str]]:
+            found = {}
+            with self.database.transaction() as session:
+                for name in names:
+                    try:
+                        found[name] = self.secrets.values(session, name)
+                    except NotFound:
+                        continue
+            return found
+
+        return await asyncio.to_thread(read) if names else {}

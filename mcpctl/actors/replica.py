@@ -1,0 +1,211 @@
+"""A replica actor: one instance of a server. It starts (or adopts) the process, holds the
+one MCP session to it, and replaces the process when it ends.
+
+It is an in-process actor: an asyncio task that alone owns its state; the supervisor talks
+to it through `update`, `restart` and `stop`, and it reports through `report`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from mcpctl.actors.sessions import open_transport
+from mcpctl.controllers.backoff import Backoff
+from mcpctl.controllers.status import transition
+from mcpctl.controllers.workload import Workload, WorkloadError
+from mcpctl.mcp.handshake import HandshakeError, handshake
+from mcpctl.mcp.multiplexer import Multiplexer
+from mcpctl.mcp.transports import Transport
+from mcpctl.models.instance import Instance, InstanceStatus
+from mcpctl.orchestrators.base import Exit, Handle, Orchestrator, StartError
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[Instance], Awaitable[None]]
+Render = Callable[[int], Awaitable[Workload]]  # may raise WorkloadError
+
+
+class Replica:
+    def __init__(
+        self,
+        server: str,
+        index: int,
+        orchestrator: Orchestrator,
+        render: Render,
+        report: Report,
+        startup_timeout: float = 120.0,
+        adopted: Handle | None = None,
+    ) -> None:
+        self.server = server
+        self.index = index
+        self.orchestrator = orchestrator
+        self.render = render
+        self.report = report
+        self.startup_timeout = startup_timeout
+        self.backoff = Backoff()
+        self.multiplexer = Multiplexer(f"{server}-{index}")
+        self.instance = Instance(server=server, replica=index)
+        self.handle: Handle | None = adopted
+        self.initialize_result: dict[str, Any] | None = None
+        self.spec_hash: str | None = adopted.spec_hash if adopted else None
+        self._restart = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.multiplexer.name)
+
+    @property
+    def status(self) -> InstanceStatus:
+        return self.instance.status
+
+    async def wait_running(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._running.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def restart(self) -> None:
+        """Replace the process (instance deleted, or its spec changed)."""
+        self._restart.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _set(self, status: InstanceStatus, **changes: object) -> None:
+        transition(self.instance.status, status)
+        self.instance = self.instance.model_copy(update={"status": status, **changes})
+        if status is InstanceStatus.RUNNING:
+            self._running.set()
+        else:
+            self._running.clear()
+        await self.report(self.instance)
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                ran_for = await self._one_life()
+                if self._stopping.is_set():
+                    break
+                delay = 0.0 if self._restart.is_set() else self.backoff.next_delay(ran_for)
+                self._restart.clear()
+                if delay:
+                    await self._pause(delay)
+        except Exception:
+            log.exception("%s: replica failed", self.multiplexer.name)
+        finally:
+            await self._shutdown()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _one_life(self) -> float:
+        """Start (or adopt), serve until the process ends; return how long it ran."""
+        began = time.monotonic()
+        await self._set(InstanceStatus.STARTING)
+        try:
+            workload = await self.render(self.index)
+            if self.handle is None:
+                self.spec_hash = workload.spec_hash
+                self.handle = await self.orchestrator.start(workload)
+            await self._set(
+                InstanceStatus.STARTING,
+                pid=self.handle.pid,
+                pod=self.handle.pod,
+                address=self.handle.address,
+                started_at=datetime.now(UTC),
+            )
+            transport, self.initialize_result = await self._startup(workload, self.handle)
+        except (WorkloadError, StartError, HandshakeError, OSError) as error:
+            reason = str(error)
+            if isinstance(error, HandshakeError) and self.handle is not None:
+                reason = await self._exit_reason(reason)
+            await self._discard_process()
+            await self._set(InstanceStatus.ERROR, last_error=reason)
+            return time.monotonic() - began
+        await self.multiplexer.attach(transport)
+        self.backoff.reset()
+        await self._set(InstanceStatus.RUNNING, last_error=None)
+        ended = await self._until_ended()
+        await self.multiplexer.detach()
+        with contextlib.suppress(Exception):
+            await transport.close()
+        if self._stopping.is_set():
+            return time.monotonic() - began
+        await self._discard_process()
+        self.instance = self.instance.model_copy(
+            update={"restart_count": self.instance.restart_count + 1, "last_error": ended}
+        )
+        return time.monotonic() - began
+
+    async def _startup(
+        self, workload: Workload, handle: Handle
+    ) -> tuple[Transport, dict[str, Any]]:
+        """Connect and initialize, unless the process ends first (then say why)."""
+
+        async def connect() -> tuple[Transport, dict[str, Any]]:
+            transport = await open_transport(
+                self.orchestrator, handle, workload.transport, self.startup_timeout
+            )
+            return transport, await handshake(transport, self.startup_timeout)
+
+        startup = asyncio.ensure_future(connect())
+        exited = asyncio.ensure_future(self.orchestrator.wait(handle))
+        await asyncio.wait({startup, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if startup.done():
+            exited.cancel()
+            return startup.result()
+        startup.cancel()
+        raise StartError(exited.result().reason)
+
+    async def _exit_reason(self, fallback: str) -> str:
+        """Why a process failed its handshake: its exit status and stderr if it ended."""
+        assert self.handle is not None
+        try:
+            exit_ = await asyncio.wait_for(self.orchestrator.wait(self.handle), 0.5)
+        except TimeoutError:
+            return fallback
+        return exit_.reason
+
+    async def _until_ended(self) -> str:
+        assert self.handle is not None
+        waits: dict[asyncio.Task[object], str] = {
+            asyncio.ensure_future(self.orchestrator.wait(self.handle)): "exit",
+            asyncio.ensure_future(self.multiplexer.lost.wait()): "lost",
+            asyncio.ensure_future(self._stopping.wait()): "stop",
+            asyncio.ensure_future(self._restart.wait()): "restart",
+        }
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        first = next(iter(done))
+        kind = waits[first]
+        if kind == "exit":
+            result = first.result()
+            assert isinstance(result, Exit)
+            return result.reason
+        if kind == "lost":
+            return "the server closed its MCP session"
+        return "restarted" if kind == "restart" else "stopped"
+
+    async def _discard_process(self) -> None:
+        if self.handle is not None:
+            handle, self.handle = self.handle, None
+            await self.orchestrator.stop(handle)
+
+    async def _shutdown(self) -> None:
+        await self.multiplexer.close(f"{self.multiplexer.name} stopped")
+        await self._discard_process()
+        with contextlib.suppress(Exception):
+            await self._set(InstanceStatus.STOPPED)

@@ -1,0 +1,206 @@
+"""The runtime in mcpd's process: starts or joins Ray, keeps the pool of host actors, places
+each server's supervisor on a host and routes the gateway's MCP traffic to it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from mcpctl.actors.host import Host, HostConfig
+from mcpctl.controllers.placement import host_for, pool_size
+from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.jsonrpc import Message
+from mcpctl.models.kinds import SERVER, Kind
+from mcpctl.store.database import Database
+from mcpctl.store.repositories.specs import SERVERS
+
+log = logging.getLogger(__name__)
+HostActor: Any = ray.remote(Host)  # Ray handles are untyped
+
+
+def init_ray() -> None:
+    """Join RAY_ADDRESS when set, else start a local Ray (DESIGN: measured settings)."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False, namespace=None)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024**2)
+
+
+class Runtime:
+    def __init__(
+        self,
+        database: Database,
+        host_config: HostConfig,
+        resync_seconds: float = 30.0,
+        hosts: int | None = None,
+        namespace: str = "mcpd",
+    ) -> None:
+        self.database = database
+        self.host_config = host_config
+        self.resync_seconds = resync_seconds
+        self.configured_hosts = hosts
+        self.namespace = namespace
+        self.hosts: list[Any] = []
+        self._placed: dict[str, int] = {}  # server -> host index it runs on
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        init_ray()
+        await self.sync()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._resync_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(h.shutdown.remote() for h in self.hosts))
+        for host in self.hosts:
+            ray.kill(host)
+        self.hosts.clear()
+
+    def _desired(self) -> dict[str, dict[str, Any]]:
+        with self.database.transaction() as session:
+            return {r.metadata.name: r.spec.model_dump(mode="json") for r in SERVERS.list(session)}
+
+    async def _grow_pool(self, servers: int) -> None:
+        cpus = ray.cluster_resources().get("CPU", 2)
+        wanted = pool_size(cpus, servers, self.configured_hosts)
+        while len(self.hosts) < wanted:
+            index = len(self.hosts)
+            config = HostConfig(**{**self.host_config.__dict__, "index": index})
+            host: Any = HostActor.options(
+                name=f"{self.namespace}-host-{index}",
+                max_restarts=-1,
+                max_task_retries=0,
+                num_cpus=0,
+                max_concurrency=10_000,
+            ).remote(config)
+            await host.ready.remote()
+            self.hosts.append(host)
+            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(index)))
+
+    async def sync(self) -> None:
+        """Make every host run exactly the servers placed on it (the resync backstop)."""
+        async with self._lock:
+            desired = await asyncio.to_thread(self._desired)
+            await self._grow_pool(len(desired))
+            calls: list[Any] = []
+            for name in [n for n in self._placed if n not in desired]:
+                calls.append(self.hosts[self._placed.pop(name)].remove.remote(name))
+            for name, spec in desired.items():
+                index = host_for(name, len(self.hosts))
+                previous = self._placed.get(name)
+                if previous is not None and previous != index:
+                    calls.append(self.hosts[previous].remove.remote(name))
+                self._placed[name] = index
+                calls.append(self.hosts[index].ensure.remote(name, spec))
+            await asyncio.gather(*calls)
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("resync failed")
+
+    async def _watch(self, index: int) -> None:
+        """A host that dies fails its pending `wait_forever` at once; hand it its servers again."""
+        while True:
+            host = self.hosts[index]
+            try:
+                await host.wait_forever.remote()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("host %d died; waiting for Ray to restart it", index)
+            while True:
+                try:
+                    await host.ready.remote()
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            log.info("host %d is back; re-adopting its servers", index)
+            await self.sync()
+
+    # -- changes from the API ----------------------------------------------------------
+
+    def on_change(self, kind: Kind, name: str) -> None:
+        if kind is SERVER:
+            asyncio.get_running_loop().create_task(self._apply(name))
+
+    async def _apply(self, name: str) -> None:
+        try:
+            await self.sync()
+        except Exception:
+            log.exception("applying server %s failed", name)
+
+    async def restart_instance(self, server: str, replica: int) -> None:
+        index = self._placed.get(server)
+        if index is not None:
+            await self.hosts[index].restart_replica.remote(server, replica)
+
+    # -- MCP traffic -------------------------------------------------------------------
+
+    def _host(self, server: str) -> Any:
+        index = self._placed.get(server)
+        return None if index is None else self.hosts[index]
+
+    async def exchange(self, server: str, client: str, message: Message) -> AsyncIterator[Message]:
+        host = self._host(server)
+        if host is None:
+            yield jsonrpc.error(
+                message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not running"
+            )
+            return
+        stream: Any = host.exchange.remote(server, client, message)
+        try:
+            async for ref in stream:
+                yield await ref
+        except ray.exceptions.RayError as error:
+            yield jsonrpc.error(
+                message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                ray.cancel(stream)
+
+    async def deliver(self, server: str, client: str, message: Message) -> None:
+        host = self._host(server)
+        if host is not None:
+            with contextlib.suppress(ray.exceptions.RayError):
+                await host.deliver.remote(server, client, message)
+
+    async def listen(self, server: str, client: str) -> AsyncIterator[Message]:
+        host = self._host(server)
+        if host is None:
+            return
+        stream: Any = host.listen.remote(server, client)
+        try:
+            async for ref in stream:
+                yield await ref
+        finally:
+            with contextlib.suppress(Exception):
+                ray.cancel(stream)
+
+    async def describe(self, server: str) -> dict[str, Any] | None:
+        host = self._host(server)
+        if host is None:
+            return None
+        result: dict[str, Any] | None = await host.describe.remote(server)
+        return result

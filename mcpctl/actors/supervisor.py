@@ -1,0 +1,152 @@
+"""A supervisor actor per server: it compares desired replicas with the running ones and
+creates, retires and rolls replica actors. An error in one never touches another."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mcpctl.actors.replica import Replica, Report
+from mcpctl.controllers import reconcile
+from mcpctl.controllers.workload import Workload, render, spec_hash
+from mcpctl.models.instance import InstanceStatus
+from mcpctl.models.server import ServerSpec
+from mcpctl.orchestrators.base import Handle, Orchestrator
+
+log = logging.getLogger(__name__)
+
+Secrets = Callable[[set[str]], Awaitable[dict[str, dict[str, str]]]]
+Forget = Callable[[str, int], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Desired:
+    spec: ServerSpec
+    done: asyncio.Future[None]
+
+
+@dataclass(frozen=True)
+class _Restart:
+    replica: int
+
+
+@dataclass(frozen=True)
+class _Stop:
+    pass
+
+
+class NoReplica(LookupError):
+    pass
+
+
+class Supervisor:
+    def __init__(
+        self,
+        name: str,
+        orchestrator: Orchestrator,
+        secrets: Secrets,
+        report: Report,
+        forget: Forget,
+        startup_timeout: float = 120.0,
+    ) -> None:
+        self.name = name
+        self.orchestrator = orchestrator
+        self.secrets = secrets
+        self.report = report
+        self.forget = forget
+        self.startup_timeout = startup_timeout
+        self.spec: ServerSpec | None = None
+        self.replicas: dict[int, Replica] = {}
+        self._mailbox: asyncio.Queue[_Desired | _Restart | _Stop] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._adoptable: dict[int, Handle] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"supervisor:{self.name}"
+        )
+
+    async def desire(self, spec: ServerSpec) -> None:
+        """Hand over the desired spec; return once the replicas it needs exist."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._mailbox.put_nowait(_Desired(spec, done))
+        await done
+
+    def restart(self, replica: int) -> None:
+        self._mailbox.put_nowait(_Restart(replica))
+
+    async def stop(self) -> None:
+        self._mailbox.put_nowait(_Stop())
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        self._adoptable = {h.replica: h for h in await self.orchestrator.adopt(self.name)}
+        while True:
+            message = await self._mailbox.get()
+            try:
+                if isinstance(message, _Stop):
+                    await self._retire(list(self.replicas))
+                    return
+                if isinstance(message, _Restart):
+                    if message.replica in self.replicas:
+                        self.replicas[message.replica].restart()
+                    continue
+                self.spec = message.spec
+                try:
+                    await self._reconcile()
+                finally:
+                    if not message.done.done():
+                        message.done.set_result(None)
+            except Exception:
+                log.exception("supervisor %s: reconcile failed", self.name)
+
+    async def _render(self, replica: int) -> Workload:
+        assert self.spec is not None
+        return render(self.name, replica, self.spec, await self.secrets(self.spec.secret_names()))
+
+    async def _reconcile(self) -> None:
+        assert self.spec is not None
+        current = spec_hash(self.spec)
+        running = {i: r.spec_hash or current for i, r in self.replicas.items()}
+        plan = reconcile.plan(self.spec.replicas, current, running)
+        if plan.stop:
+            await self._retire(list(plan.stop))
+        for index in plan.start:
+            replica = Replica(
+                self.name,
+                index,
+                self.orchestrator,
+                self._render,
+                self.report,
+                self.startup_timeout,
+                adopted=self._adoptable.pop(index, None),
+            )
+            self.replicas[index] = replica
+            replica.start()
+        for index in plan.roll:
+            # One at a time, so a server with several replicas keeps serving while it rolls.
+            replica = self.replicas[index]
+            replica.restart()
+            replica.spec_hash = current
+            if len(plan.roll) > 1:
+                await replica.wait_running(self.startup_timeout)
+        for stale in list(self._adoptable.values()):
+            await self.orchestrator.stop(stale)
+        self._adoptable.clear()
+
+    async def _retire(self, indexes: list[int]) -> None:
+        replicas = [self.replicas.pop(i) for i in indexes if i in self.replicas]
+        await asyncio.gather(*(r.stop() for r in replicas))
+        if indexes:
+            await self.forget(self.name, min(indexes))
+
+    def replica_for(self, client: str) -> Replica:
+        """The replica that serves a client: sticky by hash among the running ones."""
+        if not self.replicas:
+            raise NoReplica(f"server {self.name!r} has no replicas (it is scaled to 0)")
+        ready = [r for _, r in sorted(self.replicas.items()) if r.status is InstanceStatus.RUNNING]
+        pool = ready or [r for _, r in sorted(self.replicas.items())]
+        return pool[hash(client) % len(pool)]

@@ -1,0 +1,99 @@
+"""From a Server spec to what an orchestrator runs: argv, env, ports (pure data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from mcpctl.models.server import Runtime, ServerSpec, Source, Transport
+
+PORT_PLACEHOLDERS = ("{port}", "${PORT}")
+
+
+class WorkloadError(ValueError):
+    """The spec cannot run here; the message becomes the instance's last error."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    server: str
+    replica: int
+    spec_hash: str
+    source: Source
+    transport: Transport
+    argv: tuple[str, ...] = ()
+    image: str | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secret values
+    port: int | None = None
+    path: str = "/mcp"
+    url: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.server}-{self.replica}"
+
+
+def spec_hash(spec: ServerSpec) -> str:
+    """A stable hash of everything that needs a restart when it changes (not replicas)."""
+    data = spec.model_dump(mode="json", exclude={"replicas", "description"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def command_line(spec: ServerSpec) -> tuple[str, ...]:
+    """The process to run for a package or command source (images carry their own)."""
+    if spec.source is Source.PACKAGE:
+        assert spec.package is not None
+        if spec.runtime is Runtime.NODE:
+            return ("npx", "-y", spec.package, *spec.args)
+        return ("uvx", spec.package, *spec.args)
+    if spec.source is Source.COMMAND:
+        assert spec.command is not None
+        return (spec.command, *spec.args)
+    if spec.source is Source.IMAGE:
+        return tuple(([spec.command] if spec.command else []) + spec.args)
+    return ()
+
+
+def resolve_env(spec: ServerSpec, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+    env = {}
+    for var in spec.env:
+        if var.secret_ref is None:
+            env[var.name] = var.value or ""
+            continue
+        ref = var.secret_ref
+        values = secrets.get(ref.name)
+        if values is None:
+            raise WorkloadError(f"env {var.name}: secret {ref.name!r} not found")
+        if ref.key not in values:
+            raise WorkloadError(f"env {var.name}: secret {ref.name!r} has no key {ref.key!r}")
+        env[var.name] = values[ref.key]
+    return env
+
+
+def with_port(argv: tuple[str, ...], port: int) -> tuple[str, ...]:
+    """Substitute `{port}` / `${PORT}` in arguments with the port the orchestrator chose."""
+    result = []
+    for arg in argv:
+        for placeholder in PORT_PLACEHOLDERS:
+            arg = arg.replace(placeholder, str(port))
+        result.append(arg)
+    return tuple(result)
+
+
+def render(
+    name: str, replica: int, spec: ServerSpec, secrets: dict[str, dict[str, str]]
+) -> Workload:
+    return Workload(
+        server=name,
+        replica=replica,
+        spec_hash=spec_hash(spec),
+        source=spec.source,
+        transport=spec.transport,
+        argv=command_line(spec),
+        image=spec.image,
+        env=resolve_env(spec, secrets),
+        port=spec.port,
+        path=spec.http_path,
+        url=spec.url,
+    )
