@@ -28,7 +28,8 @@
 #                                (default: every `up` starts from an empty cluster)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+ROOT=$(cd "$(dirname "$SELF")/../.." && pwd)
 SRC="$ROOT/tests/cluster"
 CACHE="${MCPCTL_CACHE:-$HOME/.cache/mcpctl}/k8s"
 RUN="$CACHE/run"
@@ -180,7 +181,7 @@ cert() { # name subject [san]
 }
 
 make_pki() {
-  [ -f "$PKI/done" ] && return 0
+  [ -f "$PKI/done-v2" ] && return 0
   rm -rf "$PKI"; mkdir -p "$PKI"; chmod 700 "$PKI"
   openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
   openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=mcpctl-test-ca" -days 3650 -sha256 \
@@ -194,9 +195,10 @@ make_pki() {
   cert controller-manager "/CN=system:kube-controller-manager"
   cert scheduler "/CN=system:kube-scheduler"
   cert node "/O=system:nodes/CN=system:node:$NODE_NAME"
+  cert front-proxy-client "/CN=front-proxy-client"
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
-  touch "$PKI/done"
+  touch "$PKI/done-v2"
 }
 
 b64() { base64 -w0 < "$1"; }
@@ -227,6 +229,12 @@ EOF
 }
 
 # ----------------------------------------------------------- processes -----
+#
+# `up` starts one detached holder process (this script, `_hold`). The holder
+# starts every component as its own child, waits until the cluster is ready,
+# and then stays: it reaps the components when they exit, and on SIGTERM
+# (`down`) stops them in order (kubelet first, so pods stop cleanly). This
+# keeps zombies away even where PID 1 does not reap orphans.
 
 pidfile() { echo "$RUN/pids/$1.pid"; }
 
@@ -237,75 +245,29 @@ binary_of() {
   esac
 }
 
-# alive NAME: the process in the pid file runs our binary
+# pid_running PID: exists and is not a zombie
+pid_running() {
+  local state
+  state=$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null || true)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# alive NAME: the process in the pid file runs and is ours
 alive() {
   local f pid exe
   f=$(pidfile "$1")
   [ -f "$f" ] || return 1
   pid=$(cat "$f")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && pid_running "$pid" || return 1
+  [ "$1" = holder ] && return 0
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
   case $exe in "$CACHE"/*) return 0 ;; esac
   return 1
 }
 
-start() { # name args...
-  local name=$1; shift
-  local bin; bin=$(binary_of "$name")
-  mkdir -p "$RUN/logs" "$RUN/pids"
-  # its own session: no terminal, no link to the caller's pipes
-  setsid "$bin" "$@" < /dev/null >> "$RUN/logs/$name.log" 2>&1 &
-  echo $! > "$(pidfile "$name")"
-}
-
-stop() { # name timeout
-  local name=$1 timeout=$2 f pid i
-  f=$(pidfile "$name")
-  [ -f "$f" ] || return 0
-  pid=$(cat "$f")
-  if alive "$name"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout * 10; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop in ${timeout}s: SIGKILL"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$f"
-}
-
-# Pod processes carry MCPCTL_TEST_KUBELET_RUN=<run dir> in their environment;
-# stop any the kubelet left behind.
-sweep_pods() {
-  local marker="MCPCTL_TEST_KUBELET_RUN=$RUN" p pid n=0
-  for p in /proc/[0-9]*; do
-    pid=${p#/proc/}
-    [ "$pid" = $$ ] && continue
-    if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "$marker"; then
-      kill -KILL "$pid" 2>/dev/null && n=$((n + 1))
-    fi
-  done
-  [ $n = 0 ] || log "stopped $n leftover pod processes"
-}
-
 api() { # path -> body; fails on HTTP errors
   curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
     "https://127.0.0.1:$APISERVER_PORT$1"
-}
-
-wait_for() { # description timeout command...
-  local what=$1 timeout=$2 t0; shift 2
-  t0=$(date +%s)
-  until "$@" >/dev/null 2>&1; do
-    if [ $(( $(date +%s) - t0 )) -ge "$timeout" ]; then
-      log "timed out after ${timeout}s waiting for $what"
-      return 1
-    fi
-    sleep 0.2
-  done
 }
 
 node_ready() {
@@ -317,63 +279,103 @@ taints = [t for t in node["spec"].get("taints", []) if t.get("effect") in ("NoSc
 sys.exit(0 if ok and not taints else 1)'
 }
 
-fail_up() {
-  local c
-  log "$1"
-  for c in $COMPONENTS; do
-    if [ -f "$RUN/logs/$c.log" ]; then
-      echo "---- last lines of $RUN/logs/$c.log" >&2
-      tail -n 15 "$RUN/logs/$c.log" >&2
+# Pod processes carry MCPCTL_TEST_KUBELET_RUN=<run dir> in their environment;
+# stop any the kubelet left behind.
+sweep_pods() {
+  local marker="MCPCTL_TEST_KUBELET_RUN=$RUN" p pid n=0
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$pid" = $$ ] && continue
+    if { tr '\0' '\n' < "$p/environ"; } 2>/dev/null | grep -qxF "$marker"; then
+      kill -KILL "$pid" 2>/dev/null && n=$((n + 1))
     fi
   done
-  log "stopping what was started"
-  down >/dev/null 2>&1 || true
+  [ $n = 0 ] || log "stopped $n leftover pod processes"
+}
+
+# ---- inside the holder ----
+
+STOPPING=0
+
+h_start() { # name args...
+  local name=$1; shift
+  "$(binary_of "$name")" "$@" < /dev/null >> "$RUN/logs/$name.log" 2>&1 &
+  echo $! > "$(pidfile "$name")"
+  log "started $name (pid $!)"
+}
+
+h_wait() { # description timeout command...
+  local what=$1 timeout=$2 t0; shift 2
+  t0=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    [ $STOPPING = 0 ] || return 1
+    if [ $(( $(date +%s) - t0 )) -ge "$timeout" ]; then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+h_stop() { # name timeout: SIGTERM, SIGKILL after timeout, reap
+  local name=$1 timeout=$2 f pid i
+  f=$(pidfile "$name")
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if pid_running "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+      pid_running "$pid" || break
+      sleep 0.1
+    done
+    if pid_running "$pid"; then
+      log "$name did not stop in ${timeout}s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+  rm -f "$f"
+  log "stopped $name"
+}
+
+h_stop_all() {
+  h_stop kubelet 30 # first: it stops the pods' processes
+  h_stop kube-scheduler 10
+  h_stop kube-controller-manager 10
+  h_stop kube-apiserver 15
+  h_stop etcd 10
+  sweep_pods
+}
+
+h_fail() {
+  log "$1"
+  echo "$1" > "$RUN/failed"
+  h_stop_all
   exit 1
 }
 
-running() {
-  local c
-  for c in $COMPONENTS; do alive "$c" || return 1; done
-  api /readyz >/dev/null 2>&1
-}
-
-any_running() {
-  local c
-  for c in $COMPONENTS; do alive "$c" && return 0; done
-  return 1
-}
-
-up() {
-  if running; then
-    log "already running (kubeconfig: $RUN/kubeconfig)"
-    return 0
-  fi
-  any_running && { log "partly running: restarting"; down; }
-  build
-  local t0; t0=$(now)
-  mkdir -p "$RUN"
-  rm -rf "$RUN/pods" "$RUN/logs.old"
-  [ -d "$RUN/logs" ] && mv "$RUN/logs" "$RUN/logs.old"
-  mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/pods"
-  [ "${MCPCTL_K8S_KEEP_DATA:-0}" = 1 ] || rm -rf "$RUN/etcd"
-  make_pki
-  kubeconfig "$RUN/kubeconfig" admin
-  kubeconfig "$RUN/kubeconfig-controller-manager" controller-manager
-  kubeconfig "$RUN/kubeconfig-scheduler" scheduler
-  kubeconfig "$RUN/kubeconfig-node" node
-
-  start etcd --name mcpctl-test --data-dir "$RUN/etcd" \
+hold() {
+  trap 'STOPPING=1' TERM INT HUP
+  log "holder $$ starting Kubernetes $K8S_VERSION"
+  h_start etcd --name mcpctl-test --data-dir "$RUN/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "mcpctl-test=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync --log-level warn
-  wait_for "etcd" 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" || fail_up "etcd did not start"
+  h_wait "etcd" 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" || h_fail "etcd did not start"
 
-  start kube-apiserver \
+  h_start kube-apiserver \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" --advertise-address 127.0.0.1 \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
+    --requestheader-client-ca-file "$PKI/ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI/front-proxy-client.key" \
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -389,9 +391,9 @@ up() {
     --event-ttl 1h \
     --profiling=false \
     --v=1
-  wait_for "kube-apiserver /readyz" 90 api /readyz || fail_up "kube-apiserver did not become ready"
+  h_wait "kube-apiserver /readyz" 90 api /readyz || h_fail "kube-apiserver did not become ready"
 
-  start kube-controller-manager \
+  h_start kube-controller-manager \
     --kubeconfig "$RUN/kubeconfig-controller-manager" \
     --authentication-kubeconfig "$RUN/kubeconfig-controller-manager" \
     --authorization-kubeconfig "$RUN/kubeconfig-controller-manager" \
@@ -405,7 +407,7 @@ up() {
     --cluster-name mcpctl-test \
     --profiling=false \
     --v=1
-  start kube-scheduler \
+  h_start kube-scheduler \
     --kubeconfig "$RUN/kubeconfig-scheduler" \
     --authentication-kubeconfig "$RUN/kubeconfig-scheduler" \
     --authorization-kubeconfig "$RUN/kubeconfig-scheduler" \
@@ -414,7 +416,7 @@ up() {
     --leader-elect=false \
     --profiling=false \
     --v=1
-  start kubelet \
+  h_start kubelet \
     --kubeconfig "$RUN/kubeconfig-node" \
     --node-name "$NODE_NAME" \
     --address 127.0.0.1 --port "$KUBELET_PORT" \
@@ -425,38 +427,140 @@ up() {
     --apiserver-port "$APISERVER_PORT" \
     --kubelet-version "$K8S_VERSION"
 
-  wait_for "the default ServiceAccount" 90 api /api/v1/namespaces/default/serviceaccounts/default \
-    || fail_up "the default ServiceAccount was not created"
-  wait_for "node $NODE_NAME to be Ready" 60 node_ready || fail_up "node $NODE_NAME is not Ready"
+  h_wait "the default ServiceAccount" 90 api /api/v1/namespaces/default/serviceaccounts/default \
+    || h_fail "the default ServiceAccount was not created"
+  h_wait "node $NODE_NAME to be Ready" 60 node_ready || h_fail "node $NODE_NAME is not Ready"
   local c
-  for c in $COMPONENTS; do alive "$c" || fail_up "$c exited"; done
+  for c in $COMPONENTS; do alive "$c" || h_fail "$c exited"; done
+  touch "$RUN/ready"
+  log "ready"
+
+  # Stay, reaping; a component that dies is logged (status shows it).
+  local any
+  while [ $STOPPING = 0 ]; do
+    wait -n 2>/dev/null || true
+    [ $STOPPING = 0 ] || break
+    any=0
+    for c in $COMPONENTS; do
+      if alive "$c"; then
+        any=1
+      elif [ -f "$(pidfile "$c")" ]; then
+        log "$c exited unexpectedly"
+        rm -f "$(pidfile "$c")"
+      fi
+    done
+    [ $any = 1 ] || { log "every component exited"; break; }
+  done
+  h_stop_all
+  log "holder exits"
+}
+
+# ---- the commands ----
+
+running() {
+  local c
+  alive holder || return 1
+  for c in $COMPONENTS; do alive "$c" || return 1; done
+  api /readyz >/dev/null 2>&1
+}
+
+any_running() {
+  local c
+  for c in holder $COMPONENTS; do alive "$c" && return 0; done
+  return 1
+}
+
+show_logs() {
+  local c
+  for c in cluster $COMPONENTS; do
+    if [ -f "$RUN/logs/$c.log" ]; then
+      echo "---- last lines of $RUN/logs/$c.log" >&2
+      tail -n 15 "$RUN/logs/$c.log" >&2
+    fi
+  done
+}
+
+up() {
+  if running; then
+    log "already running (kubeconfig: $RUN/kubeconfig)"
+    return 0
+  fi
+  any_running && { log "partly running: restarting"; down; }
+  build
+  local t0; t0=$(now)
+  mkdir -p "$RUN"
+  rm -rf "$RUN/pods" "$RUN/logs.old" "$RUN/ready" "$RUN/failed"
+  [ -d "$RUN/logs" ] && mv "$RUN/logs" "$RUN/logs.old"
+  mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/pods"
+  [ "${MCPCTL_K8S_KEEP_DATA:-0}" = 1 ] || rm -rf "$RUN/etcd"
+  make_pki
+  kubeconfig "$RUN/kubeconfig" admin
+  kubeconfig "$RUN/kubeconfig-controller-manager" controller-manager
+  kubeconfig "$RUN/kubeconfig-scheduler" scheduler
+  kubeconfig "$RUN/kubeconfig-node" node
+
+  # detached: its own session, no terminal, not holding the caller's pipes
+  setsid "$SELF" _hold < /dev/null >> "$RUN/logs/cluster.log" 2>&1 &
+  echo $! > "$(pidfile holder)"
+  local deadline=$(( $(date +%s) + 300 ))
+  until [ -f "$RUN/ready" ]; do
+    if [ -f "$RUN/failed" ] || ! alive holder || [ "$(date +%s)" -ge $deadline ]; then
+      log "the cluster did not start: $(cat "$RUN/failed" 2>/dev/null || echo 'holder exited or timed out')"
+      show_logs
+      down >/dev/null 2>&1 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
   log "Kubernetes $K8S_VERSION ready in $(elapsed "$t0")s on https://127.0.0.1:$APISERVER_PORT (context $CONTEXT)"
   echo "$(elapsed "$t0")" > "$RUN/start-seconds"
   log "kubeconfig: $RUN/kubeconfig   (eval \"\$($0 env)\")"
 }
 
 down() {
-  # the kubelet first: it stops the pods' processes
-  stop kubelet 30
-  stop kube-scheduler 10
-  stop kube-controller-manager 10
-  stop kube-apiserver 15
-  stop etcd 10
+  local f pid c i
+  f=$(pidfile holder)
+  if alive holder; then
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 900; i++)); do # the holder gives the kubelet up to 30s, the rest 45s
+      pid_running "$pid" || break
+      sleep 0.1
+    done
+    if pid_running "$pid"; then
+      log "holder did not stop: SIGKILL to its process group"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$f"
+  # whatever is left (the holder was killed hard, or is from an older run)
+  for c in kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
+    if alive "$c"; then
+      pid=$(cat "$(pidfile "$c")")
+      kill -TERM "$pid" 2>/dev/null || true
+      for ((i = 0; i < 100; i++)); do pid_running "$pid" || break; sleep 0.1; done
+      pid_running "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$(pidfile "$c")"
+  done
   sweep_pods
+  rm -f "$RUN/ready"
   log "stopped"
 }
 
 status() {
-  local c pid rss
-  for c in $COMPONENTS; do
+  local c pid rss total=0
+  for c in holder $COMPONENTS; do
     if alive "$c"; then
       pid=$(cat "$(pidfile "$c")")
-      rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo "?")
+      rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+      total=$((total + rss))
       printf '%-24s running  pid %-8s rss %6s MiB\n' "$c" "$pid" "$((rss / 1024))"
     else
       printf '%-24s stopped\n' "$c"
     fi
   done
+  printf '%-24s          %-12s rss %6s MiB\n' total "" "$((total / 1024))"
   if running; then echo "ready: https://127.0.0.1:$APISERVER_PORT  KUBECONFIG=$RUN/kubeconfig"; fi
 }
 
@@ -467,5 +571,6 @@ case "${1:-}" in
   env) echo "export KUBECONFIG=$RUN/kubeconfig" ;;
   status) status ;;
   kubeconfig) echo "$RUN/kubeconfig" ;;
+  _hold) hold ;;
   *) echo "usage: $0 build|up|down|env|status|kubeconfig" >&2; exit 2 ;;
 esac

@@ -91,6 +91,7 @@ func run(cfg config) error {
 	if err := os.MkdirAll(filepath.Join(runDir, "pods"), 0o755); err != nil {
 		return err
 	}
+	startReaper()
 	// Leftovers of an earlier kubelet of this run dir (killed hard) are stopped
 	// first, so no pod runs twice.
 	if n := killMarkedProcesses(runDir); n > 0 {
@@ -133,5 +134,9 @@ func run(cfg config) error {
 	_ = srv.Shutdown(shutdownCtx)
 	k.stopAll(5 * time.Second)
 	killMarkedProcesses(runDir)
+	for i := 0; i < 10; i++ {
+		time.Sleep(100 * time.Millisecond)
+		reapOrphans()
+	}
 	return nil
 }

@@ -100,7 +100,7 @@ func startRun(spec runSpec) (*containerRun, error) {
 		}
 		cmd.Stdin = stdinR
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startTracked(cmd); err != nil {
 		closeAll(logFile, outR, outW, errR, errW, stdinR, stdinW)
 		return nil, err
 	}
@@ -121,6 +121,7 @@ func startRun(spec runSpec) (*containerRun, error) {
 	go func() { defer readers.Done(); r.hub.pump(errR, streamStderr) }()
 	go func() {
 		waitErr := cmd.Wait()
+		untrack(r.pid)
 		r.finishedAt = time.Now()
 		if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
 			switch {

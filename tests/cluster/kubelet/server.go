@@ -193,7 +193,7 @@ func (e *execer) ExecInContainer(ctx context.Context, _, _, container string, cm
 		stdinW = w
 		defer r.Close()
 	}
-	if err := c.Start(); err != nil {
+	if err := startTracked(c); err != nil {
 		if stdinW != nil {
 			stdinW.Close()
 		}
@@ -224,6 +224,7 @@ func (e *execer) ExecInContainer(ctx context.Context, _, _, container string, cm
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}()
 	err = c.Wait()
+	untrack(pgid)
 	_ = syscall.Kill(-pgid, syscall.SIGKILL) // leftovers of the session
 	if stdinW != nil {
 		stdinW.Close()
