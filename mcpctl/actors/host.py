@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +97,15 @@ class Host:
             self.supervisors[server].restart(replica)
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(s.stop() for s in self.supervisors.values()))
+        await asyncio.gather(*(s.stop(forget=False) for s in self.supervisors.values()))
         self.supervisors.clear()
         await self.orchestrator.close()
 
     # -- MCP traffic -------------------------------------------------------------------
 
-    async def exchange(self, server: str, client: str, message: Message) -> AsyncIterator[Message]:
+    async def exchange(
+        self, server: str, client: str, message: Message
+    ) -> AsyncGenerator[Message, None]:
         try:
             replica = self._supervisor(server).replica_for(client)
         except NoReplica as error:
@@ -116,7 +118,7 @@ class Host:
         replica = self._supervisor(server).replica_for(client)
         await replica.multiplexer.deliver(client, message)
 
-    async def listen(self, server: str, client: str) -> AsyncIterator[Message]:
+    async def listen(self, server: str, client: str) -> AsyncGenerator[Message, None]:
         replica = self._supervisor(server).replica_for(client)
         async for item in replica.multiplexer.listen(client):
             yield item

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import ray
@@ -150,10 +150,19 @@ class Runtime:
         except Exception:
             log.exception("applying server %s failed", name)
 
-    async def restart_instance(self, server: str, replica: int) -> None:
+    def on_instance_deleted(self, server: str, replica: int) -> None:
         index = self._placed.get(server)
         if index is not None:
-            await self.hosts[index].restart_replica.remote(server, replica)
+            self.hosts[index].restart_replica.remote(server, replica)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Starlette lifespan: the runtime lives as long as the app serves."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
 
     # -- MCP traffic -------------------------------------------------------------------
 
@@ -161,7 +170,9 @@ class Runtime:
         index = self._placed.get(server)
         return None if index is None else self.hosts[index]
 
-    async def exchange(self, server: str, client: str, message: Message) -> AsyncIterator[Message]:
+    async def exchange(
+        self, server: str, client: str, message: Message
+    ) -> AsyncGenerator[Message, None]:
         host = self._host(server)
         if host is None:
             yield jsonrpc.error(
@@ -186,7 +197,7 @@ class Runtime:
             with contextlib.suppress(ray.exceptions.RayError):
                 await host.deliver.remote(server, client, message)
 
-    async def listen(self, server: str, client: str) -> AsyncIterator[Message]:
+    async def listen(self, server: str, client: str) -> AsyncGenerator[Message, None]:
         host = self._host(server)
         if host is None:
             return

@@ -34,7 +34,7 @@ class _Restart:
 
 @dataclass(frozen=True)
 class _Stop:
-    pass
+    forget: bool
 
 
 class NoReplica(LookupError):
@@ -77,8 +77,9 @@ class Supervisor:
     def restart(self, replica: int) -> None:
         self._mailbox.put_nowait(_Restart(replica))
 
-    async def stop(self) -> None:
-        self._mailbox.put_nowait(_Stop())
+    async def stop(self, forget: bool = True) -> None:
+        """Stop every replica; `forget` drops their rows (the server is gone, not mcpd)."""
+        self._mailbox.put_nowait(_Stop(forget))
         if self._task is not None:
             await self._task
 
@@ -88,7 +89,7 @@ class Supervisor:
             message = await self._mailbox.get()
             try:
                 if isinstance(message, _Stop):
-                    await self._retire(list(self.replicas))
+                    await self._retire(list(self.replicas), message.forget)
                     return
                 if isinstance(message, _Restart):
                     if message.replica in self.replicas:
@@ -137,10 +138,10 @@ class Supervisor:
             await self.orchestrator.stop(stale)
         self._adoptable.clear()
 
-    async def _retire(self, indexes: list[int]) -> None:
+    async def _retire(self, indexes: list[int], forget: bool = True) -> None:
         replicas = [self.replicas.pop(i) for i in indexes if i in self.replicas]
         await asyncio.gather(*(r.stop() for r in replicas))
-        if indexes:
+        if indexes and forget:
             await self.forget(self.name, min(indexes))
 
     def replica_for(self, client: str) -> Replica:

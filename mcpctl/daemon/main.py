@@ -12,6 +12,8 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from mcpctl.actors.host import HostConfig
+from mcpctl.actors.runtime import Runtime, init_ray
 from mcpctl.daemon.settings import Settings
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
@@ -34,10 +36,10 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
     return database, new_token
 
 
-def secret_box(settings: Settings) -> SecretBox:
+def secret_key(settings: Settings) -> bytes:
     if settings.secret_key:
-        return SecretBox(settings.secret_key.encode())
-    return SecretBox.from_key_file(settings.secret_key_file)
+        return settings.secret_key.encode()
+    return SecretBox.from_key_file(settings.secret_key_file).key
 
 
 def save_admin_token(path: Path, token: str) -> None:
@@ -80,8 +82,30 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    context = GatewayContext(database, repositories(secret_box(settings)))
-    app = build_app(context)
+    key = secret_key(settings)
+    runtime = Runtime(
+        database,
+        HostConfig(
+            index=0,
+            database_url=settings.database,
+            secret_key=key,
+            data_dir=str(settings.data_dir),
+            orchestrator=settings.orchestrator,
+            startup_timeout=settings.startup_timeout,
+        ),
+        resync_seconds=settings.resync_seconds,
+        hosts=settings.actor_hosts,
+        namespace=f"mcpd-{settings.port}",
+    )
+    context = GatewayContext(
+        database,
+        repositories(SecretBox(key)),
+        on_change=runtime.on_change,
+        on_instance_deleted=runtime.on_instance_deleted,
+    )
+    app = build_app(context, runtime, lifespan=runtime.lifespan)
+    # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
+    init_ray()
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 

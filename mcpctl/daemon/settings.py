@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(default=None, repr=False)
     orchestrator: Literal["local", "kubernetes"] = "local"
     resync_seconds: float = Field(default=30.0, gt=0)
+    startup_timeout: float = Field(default=120.0, gt=0)
+    actor_hosts: int | None = Field(default=None, ge=1)
     log_level: str = "info"
 
     @property

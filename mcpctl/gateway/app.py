@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from mcpctl.gateway import errors, health
+from mcpctl.gateway import errors, health, mcp_endpoint
 from mcpctl.gateway.api import backup, instances, openapi, resources, templates, users
 from mcpctl.gateway.api.operation import Operation
 from mcpctl.gateway.auth import Principal, TokenBackend, on_auth_error
 from mcpctl.gateway.context import GatewayContext
+from mcpctl.gateway.metrics_endpoint import metrics
+from mcpctl.gateway.sessions import SessionRegistry
 from mcpctl.models.kinds import KINDS
+from mcpctl.observability.metrics import Metrics
 
 
 def api_operations() -> list[Operation]:
@@ -24,7 +30,13 @@ def api_operations() -> list[Operation]:
     return operations
 
 
-def build_app(context: GatewayContext) -> Starlette:
+def build_app(
+    context: GatewayContext,
+    runtime: Any = None,
+    registry: Metrics | None = None,
+    lifespan: Any = None,
+) -> Starlette:
+    """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints."""
     operations = api_operations()
     spec = openapi.document(operations)
 
@@ -35,7 +47,11 @@ def build_app(context: GatewayContext) -> Starlette:
         "GET", "/api/v1/openapi.json", openapi_json, "openapi document", "meta", public=True
     )
     app = Starlette(
-        routes=[op.route() for op in [*operations, docs]],
+        routes=[
+            *(op.route() for op in [*operations, docs]),
+            *mcp_endpoint.routes(),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
         middleware=[
             Middleware(
                 AuthenticationMiddleware,
@@ -44,6 +60,10 @@ def build_app(context: GatewayContext) -> Starlette:
             )
         ],
         exception_handlers=errors.HANDLERS,
+        lifespan=lifespan,
     )
     app.state.context = context
+    app.state.runtime = runtime
+    app.state.sessions = SessionRegistry()
+    app.state.metrics = registry or Metrics()
     return app

@@ -23,6 +23,8 @@ class GatewayContext:
     repositories: dict[Kind, Repository]
     # Called after a committed change of a resource, so the runtime reconciles at once.
     on_change: Callable[[Kind, str], None] = field(default=lambda kind, name: None)
+    # Called after an instance was deleted, so its supervisor replaces it.
+    on_instance_deleted: Callable[[str, int], None] = field(default=lambda server, replica: None)
 
     async def transaction(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction on a worker thread (the database calls block)."""

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +98,7 @@ class Multiplexer:
             raise BackendUnavailable(f"{self.name}: no backend session")
         await self._transport.send(message)
 
-    async def exchange(self, client: str, message: Message) -> AsyncIterator[Message]:
+    async def exchange(self, client: str, message: Message) -> AsyncGenerator[Message, None]:
         """Send one client request; yield what the server sends for it, ending with the response."""
         try:
             await asyncio.wait_for(self._attached.wait(), self.attach_timeout)
@@ -159,7 +159,7 @@ class Multiplexer:
             return
         await self._send(message)
 
-    async def listen(self, client: str) -> AsyncIterator[Message]:
+    async def listen(self, client: str) -> AsyncGenerator[Message, None]:
         """Messages for `client` outside any request of its: list changes, server requests."""
         queue: asyncio.Queue[Message] = asyncio.Queue()
         self._listeners[client] = queue

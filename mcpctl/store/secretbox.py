@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
+        self.key = key
         self._fernet = Fernet(key)
 
     @classmethod

@@ -11,7 +11,6 @@ from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Model
 from mcpctl.models.instance import Instance
-from mcpctl.models.kinds import SERVER
 from mcpctl.store.repositories import instances
 
 
@@ -43,7 +42,7 @@ async def delete_instance(request: Request, principal: Principal) -> Response:
     context = context_of(request)
     name = request.path_params["name"]
     instance = await context.transaction(lambda s: instances.delete_instance(s, name))
-    context.on_change(SERVER, instance.server)
+    context.on_instance_deleted(instance.server, instance.replica)
     return Response(status_code=204)
 
 

@@ -1,0 +1,284 @@
+"""The Streamable HTTP MCP endpoints: `/mcp/servers/{name}` and `/mcp/projects/{name}`.
+
+POST carries JSON-RPC (answered as JSON, or as an SSE stream when the server sends anything
+before its response), GET opens the stream for server-initiated messages, DELETE ends the
+session. Sessions (`Mcp-Session-Id`) belong to the gateway; the replica multiplexes them
+onto its one backend session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mcpctl.gateway import policy
+from mcpctl.gateway.auth import Principal
+from mcpctl.gateway.context import context_of
+from mcpctl.gateway.sessions import ClientSession, SessionRegistry
+from mcpctl.gateway.targets import ProjectTarget, ServerTarget, Target, Unavailable
+from mcpctl.mcp import jsonrpc, versions
+from mcpctl.mcp.jsonrpc import Message
+from mcpctl.models.kinds import PROMPT, Resource
+from mcpctl.models.prompt import PromptSpec
+from mcpctl.observability.metrics import method_label
+from mcpctl.store.errors import NotFound
+from mcpctl.store.repositories.projects import PROJECTS
+from mcpctl.store.repositories.specs import SERVERS
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+KEEPALIVE_SECONDS = 15.0
+
+
+def _rpc_error(status: int, code: int, message: str, request_id: Any = None) -> JSONResponse:
+    return JSONResponse(jsonrpc.error(request_id, code, message), status_code=status)
+
+
+def _sse(message: Message) -> bytes:
+    return f"event: message\ndata: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
+
+
+async def _target(request: Request, principal: Principal) -> Target | Response:
+    context = context_of(request)
+    kind, name = request.url.path.split("/")[2], request.path_params["name"]
+    runtime = request.app.state.runtime
+
+    if kind == "servers":
+        if not principal.is_admin:
+            return _rpc_error(
+                403, jsonrpc.INVALID_REQUEST, "members reach servers through their projects"
+            )
+        try:
+            await context.transaction(lambda s: SERVERS.get(s, name))
+        except NotFound as error:
+            return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
+        return ServerTarget(runtime, name)
+
+    def load_project(session: Session) -> tuple[list[str], list[Resource[PromptSpec]]]:
+        project = PROJECTS.get(session, name)
+        if not policy.in_project(principal, project):
+            raise PermissionError(name)
+        return list(project.spec.servers), context.repositories[PROMPT].list(session, name)
+
+    try:
+        await context.transaction(load_project)
+    except NotFound as error:
+        return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
+    except PermissionError:
+        return _rpc_error(403, jsonrpc.INVALID_REQUEST, f"not a member of project {name!r}")
+
+    async def load() -> tuple[list[str], list[Resource[PromptSpec]]]:
+        return await context.transaction(load_project)
+
+    return ProjectTarget(runtime, name, load)
+
+
+def _principal(request: Request) -> Principal | Response:
+    if isinstance(request.user, Principal):
+        return request.user
+    response = _rpc_error(
+        401,
+        jsonrpc.INVALID_REQUEST,
+        "authentication required: send 'Authorization: Bearer <token>'",
+    )
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _session(
+    request: Request, registry: SessionRegistry, target: Target
+) -> ClientSession | Response:
+    session_id = request.headers.get(SESSION_HEADER)
+    if not session_id:
+        return _rpc_error(
+            400, jsonrpc.INVALID_REQUEST, f"Bad Request: {SESSION_HEADER} header is required"
+        )
+    session = registry.get(session_id, _path(target))
+    if session is None:
+        return _rpc_error(404, jsonrpc.INVALID_REQUEST, "Session not found: initialize again")
+    return session
+
+
+def _path(target: Target) -> str:
+    return f"{'servers' if isinstance(target, ServerTarget) else 'projects'}/{target.name}"
+
+
+async def post(request: Request) -> Response:
+    principal = _principal(request)
+    if isinstance(principal, Response):
+        return principal
+    target = await _target(request, principal)
+    if isinstance(target, Response):
+        return target
+    try:
+        body = json.loads(await request.body())
+    except ValueError as error:
+        return _rpc_error(400, jsonrpc.PARSE_ERROR, f"Parse error: {error}")
+    messages = body if isinstance(body, list) else [body]
+    if not messages or not all(isinstance(m, dict) and m.get("jsonrpc") == "2.0" for m in messages):
+        return _rpc_error(
+            400, jsonrpc.INVALID_REQUEST, "Invalid Request: expected JSON-RPC 2.0 messages"
+        )
+    registry: SessionRegistry = request.app.state.sessions
+
+    first = messages[0]
+    if len(messages) == 1 and first.get("method") == "initialize" and "id" in first:
+        return await _initialize(request, registry, target, principal, first)
+
+    session = _session(request, registry, target)
+    if isinstance(session, Response):
+        return session
+    for message in messages:
+        if not jsonrpc.is_request(message):
+            await target.deliver(session, message)
+    requests = [m for m in messages if jsonrpc.is_request(m)]
+    if not requests:
+        return Response(status_code=202)
+    if len(requests) > 1:  # a 2025-03-26 batch: one JSON array of responses
+        answers = await asyncio.gather(*(_final(request, target, session, r) for r in requests))
+        return JSONResponse(answers)
+    return await _respond(request, target, session, requests[0])
+
+
+async def _initialize(
+    request: Request,
+    registry: SessionRegistry,
+    target: Target,
+    principal: Principal,
+    message: Message,
+) -> Response:
+    params = message.get("params") or {}
+    version = versions.negotiate(params.get("protocolVersion"))
+    try:
+        info = await target.initialize()
+    except Unavailable as error:
+        return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
+    session = registry.create(_path(target), principal.email, version, params)
+    request.app.state.metrics.sessions.set(registry.count())
+    result = jsonrpc.result(message["id"], {"protocolVersion": version, **info})
+    return JSONResponse(result, headers={SESSION_HEADER: session.id})
+
+
+async def _final(
+    request: Request, target: Target, session: ClientSession, message: Message
+) -> Message:
+    final: Message = jsonrpc.error(message.get("id"), jsonrpc.INTERNAL_ERROR, "no response")
+    async for item in _observed(request, target, session, message):
+        if jsonrpc.is_response(item):
+            final = item
+    return final
+
+
+async def _observed(
+    request: Request, target: Target, session: ClientSession, message: Message
+) -> AsyncGenerator[Message, None]:
+    """The target's stream for one request, counted in the metrics."""
+    metrics = request.app.state.metrics
+    labels = (_path(target), method_label(message.get("method")))
+    started = time.perf_counter()
+    try:
+        async for item in target.handle(session, message):
+            if jsonrpc.is_response(item):
+                metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+                metrics.requests.labels(*labels).inc()
+                if "error" in item:
+                    metrics.errors.labels(*labels).inc()
+            yield item
+    except Unavailable as error:
+        metrics.errors.labels(*labels).inc()
+        yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
+
+
+async def _respond(
+    request: Request, target: Target, session: ClientSession, message: Message
+) -> Response:
+    stream = _observed(request, target, session, message)
+    wants_sse = "text/event-stream" in request.headers.get("accept", "")
+    first = await anext(stream)
+    if jsonrpc.is_response(first):
+        return JSONResponse(first)
+    if not wants_sse:
+        async for item in stream:
+            if jsonrpc.is_response(item):
+                return JSONResponse(item)
+        return _rpc_error(
+            502, jsonrpc.INTERNAL_ERROR, "the backend sent no response", message.get("id")
+        )
+
+    async def events() -> AsyncIterator[bytes]:
+        yield _sse(first)
+        async for item in stream:
+            yield _sse(item)
+            if jsonrpc.is_response(item):
+                return
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def get(request: Request) -> Response:
+    principal = _principal(request)
+    if isinstance(principal, Response):
+        return principal
+    target = await _target(request, principal)
+    if isinstance(target, Response):
+        return target
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return _rpc_error(
+            406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream"
+        )
+    session = _session(request, request.app.state.sessions, target)
+    if isinstance(session, Response):
+        return session
+
+    async def events() -> AsyncIterator[bytes]:
+        messages = target.listen(session)
+        pending = asyncio.ensure_future(anext(messages))
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
+                if not done:
+                    yield b": keepalive\n\n"
+                    continue
+                yield _sse(pending.result())
+                pending = asyncio.ensure_future(anext(messages))
+        finally:
+            pending.cancel()
+            await messages.aclose()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+async def delete(request: Request) -> Response:
+    principal = _principal(request)
+    if isinstance(principal, Response):
+        return principal
+    target = await _target(request, principal)
+    if isinstance(target, Response):
+        return target
+    registry: SessionRegistry = request.app.state.sessions
+    session = _session(request, registry, target)
+    if isinstance(session, Response):
+        return session
+    registry.end(session.id)
+    request.app.state.metrics.sessions.set(registry.count())
+    return Response(status_code=204)
+
+
+def routes() -> list[Route]:
+    return [
+        Route(f"/mcp/{kind}/{{name}}", handler, methods=[method])
+        for kind in ("servers", "projects")
+        for handler, method in ((post, "POST"), (get, "GET"), (delete, "DELETE"))
+    ]

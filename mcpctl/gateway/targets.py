@@ -1,0 +1,257 @@
+"""What an MCP endpoint fronts: one server, or a project aggregating several.
+
+A project lists its servers' tools, prompts and resources as `server__name` and routes calls
+back by that prefix; its stored prompts are served beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol
+
+from mcpctl import __version__
+from mcpctl.actors.runtime import Runtime
+from mcpctl.gateway.sessions import ClientSession
+from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.jsonrpc import Message
+from mcpctl.models.kinds import Resource
+from mcpctl.models.prompt import PromptSpec
+
+SEPARATOR = "__"
+
+
+class Unavailable(RuntimeError):
+    """The target has no running backend to answer for it."""
+
+
+class Target(Protocol):
+    name: str
+
+    async def initialize(self) -> dict[str, Any]: ...
+
+    def handle(self, session: ClientSession, message: Message) -> AsyncGenerator[Message, None]: ...
+
+    async def deliver(self, session: ClientSession, message: Message) -> None: ...
+
+    def listen(self, session: ClientSession) -> AsyncGenerator[Message, None]: ...
+
+
+class ServerTarget:
+    def __init__(self, runtime: Runtime, name: str) -> None:
+        self.runtime = runtime
+        self.name = name
+
+    async def initialize(self) -> dict[str, Any]:
+        backend = await self.runtime.describe(self.name)
+        if backend is None:
+            raise Unavailable(f"server {self.name!r} has no running instance")
+        result = {
+            "capabilities": backend.get("capabilities", {}),
+            "serverInfo": backend.get("serverInfo", {}),
+        }
+        if backend.get("instructions"):
+            result["instructions"] = backend["instructions"]
+        return result
+
+    def handle(self, session: ClientSession, message: Message) -> AsyncGenerator[Message, None]:
+        return self.runtime.exchange(self.name, session.id, message)
+
+    async def deliver(self, session: ClientSession, message: Message) -> None:
+        await self.runtime.deliver(self.name, session.id, message)
+
+    def listen(self, session: ClientSession) -> AsyncGenerator[Message, None]:
+        return self.runtime.listen(self.name, session.id)
+
+
+ProjectLoader = Callable[[], Awaitable[tuple[list[str], list[Resource[PromptSpec]]]]]
+LISTS = {
+    "tools/list": ("tools", "name"),
+    "prompts/list": ("prompts", "name"),
+    "resources/list": ("resources", "name"),
+    "resources/templates/list": ("resourceTemplates", "name"),
+}
+
+
+class ProjectTarget:
+    def __init__(self, runtime: Runtime, name: str, load: ProjectLoader) -> None:
+        self.runtime = runtime
+        self.name = name
+        self.load = load
+
+    async def initialize(self) -> dict[str, Any]:
+        servers, _ = await self.load()
+        described = await asyncio.gather(*(self.runtime.describe(s) for s in servers))
+        capabilities: dict[str, Any] = {"prompts": {"listChanged": True}}
+        for backend in described:
+            for key in ("tools", "resources", "logging", "completions"):
+                if backend and key in backend.get("capabilities", {}):
+                    capabilities.setdefault(key, {})
+        return {
+            "capabilities": capabilities,
+            "serverInfo": {"name": f"mcpctl-project-{self.name}", "version": __version__},
+            "instructions": f"Tools of project {self.name}, named <server>__<tool>.",
+        }
+
+    async def _collect(self, server: str, session: ClientSession, message: Message) -> Message:
+        response: Message = jsonrpc.error(message.get("id"), jsonrpc.INTERNAL_ERROR, "no answer")
+        async for item in self.runtime.exchange(server, session.id, message):
+            if jsonrpc.is_response(item):
+                response = item
+        return response
+
+    async def _list_all(
+        self, server: str, session: ClientSession, method: str, field: str
+    ) -> list[Any]:
+        items: list[Any] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+            request = {
+                "jsonrpc": "2.0",
+                "id": f"{method}:{server}",
+                "method": method,
+                "params": params,
+            }
+            response = await self._collect(server, session, request)
+            result = response.get("result")
+            if not isinstance(result, dict):
+                return items  # a server without this capability just contributes nothing
+            items.extend(result.get(field, []))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                return items
+
+    async def handle(
+        self, session: ClientSession, message: Message
+    ) -> AsyncGenerator[Message, None]:
+        method = message.get("method", "")
+        request_id = message.get("id")
+        params = message.get("params") or {}
+        servers, prompts = await self.load()
+        if method == "ping":
+            yield jsonrpc.result(request_id, {})
+        elif method in LISTS:
+            yield await self._aggregate(session, request_id, method, servers, prompts)
+        elif method == "prompts/get" and _stored(prompts, params.get("name")):
+            yield render_prompt(
+                request_id, _stored(prompts, params.get("name")), params.get("arguments") or {}
+            )
+        elif method in ("tools/call", "prompts/get", "completion/complete"):
+            key = "ref" if method == "completion/complete" else None
+            name = (params.get(key) or {}).get("name") if key else params.get("name")
+            server, _, inner = str(name or "").partition(SEPARATOR)
+            if server not in servers or not inner:
+                yield jsonrpc.error(
+                    request_id,
+                    jsonrpc.INVALID_PARAMS,
+                    f"unknown name {name!r} in project {self.name}",
+                )
+                return
+            if key:
+                routed = {**params, key: {**params[key], "name": inner}}
+            else:
+                routed = {**params, "name": inner}
+            async for item in self.runtime.exchange(
+                server, session.id, {**message, "params": routed}
+            ):
+                yield item
+        elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+            owner = session.resource_owners.get(str(params.get("uri")))
+            if owner is None or owner not in servers:
+                yield jsonrpc.error(
+                    request_id,
+                    jsonrpc.INVALID_PARAMS,
+                    f"unknown resource {params.get('uri')!r}; list resources first",
+                )
+                return
+            async for item in self.runtime.exchange(owner, session.id, message):
+                yield item
+        elif method == "logging/setLevel":
+            await asyncio.gather(*(self._collect(s, session, message) for s in servers))
+            yield jsonrpc.result(request_id, {})
+        else:
+            yield jsonrpc.error(
+                request_id,
+                jsonrpc.METHOD_NOT_FOUND,
+                f"method {method!r} is not served by project endpoints",
+            )
+
+    async def _aggregate(
+        self,
+        session: ClientSession,
+        request_id: Any,
+        method: str,
+        servers: list[str],
+        prompts: list[Resource[PromptSpec]],
+    ) -> Message:
+        field, key = LISTS[method]
+        per_server = await asyncio.gather(
+            *(self._list_all(s, session, method, field) for s in servers)
+        )
+        combined: list[Any] = []
+        for server, items in zip(servers, per_server, strict=True):
+            for item in items:
+                if method == "resources/list":
+                    session.resource_owners[item.get("uri", "")] = server
+                combined.append({**item, key: f"{server}{SEPARATOR}{item.get(key, '')}"})
+        if method == "prompts/list":
+            combined.extend(
+                {
+                    "name": p.metadata.name,
+                    "description": p.spec.description,
+                    "arguments": [a.model_dump(exclude_defaults=False) for a in p.spec.arguments],
+                }
+                for p in prompts
+            )
+        return jsonrpc.result(request_id, {field: combined})
+
+    async def deliver(self, session: ClientSession, message: Message) -> None:
+        servers, _ = await self.load()
+        await asyncio.gather(*(self.runtime.deliver(s, session.id, message) for s in servers))
+
+    async def listen(self, session: ClientSession) -> AsyncGenerator[Message, None]:
+        servers, _ = await self.load()
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+
+        async def pump(server: str) -> None:
+            async for item in self.runtime.listen(server, session.id):
+                queue.put_nowait(item)
+
+        tasks = [asyncio.ensure_future(pump(s)) for s in servers]
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def _stored(prompts: list[Resource[PromptSpec]], name: object) -> Resource[PromptSpec] | None:
+    return next((p for p in prompts if p.metadata.name == name), None)
+
+
+def render_prompt(
+    request_id: Any, prompt: Resource[PromptSpec] | None, arguments: dict[str, Any]
+) -> Message:
+    assert prompt is not None
+    missing = [a.name for a in prompt.spec.arguments if a.required and a.name not in arguments]
+    if missing:
+        return jsonrpc.error(
+            request_id, jsonrpc.INVALID_PARAMS, f"missing required arguments: {', '.join(missing)}"
+        )
+    declared = {a.name for a in prompt.spec.arguments}
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return str(arguments.get(name, "")) if name in declared else match.group(0)
+
+    text = re.sub(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}", substitute, prompt.spec.text)
+    return jsonrpc.result(
+        request_id,
+        {
+            "description": prompt.spec.description,
+            "messages": [{"role": "user", "content": {"type": "text", "text": text}}],
+        },
+    )

@@ -1,0 +1,78 @@
+"""Prometheus metrics. Label values are server/project names (validated DNS labels) and MCP
+method names from a fixed list; never user input or secrets."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+KNOWN_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "completion/complete",
+        "logging/setLevel",
+        "server/discover",
+        "subscriptions/listen",
+    }
+)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def method_label(method: object) -> str:
+    return method if isinstance(method, str) and method in KNOWN_METHODS else "other"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "mcpctl_mcp_requests",
+            "MCP requests answered by the gateway.",
+            ["target", "method"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "mcpctl_mcp_errors",
+            "MCP requests answered with a JSON-RPC error.",
+            ["target", "method"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mcpctl_mcp_request_duration_seconds",
+            "Time from an MCP request to its response.",
+            ["target", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.sessions = Gauge(
+            "mcpctl_mcp_sessions",
+            "Client sessions open on the MCP endpoints.",
+            registry=self.registry,
+        )
+        self.instances = Gauge(
+            "mcpctl_instances",
+            "Instances by server and status.",
+            ["server", "status"],
+            registry=self.registry,
+        )
+        self.restarts = Gauge(
+            "mcpctl_instance_restarts",
+            "Restarts of each server's instances since they were created.",
+            ["server"],
+            registry=self.registry,
+        )
+        self.reconcile = Histogram(
+            "mcpctl_reconcile_duration_seconds",
+            "Time to hand every host its desired servers (a full resync).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
