@@ -129,7 +129,7 @@ class Replica:
             transport, self.initialize_result = await self._startup(workload, self.handle)
         except (WorkloadError, StartError, HandshakeError, OSError) as error:
             reason = str(error)
-            if isinstance(error, HandshakeError) and self.handle is not None:
+            if self.handle is not None:  # it started: how it ended says more than the symptom
                 reason = await self._exit_reason(reason)
             await self._discard_process()
             await self._set(InstanceStatus.ERROR, last_error=reason)
@@ -145,7 +145,13 @@ class Replica:
             return time.monotonic() - began
         await self._discard_process()
         self.instance = self.instance.model_copy(
-            update={"restart_count": self.instance.restart_count + 1, "last_error": ended}
+            update={
+                "restart_count": self.instance.restart_count + 1,
+                "last_error": ended,
+                "pid": None,
+                "pod": None,
+                "address": None,
+            }
         )
         return time.monotonic() - began
 
@@ -173,7 +179,7 @@ class Replica:
         """Why a process failed its handshake: its exit status and stderr if it ended."""
         assert self.handle is not None
         try:
-            exit_ = await asyncio.wait_for(self.orchestrator.wait(self.handle), 0.5)
+            exit_ = await asyncio.wait_for(self.orchestrator.wait(self.handle), 1.0)
         except TimeoutError:
             return fallback
         return exit_.reason
@@ -195,8 +201,8 @@ class Replica:
             result = first.result()
             assert isinstance(result, Exit)
             return result.reason
-        if kind == "lost":
-            return "the server closed its MCP session"
+        if kind == "lost":  # stdout closed: the exit status, if it follows, says more
+            return await self._exit_reason("the server closed its MCP session")
         return "restarted" if kind == "restart" else "stopped"
 
     async def _discard_process(self) -> None:
