@@ -9,7 +9,9 @@ onto its one backend session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -24,7 +26,7 @@ from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry
 from mcpctl.gateway.targets import ProjectTarget, ServerTarget, Target, Unavailable
-from mcpctl.mcp import jsonrpc, versions
+from mcpctl.mcp import bridge, jsonrpc, versions
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import PROMPT, Resource
 from mcpctl.models.prompt import PromptSpec
@@ -36,6 +38,7 @@ from mcpctl.store.repositories.specs import SERVERS
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 KEEPALIVE_SECONDS = 15.0
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 
 def _rpc_error(status: int, code: int, message: str, request_id: Any = None) -> JSONResponse:
@@ -132,6 +135,8 @@ async def post(request: Request) -> Response:
     first = messages[0]
     if len(messages) == 1 and first.get("method") == "initialize" and "id" in first:
         return await _initialize(request, registry, target, principal, first)
+    if len(messages) == 1 and not request.headers.get(SESSION_HEADER) and bridge.envelope(first):
+        return await _single_exchange(request, target, principal, first)
 
     session = _session(request, registry, target)
     if isinstance(session, Response):
@@ -167,6 +172,51 @@ async def _initialize(
     return JSONResponse(result, headers={SESSION_HEADER: session.id})
 
 
+async def _single_exchange(
+    request: Request, target: Target, principal: Principal, message: Message
+) -> Response:
+    """A 2026-07-28 request: self-contained, no session; the envelope says who asks."""
+    meta = bridge.envelope(message) or {}
+    version = meta.get(bridge.PROTOCOL_VERSION_KEY)
+    if version not in versions.SINGLE_EXCHANGE_REVISIONS:
+        body = jsonrpc.error(
+            message.get("id"),
+            UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            {"supported": list(versions.SUPPORTED), "requested": version},
+        )
+        return JSONResponse(body, status_code=400)
+    if not jsonrpc.is_request(message):
+        return Response(status_code=202)  # 2026-07-28 defines no client notifications here
+    assert isinstance(version, str)
+    session = ClientSession(
+        id=f"single-{secrets.token_urlsafe(12)}",
+        target=_path(target),
+        principal=principal.email,
+        protocol_version=version,
+        client_info=meta.get(bridge.CLIENT_INFO_KEY) or {},
+        capabilities=meta.get(bridge.CLIENT_CAPABILITIES_KEY) or {},
+    )
+    if message.get("method") == "server/discover":
+        try:
+            info = await target.initialize()
+        except Unavailable as error:
+            return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
+        result = {
+            "supportedVersions": list(versions.SINGLE_EXCHANGE_REVISIONS),
+            "capabilities": info["capabilities"],
+            "instructions": info.get("instructions"),
+            "resultType": "complete",
+            "cacheScope": "private",
+            "ttlMs": 0,
+            "_meta": {bridge.SERVER_INFO_KEY: info.get("serverInfo", {})},
+        }
+        return JSONResponse(
+            jsonrpc.result(message["id"], {k: v for k, v in result.items() if v is not None})
+        )
+    return await _respond(request, target, session, bridge.without_envelope(message))
+
+
 async def _final(
     request: Request, target: Target, session: ClientSession, message: Message
 ) -> Message:
@@ -184,9 +234,19 @@ async def _observed(
     metrics = request.app.state.metrics
     labels = (_path(target), method_label(message.get("method")))
     started = time.perf_counter()
+    method = str(message.get("method"))
+    single_exchange = session.protocol_version in versions.SINGLE_EXCHANGE_REVISIONS
     try:
         async for item in target.handle(session, message):
+            if single_exchange and jsonrpc.is_request(item):
+                # No back-channel on 2026-07-28: the backend's question gets a clear no.
+                refusal = jsonrpc.error(
+                    item["id"], jsonrpc.METHOD_NOT_FOUND, "the client has no back-channel"
+                )
+                await target.deliver(session, refusal)
+                continue
             if jsonrpc.is_response(item):
+                item = bridge.response_for(method, session.protocol_version, item)
                 metrics.latency.labels(*labels).observe(time.perf_counter() - started)
                 metrics.requests.labels(*labels).inc()
                 if "error" in item:
@@ -253,6 +313,8 @@ async def get(request: Request) -> Response:
                 pending = asyncio.ensure_future(anext(messages))
         finally:
             pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
             await messages.aclose()
 
     return StreamingResponse(
