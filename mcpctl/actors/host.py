@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ class Host:
 
     async def ready(self) -> str:
         return self.incarnation
+
+    async def process_id(self) -> int:
+        return os.getpid()
 
     async def wait_forever(self) -> None:
         """Never answers: its failure tells mcpd at once that this host died."""

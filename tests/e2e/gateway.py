@@ -29,7 +29,9 @@ def start_ray() -> None:
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024**2)
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024**2
+    )
 
 
 @dataclass
@@ -52,7 +54,9 @@ class Gateway:
         self.database.dispose()
 
 
-def start_gateway(workdir: Path, name: str, resync_seconds: float = 30.0, hosts: int = 2) -> Gateway:
+def start_gateway(
+    workdir: Path, name: str, resync_seconds: float = 30.0, hosts: int = 2
+) -> Gateway:
     start_ray()
     database = fresh_database("sqlite", workdir)
     key = Fernet.generate_key()
@@ -75,4 +79,6 @@ def start_gateway(workdir: Path, name: str, resync_seconds: float = 30.0, hosts:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the gateway did not start")
         time.sleep(0.05)
-    return Gateway(f"http://127.0.0.1:{port}", ADMIN_TOKEN, database, runtime, data_dir, server, thread)
+    return Gateway(
+        f"http://127.0.0.1:{port}", ADMIN_TOKEN, database, runtime, data_dir, server, thread
+    )
