@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -28,6 +29,7 @@ type kubelet struct {
 	images   *imageTable
 	recorder record.EventRecorder
 	started  time.Time
+	stopping atomic.Bool // shutting down: start nothing new
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
@@ -131,6 +133,7 @@ func (k *kubelet) allWorkers() []*podWorker {
 // stopAll stops every pod's processes (kubelet shutdown). Pods stay in the
 // API, as with a real kubelet that stops.
 func (k *kubelet) stopAll(grace time.Duration) {
+	k.stopping.Store(true)
 	var wg sync.WaitGroup
 	for _, w := range k.allWorkers() {
 		wg.Add(1)

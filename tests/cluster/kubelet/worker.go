@@ -339,6 +339,9 @@ func (w *podWorker) ensure(ctx context.Context, pod *v1.Pod, st *ctrState, polic
 func (w *podWorker) start(ctx context.Context, pod *v1.Pod, st *ctrState) time.Time {
 	c := &st.spec
 	now := time.Now()
+	if w.k.stopping.Load() {
+		return time.Time{}
+	}
 	retryLater := func(reason, msg string) time.Time {
 		st.waitReason, st.waitMessage = reason, msg
 		st.nextStart = now.Add(w.nextBackoff(st))
