@@ -15,6 +15,7 @@ ruff format --check mcpctl tests bench
 mypy
 lint-imports --no-cache >/dev/null
 
+"$REPO_ROOT/scripts/mcp-servers.sh"
 MCPCTL_TEST_POSTGRES_URL="$("$REPO_ROOT/scripts/postgres.sh" start)"
 export MCPCTL_TEST_POSTGRES_URL
 

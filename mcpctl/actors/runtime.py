@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -17,8 +18,11 @@ from mcpctl.controllers.placement import host_for, pool_size
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import SERVER, Kind
+from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
+from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories.specs import SERVERS
+from mcpctl.store.tables import ServerRow
 
 log = logging.getLogger(__name__)
 HostActor: Any = ray.remote(Host)  # Ray handles are untyped
@@ -45,12 +49,14 @@ class Runtime:
         resync_seconds: float = 30.0,
         hosts: int | None = None,
         namespace: str = "mcpd",
+        metrics: Metrics | None = None,
     ) -> None:
         self.database = database
         self.host_config = host_config
         self.resync_seconds = resync_seconds
         self.configured_hosts = hosts
         self.namespace = namespace
+        self.metrics = metrics
         self.hosts: list[Any] = []
         self._placed: dict[str, int] = {}  # server -> host index it runs on
         self._lock = asyncio.Lock()
@@ -96,6 +102,7 @@ class Runtime:
 
     async def sync(self) -> None:
         """Make every host run exactly the servers placed on it (the resync backstop)."""
+        started = time.perf_counter()
         async with self._lock:
             desired = await asyncio.to_thread(self._desired)
             await self._grow_pool(len(desired))
@@ -110,6 +117,8 @@ class Runtime:
                 self._placed[name] = index
                 calls.append(self.hosts[index].ensure.remote(name, spec))
             await asyncio.gather(*calls)
+        if self.metrics is not None:
+            self.metrics.reconcile.observe(time.perf_counter() - started)
 
     async def _resync_forever(self) -> None:
         while True:
@@ -145,10 +154,38 @@ class Runtime:
             asyncio.get_running_loop().create_task(self._apply(name))
 
     async def _apply(self, name: str) -> None:
+        """Hand one changed server to its host (a full sync only when the pool must grow)."""
         try:
-            await self.sync()
+            async with self._lock:
+                spec, count = await asyncio.to_thread(self._one, name)
+                wanted = pool_size(
+                    ray.cluster_resources().get("CPU", 2), count, self.configured_hosts
+                )
+            if wanted > len(self.hosts):
+                await self.sync()
+                return
+            async with self._lock:
+                previous = self._placed.get(name)
+                if spec is None:
+                    if previous is not None:
+                        del self._placed[name]
+                        await self.hosts[previous].remove.remote(name)
+                    return
+                index = host_for(name, len(self.hosts))
+                if previous is not None and previous != index:
+                    await self.hosts[previous].remove.remote(name)
+                self._placed[name] = index
+                await self.hosts[index].ensure.remote(name, spec)
         except Exception:
             log.exception("applying server %s failed", name)
+
+    def _one(self, name: str) -> tuple[dict[str, Any] | None, int]:
+        with self.database.transaction() as session:
+            try:
+                spec = SERVERS.get(session, name).spec.model_dump(mode="json")
+            except NotFound:
+                spec = None
+            return spec, session.query(ServerRow).count()
 
     def on_instance_deleted(self, server: str, replica: int) -> None:
         index = self._placed.get(server)

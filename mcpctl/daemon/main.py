@@ -17,6 +17,7 @@ from mcpctl.actors.runtime import Runtime, init_ray
 from mcpctl.daemon.settings import Settings
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
+from mcpctl.observability.metrics import Metrics
 from mcpctl.store import tokens
 from mcpctl.store.database import Database, migrate
 from mcpctl.store.repositories import repositories
@@ -83,6 +84,7 @@ def serve(
             flush=True,
         )
     key = secret_key(settings)
+    metrics = Metrics()
     runtime = Runtime(
         database,
         HostConfig(
@@ -96,6 +98,7 @@ def serve(
         resync_seconds=settings.resync_seconds,
         hosts=settings.actor_hosts,
         namespace=f"mcpd-{settings.port}",
+        metrics=metrics,
     )
     context = GatewayContext(
         database,
@@ -103,7 +106,7 @@ def serve(
         on_change=runtime.on_change,
         on_instance_deleted=runtime.on_instance_deleted,
     )
-    app = build_app(context, runtime, lifespan=runtime.lifespan)
+    app = build_app(context, runtime, metrics, lifespan=runtime.lifespan)
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
     init_ray()
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)

@@ -17,6 +17,7 @@ from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
+from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
 from mcpctl.store.repositories import repositories
 from mcpctl.store.secretbox import SecretBox
@@ -62,14 +63,22 @@ def start_gateway(
     key = Fernet.generate_key()
     data_dir = workdir / "data"
     config = HostConfig(0, database.url, key, str(data_dir), startup_timeout=120)
-    runtime = Runtime(database, config, resync_seconds=resync_seconds, hosts=hosts, namespace=name)
+    metrics = Metrics()
+    runtime = Runtime(
+        database,
+        config,
+        resync_seconds=resync_seconds,
+        hosts=hosts,
+        namespace=name,
+        metrics=metrics,
+    )
     context = GatewayContext(
         database,
         repositories(SecretBox(key)),
         on_change=runtime.on_change,
         on_instance_deleted=runtime.on_instance_deleted,
     )
-    app = build_app(context, runtime, lifespan=runtime.lifespan)
+    app = build_app(context, runtime, metrics, lifespan=runtime.lifespan)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=f"gateway-{name}", daemon=True)
