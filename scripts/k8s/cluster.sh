@@ -113,6 +113,15 @@ go_env() {
   export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
 }
 
+# go build in tests/cluster; its output goes to $CACHE/build.log
+gobuild() {
+  echo "+ go build $*" >> "$CACHE/build.log"
+  if ! (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath "$@") >> "$CACHE/build.log" 2>&1; then
+    tail -n 40 "$CACHE/build.log" >&2
+    die "go build failed (whole log: $CACHE/build.log)"
+  fi
+}
+
 hash_files() { cat "$@" | sha256sum | cut -c1-16; }
 
 build() {
@@ -130,6 +139,7 @@ build() {
   ensure_go
   go_env
   mkdir -p "$BIN"
+  : > "$CACHE/build.log"
   local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
   local vflags="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   if [ $need_cp = 1 ]; then
@@ -137,11 +147,11 @@ build() {
     t0=$(now)
     local tmp="$BIN/.tmp"
     rm -rf "$tmp"; mkdir -p "$tmp"
-    (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w $vflags" -o "$tmp/" \
-        k8s.io/kubernetes/cmd/kube-apiserver \
-        k8s.io/kubernetes/cmd/kube-controller-manager \
-        k8s.io/kubernetes/cmd/kube-scheduler)
-    (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
+    gobuild -ldflags "-s -w $vflags" -o "$tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler
+    gobuild -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
     mv "$tmp"/* "$BIN/"
     rmdir "$tmp"
     echo "$cp_stamp" > "$BIN/.controlplane.stamp"
@@ -150,7 +160,7 @@ build() {
   fi
   if [ $need_kl = 1 ]; then
     t0=$(now)
-    (cd "$SRC" && "$GO" build -p "$JOBS" -trimpath -ldflags "-s -w" -o "$BIN/mcpctl-test-kubelet.tmp" ./kubelet)
+    gobuild -ldflags "-s -w" -o "$BIN/mcpctl-test-kubelet.tmp" ./kubelet
     mv "$BIN/mcpctl-test-kubelet.tmp" "$BIN/mcpctl-test-kubelet"
     echo "$kl_stamp" > "$BIN/.kubelet.stamp"
     log "test kubelet built in $(elapsed "$t0")s"

@@ -155,7 +155,7 @@ func (k *kubelet) pushStatus(ctx context.Context, pod *v1.Pod, status v1.PodStat
 	cur := pod
 	for attempt := 0; attempt < 5; attempt++ {
 		upd := cur.DeepCopy()
-		upd.Status = mergeConditions(status, cur.Status)
+		upd.Status = mergeStatus(status, cur)
 		res, err := k.client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
 		if err == nil {
 			return res, nil
@@ -174,33 +174,46 @@ func (k *kubelet) pushStatus(ctx context.Context, pod *v1.Pod, status v1.PodStat
 	return nil, fmt.Errorf("too many conflicts writing status of %s/%s", pod.Namespace, pod.Name)
 }
 
-// mergeConditions keeps the conditions the kubelet does not own (such as
-// PodScheduled, or readiness gates) and the transition times of unchanged
-// ones.
-func mergeConditions(status v1.PodStatus, old v1.PodStatus) v1.PodStatus {
+// mergeStatus writes the fields the kubelet owns over the pod's current
+// status: the rest (nominatedNodeName, qosClass, ...) and the conditions the
+// kubelet does not own (PodScheduled, readiness gates) stay.
+func mergeStatus(status v1.PodStatus, cur *v1.Pod) v1.PodStatus {
+	old := cur.Status
+	out := *old.DeepCopy()
+	out.Phase = status.Phase
+	out.HostIP, out.HostIPs = status.HostIP, status.HostIPs
+	out.PodIP, out.PodIPs = status.PodIP, status.PodIPs
+	out.StartTime = status.StartTime
+	out.InitContainerStatuses = status.InitContainerStatuses
+	out.ContainerStatuses = status.ContainerStatuses
+	out.ObservedGeneration = cur.Generation
+	out.Conditions = mergeConditions(status.Conditions, old.Conditions, cur.Generation)
+	return out
+}
+
+// mergeConditions keeps the conditions the kubelet does not own and the
+// transition times of unchanged ones.
+func mergeConditions(conditions, old []v1.PodCondition, generation int64) []v1.PodCondition {
 	owned := map[v1.PodConditionType]bool{}
-	for _, c := range status.Conditions {
+	for _, c := range conditions {
 		owned[c.Type] = true
 	}
 	var conds []v1.PodCondition
-	for _, c := range old.Conditions {
+	for _, c := range old {
 		if !owned[c.Type] {
 			conds = append(conds, c)
 		}
 	}
-	for _, c := range status.Conditions {
-		for _, o := range old.Conditions {
+	for _, c := range conditions {
+		for _, o := range old {
 			if o.Type == c.Type && o.Status == c.Status && !o.LastTransitionTime.IsZero() {
 				c.LastTransitionTime = o.LastTransitionTime
 			}
 		}
+		c.ObservedGeneration = generation
 		conds = append(conds, c)
 	}
-	status.Conditions = conds
-	if status.QOSClass == "" {
-		status.QOSClass = old.QOSClass
-	}
-	return status
+	return conds
 }
 
 func (k *kubelet) deletePod(ctx context.Context, pod *v1.Pod) {
