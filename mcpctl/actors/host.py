@@ -28,6 +28,7 @@ from mcpctl.store.repositories.secrets import SecretRepository
 from mcpctl.store.secretbox import SecretBox
 
 log = logging.getLogger(__name__)
+OPEN_STREAM_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Host:
         self.secrets = SecretRepository(SecretBox(config.secret_key))
         self.orchestrator = make_orchestrator(config)
         self.supervisors: dict[str, Supervisor] = {}
+        self._open: dict[str, AsyncGenerator[Message, None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -117,6 +119,34 @@ class Host:
             return
         async for item in replica.multiplexer.exchange(client, message):
             yield item
+
+    async def call(
+        self, server: str, client: str, message: Message
+    ) -> tuple[list[Message], str | None]:
+        """One Ray hop for the usual request: everything up to the response. When the server
+        sends something first (progress, a log line, a question for the client), return that
+        and a token; `resume` then streams the rest live."""
+        stream = self.exchange(server, client, message)
+        async for item in stream:
+            if jsonrpc.is_response(item):
+                return [item], None
+            token = uuid.uuid4().hex
+            self._open[token] = stream
+            asyncio.get_running_loop().call_later(OPEN_STREAM_SECONDS, self._expire, token)
+            return [item], token
+        return [], None
+
+    async def resume(self, token: str) -> AsyncGenerator[Message, None]:
+        stream = self._open.pop(token, None)
+        if stream is None:
+            return
+        async for item in stream:
+            yield item
+
+    def _expire(self, token: str) -> None:
+        stream = self._open.pop(token, None)
+        if stream is not None:  # nobody came for the rest: close it (the server is told)
+            asyncio.get_running_loop().create_task(stream.aclose())
 
     async def deliver(self, server: str, client: str, message: Message) -> None:
         replica = self._supervisor(server).replica_for(client)

@@ -210,23 +210,40 @@ class Runtime:
     async def exchange(
         self, server: str, client: str, message: Message
     ) -> AsyncGenerator[Message, None]:
+        """What the server sends for one request, ending with the response: one Ray call,
+        plus a stream only when the server sends something before it answers."""
         host = self._host(server)
+        request_id = message.get("id")
         if host is None:
             yield jsonrpc.error(
-                message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not running"
+                request_id, jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not running"
             )
             return
-        stream: Any = host.exchange.remote(server, client, message)
+        try:
+            items, token = await host.call.remote(server, client, message)
+        except ray.exceptions.RayError as error:
+            yield jsonrpc.error(
+                request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
+            )
+            return
+        for item in items:
+            yield item
+        if token is None:
+            return
+        stream: Any = host.resume.remote(token)
+        finished = False
         try:
             async for ref in stream:
                 yield await ref
+            finished = True
         except ray.exceptions.RayError as error:
             yield jsonrpc.error(
-                message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
+                request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
             )
         finally:
-            with contextlib.suppress(Exception):
-                ray.cancel(stream)
+            if not finished:  # the client went away: stop the remote side too
+                with contextlib.suppress(Exception):
+                    ray.cancel(stream)
 
     async def deliver(self, server: str, client: str, message: Message) -> None:
         host = self._host(server)

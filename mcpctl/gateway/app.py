@@ -55,7 +55,7 @@ def build_app(
         middleware=[
             Middleware(
                 AuthenticationMiddleware,
-                backend=TokenBackend(context.database),
+                backend=TokenBackend(context.database, context.token_cache),
                 on_error=on_auth_error,
             )
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from starlette.authentication import (
@@ -40,8 +41,18 @@ class Principal(BaseUser):
 
 
 class TokenBackend(AuthenticationBackend):
-    def __init__(self, database: Database) -> None:
+    """Looks tokens up in the store; a hit is remembered for `cache_seconds` so MCP traffic
+    does not pay a database round trip per message (a revoked token lapses within that)."""
+
+    def __init__(
+        self,
+        database: Database,
+        cache: dict[str, tuple[Principal, float]],
+        cache_seconds: float = 5.0,
+    ) -> None:
         self.database = database
+        self.cache_seconds = cache_seconds
+        self._cache = cache  # shared with the API, which empties it when tokens or users change
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
@@ -50,9 +61,17 @@ class TokenBackend(AuthenticationBackend):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
+        key = tokens.hash_token(token.strip())
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > time.monotonic():
+            return AuthCredentials(["authenticated"]), cached[0]
         principal = await run_in_threadpool(self._lookup, token.strip())
         if principal is None:
+            self._cache.pop(key, None)
             raise AuthenticationError("invalid or expired token")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (principal, time.monotonic() + self.cache_seconds)
         return AuthCredentials(["authenticated"]), principal
 
     def _lookup(self, token: str) -> Principal | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +23,8 @@ class GatewayContext:
     repositories: dict[Kind, Repository]
     # Called after a committed change of a resource, so the runtime reconciles at once.
     on_change: Callable[[Kind, str], None] = field(default=lambda kind, name: None)
+    # Authenticated tokens, remembered briefly; emptied whenever tokens or users change.
+    token_cache: dict[str, Any] = field(default_factory=dict)
     # Called after an instance was deleted, so its supervisor replaces it.
     on_instance_deleted: Callable[[str, int], None] = field(default=lambda server, replica: None)
 

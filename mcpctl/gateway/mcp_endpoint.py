@@ -55,6 +55,10 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     runtime = request.app.state.runtime
 
     if kind == "servers":
+        registry: SessionRegistry = request.app.state.sessions
+        known = registry.get(request.headers.get(SESSION_HEADER, ""), f"servers/{name}")
+        if known is not None and known.principal == principal.email:
+            return ServerTarget(runtime, name)  # checked when the session began
         if not principal.is_admin:
             return _rpc_error(
                 403, jsonrpc.INVALID_REQUEST, "members reach servers through their projects"
@@ -97,7 +101,7 @@ def _principal(request: Request) -> Principal | Response:
 
 
 def _session(
-    request: Request, registry: SessionRegistry, target: Target
+    request: Request, registry: SessionRegistry, target: Target, principal: Principal
 ) -> ClientSession | Response:
     session_id = request.headers.get(SESSION_HEADER)
     if not session_id:
@@ -105,7 +109,7 @@ def _session(
             400, jsonrpc.INVALID_REQUEST, f"Bad Request: {SESSION_HEADER} header is required"
         )
     session = registry.get(session_id, _path(target))
-    if session is None:
+    if session is None or session.principal != principal.email:
         return _rpc_error(404, jsonrpc.INVALID_REQUEST, "Session not found: initialize again")
     return session
 
@@ -138,7 +142,7 @@ async def post(request: Request) -> Response:
     if len(messages) == 1 and not request.headers.get(SESSION_HEADER) and bridge.envelope(first):
         return await _single_exchange(request, target, principal, first)
 
-    session = _session(request, registry, target)
+    session = _session(request, registry, target, principal)
     if isinstance(session, Response):
         return session
     for message in messages:
@@ -296,7 +300,7 @@ async def get(request: Request) -> Response:
         return _rpc_error(
             406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream"
         )
-    session = _session(request, request.app.state.sessions, target)
+    session = _session(request, request.app.state.sessions, target, principal)
     if isinstance(session, Response):
         return session
 
@@ -330,7 +334,7 @@ async def delete(request: Request) -> Response:
     if isinstance(target, Response):
         return target
     registry: SessionRegistry = request.app.state.sessions
-    session = _session(request, registry, target)
+    session = _session(request, registry, target, principal)
     if isinstance(session, Response):
         return session
     registry.end(session.id)

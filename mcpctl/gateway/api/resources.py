@@ -140,6 +140,7 @@ def operations(kind: Kind) -> list[Operation]:
 
         outcome, body = await context.transaction(work)
         if outcome is not Outcome.UNCHANGED:
+            context.token_cache.clear()  # a user's role may have changed
             context.on_change(kind, name)
         status = 201 if outcome is Outcome.CREATED else 200
         return JSONResponse(body, status_code=status, headers={OUTCOME_HEADER: outcome.value})
@@ -162,6 +163,7 @@ def operations(kind: Kind) -> list[Operation]:
             repo.delete(session, name, project)
 
         await context.transaction(work)
+        context.token_cache.clear()  # the user and their tokens may be gone
         context.on_change(kind, name)
         return Response(status_code=204)
 

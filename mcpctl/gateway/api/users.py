@@ -55,7 +55,9 @@ async def create_token(request: Request, principal: Principal) -> Response:
 async def revoke_token(request: Request, principal: Principal) -> Response:
     email, token_id = request.path_params["name"], request.path_params["token"]
     _require_self_or_admin(principal, email)
-    await context_of(request).transaction(lambda s: tokens.revoke(s, email, token_id))
+    context = context_of(request)
+    await context.transaction(lambda s: tokens.revoke(s, email, token_id))
+    context.token_cache.clear()
     return Response(status_code=204)
 
 
