@@ -95,6 +95,10 @@ class Host:
         if supervisor is not None:
             await supervisor.stop()
 
+    async def stop_orphans(self, known: list[str]) -> int:
+        """Stop processes an earlier mcpd left for servers that no longer exist."""
+        return await self.orchestrator.stop_orphans(set(known))
+
     async def servers(self) -> list[str]:
         return sorted(self.supervisors)
 

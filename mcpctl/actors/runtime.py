@@ -67,6 +67,10 @@ class Runtime:
     async def start(self) -> None:
         init_ray()
         await self.sync()
+        if self.hosts:
+            stopped = await self.hosts[0].stop_orphans.remote(list(self._placed))
+            if stopped:
+                log.info("stopped %d processes left by an earlier mcpd", stopped)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._resync_forever()))
 

@@ -70,6 +70,13 @@ def stop_mcpd(mcpd: Mcpd) -> None:
 
 @pytest.fixture(scope="module")
 def mcpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcpd]:
-    daemon = start_mcpd(tmp_path_factory.mktemp("mcpd") / "data")
+    """An mcpd process on the suite's one Ray (it joins through RAY_ADDRESS)."""
+    import ray
+
+    from tests.e2e.gateway import start_ray
+
+    start_ray()
+    env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    daemon = start_mcpd(tmp_path_factory.mktemp("mcpd") / "data", env)
     yield daemon
     stop_mcpd(daemon)

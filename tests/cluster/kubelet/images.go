@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,15 +13,19 @@ import (
 
 // imageTable maps image names to the entrypoint a container of that image
 // runs. There are no images here: an image is only a name for a local
-// command. The file is re-read when it changes.
+// command. The files are re-read when they change; a later file's entries
+// win over an earlier one's.
 //
 //	images:
 //	  mcpctl/runner: []            # empty entrypoint: run the container's args
 //	  python: [python3]            # entrypoint, followed by the container's args
 type imageTable struct {
-	path string
+	files []*imageFileState
+	mu    sync.Mutex
+}
 
-	mu      sync.Mutex
+type imageFileState struct {
+	path    string
 	modTime time.Time
 	size    int64
 	entries map[string][]string
@@ -31,37 +36,42 @@ type imageFile struct {
 	Images map[string][]string `json:"images"`
 }
 
-func newImageTable(path string) *imageTable {
-	return &imageTable{path: path, entries: map[string][]string{}}
+// newImageTable takes a comma-separated list of YAML files.
+func newImageTable(paths string) *imageTable {
+	t := &imageTable{}
+	for _, p := range strings.Split(paths, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			t.files = append(t.files, &imageFileState{path: p, entries: map[string][]string{}})
+		}
+	}
+	return t
 }
 
-func (t *imageTable) reload() {
-	if t.path == "" {
-		return
-	}
-	st, err := os.Stat(t.path)
+func (f *imageFileState) reload() {
+	st, err := os.Stat(f.path)
 	if err != nil {
-		t.loadErr = err
+		f.loadErr = err
+		f.entries = map[string][]string{}
 		return
 	}
-	if st.ModTime().Equal(t.modTime) && st.Size() == t.size && t.loadErr == nil {
+	if st.ModTime().Equal(f.modTime) && st.Size() == f.size && f.loadErr == nil {
 		return
 	}
-	data, err := os.ReadFile(t.path)
+	data, err := os.ReadFile(f.path)
 	if err != nil {
-		t.loadErr = err
+		f.loadErr = err
 		return
 	}
-	var f imageFile
-	if err := yaml.UnmarshalStrict(data, &f); err != nil {
-		t.loadErr = fmt.Errorf("%s: %w", t.path, err)
+	var parsed imageFile
+	if err := yaml.UnmarshalStrict(data, &parsed); err != nil {
+		f.loadErr = fmt.Errorf("%s: %w", f.path, err)
 		return
 	}
-	t.entries = f.Images
-	if t.entries == nil {
-		t.entries = map[string][]string{}
+	f.entries = parsed.Images
+	if f.entries == nil {
+		f.entries = map[string][]string{}
 	}
-	t.modTime, t.size, t.loadErr = st.ModTime(), st.Size(), nil
+	f.modTime, f.size, f.loadErr = st.ModTime(), st.Size(), nil
 }
 
 // lookup finds the entrypoint of an image. It tries the name as given, then
@@ -70,15 +80,30 @@ func (t *imageTable) reload() {
 func (t *imageTable) lookup(image string) ([]string, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.reload()
-	for _, name := range imageCandidates(image) {
-		if ep, ok := t.entries[name]; ok {
-			return append([]string(nil), ep...), true, nil
+	var errs []error
+	for _, f := range t.files {
+		f.reload()
+		if f.loadErr != nil {
+			errs = append(errs, f.loadErr)
 		}
 	}
-	return nil, false, t.loadErr
+	for _, name := range imageCandidates(image) {
+		for i := len(t.files) - 1; i >= 0; i-- {
+			if ep, ok := t.files[i].entries[name]; ok {
+				return append([]string(nil), ep...), true, nil
+			}
+		}
+	}
+	return nil, false, errors.Join(errs...)
 }
 
+func (t *imageTable) describe() string {
+	var paths []string
+	for _, f := range t.files {
+		paths = append(paths, f.path)
+	}
+	return strings.Join(paths, ", ")
+}
 func imageCandidates(image string) []string {
 	out := []string{image}
 	name := image

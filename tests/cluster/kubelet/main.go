@@ -62,7 +62,7 @@ func main() {
 	flag.StringVar(&cfg.tlsKey, "tls-private-key-file", "", "serving key")
 	flag.StringVar(&cfg.clientCA, "client-ca-file", "", "CA that signs the API server's kubelet client certificate (required: clients without one are refused)")
 	flag.StringVar(&cfg.runDir, "run-dir", "", "directory for pod working dirs and logs")
-	flag.StringVar(&cfg.imagesFile, "images", "", "YAML file mapping image names to entrypoints")
+	flag.StringVar(&cfg.imagesFile, "images", "", "comma-separated YAML files mapping image names to entrypoints (later files win)")
 	flag.DurationVar(&cfg.backoffBase, "backoff-base", 2*time.Second, "first crash-loop / image-pull back-off")
 	flag.DurationVar(&cfg.backoffMax, "backoff-max", 60*time.Second, "longest crash-loop / image-pull back-off")
 	flag.StringVar(&cfg.cpu, "cpu", "64", "cpu capacity of the node")

@@ -355,7 +355,7 @@ func (w *podWorker) start(ctx context.Context, pod *v1.Pod, st *ctrState) time.T
 	} else {
 		ep, ok, err := w.k.images.lookup(c.Image)
 		if !ok {
-			msg := fmt.Sprintf("image %q is not in the test kubelet's image table (%s)", c.Image, w.k.cfg.imagesFile)
+			msg := fmt.Sprintf("image %q is not in the test kubelet's image table (%s)", c.Image, w.k.images.describe())
 			if err != nil {
 				msg += ": " + err.Error()
 			}
