@@ -36,9 +36,14 @@ class Mcpd:
         }
         self.log = (self.data_dir / "mcpd.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mcpctl.daemon"], env=environment, stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "mcpctl.daemon"],
+            env=environment,
+            stdout=self.log,
+            stderr=self.log,
         )
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120)
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=120
+        )
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -100,5 +105,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
     return "\n".join([line, rule, *body])

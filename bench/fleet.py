@@ -1,6 +1,6 @@
 """One mcpd, N servers x 2 replicas of a tiny STDIO server: time to all RUNNING, memory, idle CPU.
 
-    python -m bench.fleet [--servers 200] [--replicas 2]
+python -m bench.fleet [--servers 200] [--replicas 2]
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def main() -> None:
         all_running = time.monotonic() - started
         time.sleep(3)  # let start-up work settle before measuring idle
         pids = descendants(mcpd.process.pid)
-        servers = [p for p in pids if TINY in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+        servers = [
+            p for p in pids if TINY in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+        ]
         control = [p for p in pids if p not in servers]
         cpu_before = cpu_seconds(control)
         time.sleep(args.idle_seconds)

@@ -29,7 +29,9 @@ from bench.common import TOKEN, Mcpd, free_port, table
 PACKAGE = "@modelcontextprotocol/server-everything"
 
 
-async def measure(connect: Callable[[], AbstractAsyncContextManager[Any]], calls: int, concurrency: int) -> tuple[float, list[float]]:
+async def measure(
+    connect: Callable[[], AbstractAsyncContextManager[Any]], calls: int, concurrency: int
+) -> tuple[float, list[float]]:
     latencies: list[float] = []
     async with Client(connect(), mode="legacy") as client:
         await client.call_tool("echo", {"message": "warm-up"})
@@ -65,14 +67,26 @@ async def run(calls: int, concurrency: int) -> list[tuple[str, float, list[float
     stdio = StdioServerParameters(command="npx", args=["-y", PACKAGE, "stdio"])
     from mcp.client.stdio import stdio_client
 
-    results.append(("direct, STDIO", *await measure(lambda: stdio_client(stdio), calls, concurrency)))
+    results.append(
+        ("direct, STDIO", *await measure(lambda: stdio_client(stdio), calls, concurrency))
+    )
 
     port = free_port()
-    server = subprocess.Popen(["npx", "-y", PACKAGE, "streamableHttp"], env={**os.environ, "PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["npx", "-y", PACKAGE, "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_listening(port)
         url = f"http://127.0.0.1:{port}/mcp"
-        results.append(("direct, Streamable HTTP", *await measure(lambda: streamable_http_client(url), calls, concurrency)))
+        results.append(
+            (
+                "direct, Streamable HTTP",
+                *await measure(lambda: streamable_http_client(url), calls, concurrency),
+            )
+        )
     finally:
         server.terminate()
         server.wait()
@@ -80,8 +94,12 @@ async def run(calls: int, concurrency: int) -> list[tuple[str, float, list[float
     mcpd = Mcpd()
     try:
         spec = {"package": PACKAGE, "runtime": "node", "args": ["stdio"]}
-        mcpd.http.post("/api/v1/servers", json={"metadata": {"name": "everything"}, "spec": spec}).raise_for_status()
-        while not any(i["status"] == "RUNNING" for i in mcpd.http.get("/api/v1/instances").json()["items"]):
+        mcpd.http.post(
+            "/api/v1/servers", json={"metadata": {"name": "everything"}, "spec": spec}
+        ).raise_for_status()
+        while not any(
+            i["status"] == "RUNNING" for i in mcpd.http.get("/api/v1/instances").json()["items"]
+        ):
             time.sleep(0.2)
         gateway = f"{mcpd.url}/mcp/servers/everything"
 
@@ -89,7 +107,9 @@ async def run(calls: int, concurrency: int) -> list[tuple[str, float, list[float
             http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
             return streamable_http_client(gateway, http_client=http)
 
-        results.append(("through mcpd (Ray hop, STDIO)", *await measure(through_mcpd, calls, concurrency)))
+        results.append(
+            ("through mcpd (Ray hop, STDIO)", *await measure(through_mcpd, calls, concurrency))
+        )
     finally:
         mcpd.stop()
     return results
@@ -105,8 +125,16 @@ def main() -> None:
     rows = []
     for name, rate, latencies in results:
         cuts = statistics.quantiles(latencies, n=100)
-        rows.append([name, f"{rate:.0f}", f"{cuts[49] * 1000:.1f}", f"{cuts[98] * 1000:.1f}", f"{rate / baseline:.2f}"])
-    print(f"tools/call echo, {args.calls} calls, {args.concurrency} concurrent, one client session, 2 cores")
+        rows.append(
+            [
+                name,
+                f"{rate:.0f}",
+                f"{cuts[49] * 1000:.1f}",
+                f"{cuts[98] * 1000:.1f}",
+                f"{rate / baseline:.2f}",
+            ]
+        )
+    print(f"tools/call echo, {args.calls} calls, {args.concurrency} concurrent, one session")
     print(table(["path", "req/s", "p50 ms", "p99 ms", "vs STDIO"], rows))
 
 

@@ -4,7 +4,13 @@ tools/list and an `echo` tool. Correctness tests use real third-party servers in
 import json
 import sys
 
-TOOLS = [{"name": "echo", "description": "Echo the message", "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}}}]
+TOOLS = [
+    {
+        "name": "echo",
+        "description": "Echo the message",
+        "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}},
+    }
+]
 
 
 def answer(request: dict) -> dict | None:
@@ -13,7 +19,11 @@ def answer(request: dict) -> dict | None:
         return None
     if method == "initialize":
         version = request.get("params", {}).get("protocolVersion", "2025-11-25")
-        result = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": {"name": "tiny", "version": "1"}}
+        result = {
+            "protocolVersion": version,
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "tiny", "version": "1"},
+        }
     elif method == "tools/list":
         result = {"tools": TOOLS}
     elif method == "tools/call":
@@ -22,7 +32,11 @@ def answer(request: dict) -> dict | None:
     elif method == "ping":
         result = {}
     else:
-        return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "Method not found"}}
+        return {
+            "jsonrpc": "2.0",
+            "id": rid,
+            "error": {"code": -32601, "message": "Method not found"},
+        }
     return {"jsonrpc": "2.0", "id": rid, "result": result}
 
 
