@@ -21,8 +21,9 @@
 #   MCPCTL_K8S_APISERVER_PORT    default 16443
 #   MCPCTL_K8S_ETCD_PORT         default 12379 (peer port: +1)
 #   MCPCTL_K8S_KUBELET_PORT      default 16250
-#   MCPCTL_K8S_IMAGES            image table of the test kubelet
-#                                (default tests/cluster/images.yaml)
+#   MCPCTL_K8S_IMAGES            more image tables for the test kubelet
+#                                (comma-separated; loaded after, and winning
+#                                over, tests/cluster/images.yaml)
 #   MCPCTL_K8S_BUILD_JOBS        go build -p (default 2)
 #   MCPCTL_K8S_KEEP_DATA=1       `up` keeps the etcd data of the last run
 #                                (default: every `up` starts from an empty cluster)
@@ -45,7 +46,7 @@ KCM_PORT=$((APISERVER_PORT + 1))
 SCHED_PORT=$((APISERVER_PORT + 2))
 NODE_NAME=mcpctl-node-0
 CONTEXT=mcpctl-test
-IMAGES=${MCPCTL_K8S_IMAGES:-$SRC/images.yaml}
+IMAGES="$SRC/images.yaml${MCPCTL_K8S_IMAGES:+,$MCPCTL_K8S_IMAGES}"
 JOBS=${MCPCTL_K8S_BUILD_JOBS:-2}
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet"
 

@@ -230,9 +230,34 @@ func (k *kubelet) deletePod(ctx context.Context, pod *v1.Pod) {
 
 // ---- environment ----
 
-// podEnv builds a container's environment: a base (PATH of the kubelet,
-// HOME = the pod's directory, HOSTNAME, the API server's address), then
-// envFrom, then env with $(VAR) references expanded.
+// inheritedEnv is the part of the kubelet's own environment pods get: a pod
+// is a local process, and tools in it need the machine's PATH, CA bundle
+// settings and caches (HOME). Variables that would point a pod at the test
+// harness itself (kubeconfig, mcpctl's and Ray's settings) are left out.
+func inheritedEnv() [][2]string {
+	var out [][2]string
+	for _, kv := range os.Environ() {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || name == "" || name == markerEnv {
+			continue
+		}
+		upper := strings.ToUpper(name)
+		skip := false
+		for _, prefix := range []string{"KUBE", "MCPCTL_", "MCPD_", "RAY_", "PYTEST_"} {
+			if strings.HasPrefix(upper, prefix) {
+				skip = true
+			}
+		}
+		if !skip {
+			out = append(out, [2]string{name, value})
+		}
+	}
+	return out
+}
+
+// podEnv builds a container's environment: the inherited base, HOSTNAME and
+// the API server's address, then envFrom, then env with $(VAR) references
+// expanded.
 func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir string) ([]string, map[string]string, error) {
 	env := map[string]string{}
 	var order []string
@@ -242,12 +267,13 @@ func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir 
 		}
 		env[name] = value
 	}
-	set("PATH", os.Getenv("PATH"))
-	set("HOME", dir)
-	set("HOSTNAME", pod.Name)
-	if lang := os.Getenv("LANG"); lang != "" {
-		set("LANG", lang)
+	for _, kv := range inheritedEnv() {
+		set(kv[0], kv[1])
 	}
+	if _, ok := env["HOME"]; !ok {
+		set("HOME", dir)
+	}
+	set("HOSTNAME", pod.Name)
 	set("KUBERNETES_SERVICE_HOST", k.cfg.apiServerHost)
 	set("KUBERNETES_SERVICE_PORT", k.cfg.apiServerPort)
 	set("KUBERNETES_SERVICE_PORT_HTTPS", k.cfg.apiServerPort)
