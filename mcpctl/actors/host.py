@@ -210,7 +210,10 @@ class Host:
 
         await asyncio.to_thread(write)
 
-    async def _load_secrets(self, names: set[str]) -> dict[str, dict[str, str]]:
+    async def _load_secrets(self, names: set[str]) -> dict[str, dict[str, str]] | None:
+        if self.config.orchestrator != "local":
+            return None  # Kubernetes resolves secretKeyRefs from its own Secrets
+
         def read() -> dict[str, dict[str, str]]:
             found = {}
             with self.database.transaction() as session:

@@ -162,7 +162,7 @@ class Replica:
 
         async def connect() -> tuple[Transport, dict[str, Any]]:
             transport = await open_transport(
-                self.orchestrator, handle, workload.transport, self.startup_timeout
+                self.orchestrator, handle, workload, self.startup_timeout
             )
             return transport, await handshake(transport, self.startup_timeout)
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from urllib.parse import urlsplit
 
+from mcpctl.controllers.workload import Workload
 from mcpctl.mcp.http_transports import legacy_sse, streamable_http
 from mcpctl.mcp.transports import StdioTransport, Transport
 from mcpctl.models.server import Transport as Kind
@@ -13,10 +14,11 @@ from mcpctl.orchestrators.base import Handle, Orchestrator, StartError
 
 
 async def open_transport(
-    orchestrator: Orchestrator, handle: Handle, kind: Kind, timeout: float = 120.0
+    orchestrator: Orchestrator, handle: Handle, workload: Workload, timeout: float = 120.0
 ) -> Transport:
+    kind = workload.transport
     if kind is Kind.STDIO:
-        return StdioTransport(await orchestrator.open_stdio(handle))
+        return StdioTransport(await orchestrator.open_stdio(handle, workload))
     assert handle.address is not None
     if handle.pid is not None:
         await wait_for_listener(handle.address, timeout)

@@ -17,7 +17,8 @@ from mcpctl.orchestrators.base import Handle, Orchestrator
 
 log = logging.getLogger(__name__)
 
-Secrets = Callable[[set[str]], Awaitable[dict[str, dict[str, str]]]]
+# Loads mcpd's secrets by name; None when the orchestrator resolves references itself.
+Secrets = Callable[[set[str]], Awaitable[dict[str, dict[str, str]] | None]]
 Forget = Callable[[str, int], Awaitable[None]]
 
 

@@ -24,10 +24,15 @@ class Workload:
     transport: Transport
     argv: tuple[str, ...] = ()
     image: str | None = None
-    env: dict[str, str] = field(default_factory=dict, repr=False)  # may hold secret values
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # plain values
+    secret_refs: dict[str, tuple[str, str]] = field(default_factory=dict)  # var -> (secret, key)
+    secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # when resolved here
     port: int | None = None
     path: str = "/mcp"
     url: str | None = None
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -55,11 +60,18 @@ def command_line(spec: ServerSpec) -> tuple[str, ...]:
     return ()
 
 
-def resolve_env(spec: ServerSpec, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+def plain_env(spec: ServerSpec) -> dict[str, str]:
+    return {var.name: var.value or "" for var in spec.env if var.secret_ref is None}
+
+
+def secret_refs(spec: ServerSpec) -> dict[str, tuple[str, str]]:
+    return {v.name: (v.secret_ref.name, v.secret_ref.key) for v in spec.env if v.secret_ref}
+
+
+def resolve_secrets(spec: ServerSpec, secrets: dict[str, dict[str, str]]) -> dict[str, str]:
     env = {}
     for var in spec.env:
         if var.secret_ref is None:
-            env[var.name] = var.value or ""
             continue
         ref = var.secret_ref
         values = secrets.get(ref.name)
@@ -82,8 +94,10 @@ def with_port(argv: tuple[str, ...], port: int) -> tuple[str, ...]:
 
 
 def render(
-    name: str, replica: int, spec: ServerSpec, secrets: dict[str, dict[str, str]]
+    name: str, replica: int, spec: ServerSpec, secrets: dict[str, dict[str, str]] | None
 ) -> Workload:
+    """`secrets` are mcpd's own, resolved here for the local orchestrator; None leaves the
+    references for the place the server runs to resolve (Kubernetes Secrets)."""
     return Workload(
         server=name,
         replica=replica,
@@ -92,8 +106,13 @@ def render(
         transport=spec.transport,
         argv=command_line(spec),
         image=spec.image,
-        env=resolve_env(spec, secrets),
+        env=plain_env(spec),
+        secret_refs=secret_refs(spec),
+        secret_values=resolve_secrets(spec, secrets) if secrets is not None else {},
         port=spec.port,
         path=spec.http_path,
         url=spec.url,
+        resources=spec.resources.model_dump(exclude_none=True),
+        labels=dict(spec.labels),
+        node_selector=dict(spec.node_selector),
     )

@@ -71,7 +71,8 @@ class Multiplexer:
         self.lost.clear()
         self._reader = asyncio.get_running_loop().create_task(self._read(transport))
         for exchange in list(self._pending.values()):
-            await self._send(exchange.request)
+            with contextlib.suppress(OSError, BackendUnavailable):
+                await self._send(exchange.request)
         self._attached.set()
 
     async def detach(self) -> None:
@@ -120,8 +121,10 @@ class Multiplexer:
         self._pending[backend_id] = exchange
         answered = False
         try:
-            if self._transport is not None:
+            try:
                 await self._send(request)
+            except (OSError, BackendUnavailable):
+                pass  # the backend just went away: this request is resent to the next one
             while True:
                 item = await exchange.queue.get()
                 answered = jsonrpc.is_response(item) and item.get("id") == exchange.client_id

@@ -60,7 +60,7 @@ class Orchestrator(ABC):
         """Return when the instance ends (event-driven, never polling)."""
 
     @abstractmethod
-    async def open_stdio(self, handle: Handle) -> Channel:
+    async def open_stdio(self, handle: Handle, workload: Workload) -> Channel:
         """The STDIO session to the instance's server process."""
 
     @abstractmethod

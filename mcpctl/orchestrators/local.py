@@ -130,6 +130,7 @@ class LocalOrchestrator(Orchestrator):
             [str(Path(sys.executable).parent), env.get("PATH", os.defpath)]
         )
         env.update(workload.env)
+        env.update(workload.secret_values)
         argv = prefer_installed(workload.argv, env["PATH"])
         address = None
         if workload.transport is not Transport.STDIO:
@@ -212,7 +213,7 @@ class LocalOrchestrator(Orchestrator):
         child = self._children.get(f"{handle.server}-{handle.replica}")
         return " | ".join(list(child.stderr_tail)[-3:]) if child else ""
 
-    async def open_stdio(self, handle: Handle) -> Channel:
+    async def open_stdio(self, handle: Handle, workload: Workload) -> Channel:
         child = self._children.get(f"{handle.server}-{handle.replica}")
         if child is None or child.process.stdin is None:
             raise StartError(f"no STDIO pipes for {handle.server}-{handle.replica}")

@@ -560,6 +560,17 @@ def test_service_account_token_is_bound_by_its_role(
     cfg.api_key_prefix = {"authorization": "Bearer"}
     with client.ApiClient(cfg) as sa_api:
         sa = client.CoreV1Api(sa_api)
+
+        def role_in_effect() -> bool:  # the RBAC authorizer's cache catches up asynchronously
+            try:
+                sa.list_namespaced_pod(namespace)
+                return True
+            except ApiException as e:
+                if e.status == 403:
+                    return False
+                raise
+
+        wait_for(role_in_effect, timeout=10, what="the Role to take effect")
         sa.create_namespaced_pod(namespace, pod_manifest("sa-pod", args=["cat"], stdin=True))
         wait_pod(sa, namespace, "sa-pod", is_ready)
         assert [

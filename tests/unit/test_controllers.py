@@ -78,8 +78,12 @@ def test_render_resolves_secrets_and_names_missing_ones() -> None:
         }
     )
     workload = render("srv", 1, spec, {"gh": {"token": "s3cret"}})
-    assert workload.env == {"A": "1", "T": "s3cret"}
+    assert workload.env == {"A": "1"}
+    assert workload.secret_values == {"T": "s3cret"}
+    assert workload.secret_refs == {"T": ("gh", "token")}
     assert "s3cret" not in repr(workload)
+    unresolved = render("srv", 1, spec, None)
+    assert (unresolved.secret_values, unresolved.secret_refs) == ({}, {"T": ("gh", "token")})
     with pytest.raises(WorkloadError, match="secret 'gh' not found"):
         render("srv", 0, spec, {})
     with pytest.raises(WorkloadError, match="has no key 'token'"):

@@ -1,0 +1,60 @@
+"""A STDIO session over the API server's exec/attach websocket, as a `Channel`.
+
+The official client is blocking, so one thread per session reads the socket and hands lines
+to the event loop; writes go through a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any
+
+from mcpctl.orchestrators.base import Channel
+
+READ_TIMEOUT = 1.0
+
+
+class WebSocketChannel(Channel):
+    def __init__(self, ws: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._ws = ws
+        self._loop = loop
+        self._lines: asyncio.Queue[bytes] = asyncio.Queue()
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._pump, name="k8s-stream", daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        pending = b""
+        try:
+            while not self._closed.is_set() and self._ws.is_open():
+                self._ws.update(timeout=READ_TIMEOUT)
+                if not self._ws.peek_stdout():
+                    continue
+                data = self._ws.read_stdout()
+                pending += data.encode() if isinstance(data, str) else data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._loop.call_soon_threadsafe(self._lines.put_nowait, line + b"\n")
+        except Exception:  # the stream broke: the session ends like an EOF
+            pass
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                self._loop.call_soon_threadsafe(self._lines.put_nowait, b"")
+
+    async def readline(self) -> bytes:
+        line = await self._lines.get()
+        if not line:
+            self._lines.put_nowait(b"")  # stay at EOF for later readers
+        return line
+
+    async def write(self, data: bytes) -> None:
+        if not self._ws.is_open():
+            raise ConnectionError("the exec/attach stream is closed")
+        await asyncio.to_thread(self._ws.write_stdin, data.decode())
+
+    async def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._ws.close)
