@@ -125,11 +125,14 @@ gobuild() {
 
 hash_files() { cat "$@" | sha256sum | cut -c1-16; }
 
+cp_source_stamp() { hash_files "$SRC/go.mod" "$SRC/go.sum"; }
+kl_source_stamp() { hash_files "$SRC/go.mod" "$SRC/go.sum" "$SRC"/kubelet/*.go; }
+
 build() {
   ensure_cmds
   local cp_stamp kl_stamp need_cp=0 need_kl=0 t0 c
-  cp_stamp=$(hash_files "$SRC/go.mod" "$SRC/go.sum")
-  kl_stamp=$(hash_files "$SRC/go.mod" "$SRC/go.sum" "$SRC"/kubelet/*.go)
+  cp_stamp=$(cp_source_stamp)
+  kl_stamp=$(kl_source_stamp)
   for c in etcd kube-apiserver kube-controller-manager kube-scheduler; do
     [ -x "$BIN/$c" ] || need_cp=1
   done
@@ -493,14 +496,19 @@ show_logs() {
 
 up() {
   if running; then
-    log "already running (kubeconfig: $RUN/kubeconfig)"
-    return 0
+    if [ "$(cat "$RUN/sources.stamp" 2>/dev/null)" = "$(cp_source_stamp) $(kl_source_stamp)" ]; then
+      log "already running (kubeconfig: $RUN/kubeconfig)"
+      return 0
+    fi
+    log "tests/cluster changed since the cluster started: rebuilding and restarting"
+    down
   fi
   any_running && { log "partly running: restarting"; down; }
   build
   local t0; t0=$(now)
   mkdir -p "$RUN"
   rm -rf "$RUN/pods" "$RUN/logs.old" "$RUN/ready" "$RUN/failed"
+  echo "$(cp_source_stamp) $(kl_source_stamp)" > "$RUN/sources.stamp"
   [ -d "$RUN/logs" ] && mv "$RUN/logs" "$RUN/logs.old"
   mkdir -p "$RUN/logs" "$RUN/pids" "$RUN/pods"
   [ "${MCPCTL_K8S_KEEP_DATA:-0}" = 1 ] || rm -rf "$RUN/etcd"
