@@ -470,6 +470,9 @@ func (k *kubelet) handleLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain")
+	if path == "" {
+		return
+	}
 	flusher, _ := w.(http.Flusher)
 	flush := func() {
 		if flusher != nil {
@@ -502,6 +505,9 @@ func (w *podWorker) logTarget(name string, previous bool) (string, <-chan struct
 			return st.prevLog, closed, nil
 		}
 		return "", nil, fmt.Errorf("previous terminated container %q in pod %q not found", name, pod.Name)
+	}
+	if st.run == nil && st.current != nil {
+		return "", closed, nil // it failed to start: no output
 	}
 	if st.run == nil {
 		reason := st.waitReason
