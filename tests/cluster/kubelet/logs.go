@@ -187,11 +187,6 @@ func ignoreLimit(err error) error {
 // lastLines returns up to n final lines of a CRI log file (for termination
 // messages).
 func lastLines(path string, n int, maxBytes int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
 	var buf bytes.Buffer
 	_ = writeLogs(context.Background(), path, logOptions{tailLines: int64(n), limitBytes: -1}, nil, &buf, nil)
 	b := buf.Bytes()

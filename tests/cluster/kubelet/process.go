@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -434,6 +433,3 @@ func parseLogRecord(line []byte) (logRecord, bool) {
 	}
 	return rec, true
 }
-
-// processIDString is used in container IDs.
-func processIDString(pid int) string { return strconv.Itoa(pid) }
