@@ -21,6 +21,7 @@ from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.instance import Instance
 from mcpctl.models.server import ServerSpec
 from mcpctl.orchestrators.base import Orchestrator
+from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store.database import Database
 from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories import instances
@@ -39,6 +40,7 @@ class HostConfig:
     data_dir: str
     orchestrator: str = "local"
     startup_timeout: float = 120.0
+    kubernetes: KubernetesConfig | None = None
 
 
 def make_orchestrator(config: HostConfig) -> Orchestrator:
@@ -46,6 +48,10 @@ def make_orchestrator(config: HostConfig) -> Orchestrator:
         from mcpctl.orchestrators.local import LocalOrchestrator
 
         return LocalOrchestrator(Path(config.data_dir))
+    if config.orchestrator == "kubernetes":
+        from mcpctl.orchestrators.kubernetes import KubernetesOrchestrator
+
+        return KubernetesOrchestrator(config.kubernetes or KubernetesConfig())
     raise ValueError(f"unknown orchestrator {config.orchestrator!r}")
 
 
@@ -107,7 +113,10 @@ class Host:
             self.supervisors[server].restart(replica)
 
     async def shutdown(self) -> None:
-        await asyncio.gather(*(s.stop(forget=False) for s in self.supervisors.values()))
+        keep = self.orchestrator.instances_outlive_mcpd
+        await asyncio.gather(
+            *(s.stop(forget=False, keep_instances=keep) for s in self.supervisors.values())
+        )
         self.supervisors.clear()
         await self.orchestrator.close()
 

@@ -57,6 +57,7 @@ class Replica:
         self._restart = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running = asyncio.Event()
+        self._keep_instance = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,10 +78,18 @@ class Replica:
         """Replace the process (instance deleted, or its spec changed)."""
         self._restart.set()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 2.0, keep_instance: bool = False) -> None:
+        """A running replica stops at once; one still starting is cancelled after `grace`.
+        With `keep_instance` its pod is left running for the next mcpd to adopt."""
+        self._keep_instance = keep_instance
         self._stopping.set()
-        if self._task is not None:
-            await self._task
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=grace)
+        if not done:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _set(self, status: InstanceStatus, **changes: object) -> None:
         transition(self.instance.status, status)
@@ -104,7 +113,7 @@ class Replica:
         except Exception:
             log.exception("%s: replica failed", self.multiplexer.name)
         finally:
-            await self._shutdown()
+            await asyncio.shield(self._shutdown())
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -132,7 +141,9 @@ class Replica:
             if self.handle is not None:  # it started: how it ended says more than the symptom
                 reason = await self._exit_reason(reason)
             await self._discard_process()
-            await self._set(InstanceStatus.ERROR, last_error=reason)
+            await self._set(
+                InstanceStatus.ERROR, last_error=reason, pid=None, pod=None, address=None
+            )
             return time.monotonic() - began
         await self.multiplexer.attach(transport)
         self.backoff.reset()
@@ -212,6 +223,9 @@ class Replica:
 
     async def _shutdown(self) -> None:
         await self.multiplexer.close(f"{self.multiplexer.name} stopped")
+        if self._keep_instance and self.status is InstanceStatus.RUNNING:
+            self.handle = None  # left for the next mcpd; its status row stays as it is
+            return
         await self._discard_process()
         with contextlib.suppress(Exception):
             await self._set(InstanceStatus.STOPPED)

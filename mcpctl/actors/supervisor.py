@@ -36,6 +36,7 @@ class _Restart:
 @dataclass(frozen=True)
 class _Stop:
     forget: bool
+    keep_instances: bool
 
 
 class NoReplica(LookupError):
@@ -78,9 +79,10 @@ class Supervisor:
     def restart(self, replica: int) -> None:
         self._mailbox.put_nowait(_Restart(replica))
 
-    async def stop(self, forget: bool = True) -> None:
-        """Stop every replica; `forget` drops their rows (the server is gone, not mcpd)."""
-        self._mailbox.put_nowait(_Stop(forget))
+    async def stop(self, forget: bool = True, keep_instances: bool = False) -> None:
+        """Stop every replica; `forget` drops their rows (the server is gone, not mcpd);
+        `keep_instances` leaves pods running for the next mcpd."""
+        self._mailbox.put_nowait(_Stop(forget, keep_instances))
         if self._task is not None:
             await self._task
 
@@ -90,7 +92,7 @@ class Supervisor:
             message = await self._mailbox.get()
             try:
                 if isinstance(message, _Stop):
-                    await self._retire(list(self.replicas), message.forget)
+                    await self._retire(list(self.replicas), message.forget, message.keep_instances)
                     return
                 if isinstance(message, _Restart):
                     if message.replica in self.replicas:
@@ -139,9 +141,9 @@ class Supervisor:
             await self.orchestrator.stop(stale)
         self._adoptable.clear()
 
-    async def _retire(self, indexes: list[int], forget: bool = True) -> None:
+    async def _retire(self, indexes: list[int], forget: bool = True, keep: bool = False) -> None:
         replicas = [self.replicas.pop(i) for i in indexes if i in self.replicas]
-        await asyncio.gather(*(r.stop() for r in replicas))
+        await asyncio.gather(*(r.stop(keep_instance=keep) for r in replicas))
         if indexes and forget:
             await self.forget(self.name, min(indexes))
 

@@ -85,8 +85,11 @@ def render_pod(
     }
     if exec_mode:
         container["args"] = KEEP_ALIVE
-    elif workload.argv:
-        container["args"] = list(workload.argv)
+    else:
+        if workload.entrypoint:
+            container["command"] = list(workload.entrypoint)
+        if workload.argv:
+            container["args"] = list(workload.argv)
     if stdio and not exec_mode:
         container["stdin"] = True
         container["stdinOnce"] = False

@@ -22,8 +22,9 @@ class Workload:
     spec_hash: str
     source: Source
     transport: Transport
-    argv: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()  # the process (package/command); an image's args
     image: str | None = None
+    entrypoint: tuple[str, ...] = ()  # an image's command, when the spec overrides it
     env: dict[str, str] = field(default_factory=dict, repr=False)  # plain values
     secret_refs: dict[str, tuple[str, str]] = field(default_factory=dict)  # var -> (secret, key)
     secret_values: dict[str, str] = field(default_factory=dict, repr=False)  # when resolved here
@@ -56,7 +57,7 @@ def command_line(spec: ServerSpec) -> tuple[str, ...]:
         assert spec.command is not None
         return (spec.command, *spec.args)
     if spec.source is Source.IMAGE:
-        return tuple(([spec.command] if spec.command else []) + spec.args)
+        return tuple(spec.args)
     return ()
 
 
@@ -106,6 +107,7 @@ def render(
         transport=spec.transport,
         argv=command_line(spec),
         image=spec.image,
+        entrypoint=(spec.command,) if spec.image and spec.command else (),
         env=plain_env(spec),
         secret_refs=secret_refs(spec),
         secret_values=resolve_secrets(spec, secrets) if secrets is not None else {},

@@ -18,6 +18,8 @@ from mcpctl.daemon.settings import Settings
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.observability.metrics import Metrics
+from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
+from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
 from mcpctl.store.database import Database, migrate
 from mcpctl.store.repositories import repositories
@@ -70,6 +72,21 @@ def serve(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Refuse a wrong cluster before touching anything (the database included).
+    kubernetes = None
+    if settings.orchestrator == "kubernetes":
+        try:
+            check_context(settings.k8s_context)
+            kubernetes = KubernetesConfig(
+                namespace=settings.k8s_namespace,
+                context=settings.k8s_context,
+                kubeconfig=os.environ.get("KUBECONFIG"),
+                runner_image=settings.runner_image,
+                node_selector=settings.node_selector_labels,
+            )
+        except (ContextError, ValueError) as error:
+            typer.echo(f"mcpd: {error}", err=True)
+            raise typer.Exit(1) from None
     try:
         database, new_token = open_database(settings)
     except Exception as error:  # a bad URL or an unreachable database: one line, exit 1
@@ -94,6 +111,7 @@ def serve(
             data_dir=str(settings.data_dir),
             orchestrator=settings.orchestrator,
             startup_timeout=settings.startup_timeout,
+            kubernetes=kubernetes,
         ),
         resync_seconds=settings.resync_seconds,
         hosts=settings.actor_hosts,

@@ -22,6 +22,18 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(default=30.0, gt=0)
     startup_timeout: float = Field(default=120.0, gt=0)
     actor_hosts: int | None = Field(default=None, ge=1)
+    k8s_namespace: str = "mcpctl-servers"
+    k8s_context: str | None = None
+    node_selector: str = ""  # "k=v,k2=v2", applied to every pod
+    runner_image: str = "ghcr.io/mcpctl/runner:0.1.0"
+
+    @property
+    def node_selector_labels(self) -> dict[str, str]:
+        pairs = [item.split("=", 1) for item in self.node_selector.split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"MCPD_NODE_SELECTOR must be k=v[,k=v]: {self.node_selector!r}")
+        return {key.strip(): value.strip() for key, value in pairs}
+
     log_level: str = "info"
 
     @property

@@ -121,10 +121,9 @@ class Multiplexer:
         self._pending[backend_id] = exchange
         answered = False
         try:
-            try:
+            # If the backend just went away, this request is resent to the next one.
+            with contextlib.suppress(OSError, BackendUnavailable):
                 await self._send(request)
-            except (OSError, BackendUnavailable):
-                pass  # the backend just went away: this request is resent to the next one
             while True:
                 item = await exchange.queue.get()
                 answered = jsonrpc.is_response(item) and item.get("id") == exchange.client_id

@@ -47,6 +47,10 @@ class Channel(ABC):
 
 
 class Orchestrator(ABC):
+    # Whether instances keep running when mcpd stops, to be adopted by the next mcpd (pods),
+    # or stop with it (local processes).
+    instances_outlive_mcpd = False
+
     @abstractmethod
     async def start(self, workload: Workload) -> Handle:
         """Start one instance; raise StartError with a reason when it cannot start."""

@@ -18,6 +18,7 @@ from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.observability.metrics import Metrics
+from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store.database import Database
 from mcpctl.store.repositories import repositories
 from mcpctl.store.secretbox import SecretBox
@@ -44,25 +45,42 @@ class Gateway:
     data_dir: Path
     server: uvicorn.Server
     thread: threading.Thread
+    key: bytes
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def stop(self) -> None:
+    def stop(self, dispose: bool = True) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=60)
-        self.database.dispose()
+        if dispose:
+            self.database.dispose()
 
 
 def start_gateway(
-    workdir: Path, name: str, resync_seconds: float = 30.0, hosts: int = 2
+    workdir: Path,
+    name: str,
+    resync_seconds: float = 30.0,
+    hosts: int = 2,
+    kubernetes: KubernetesConfig | None = None,
+    database: Database | None = None,
+    key: bytes | None = None,
 ) -> Gateway:
+    """mcpd's app on a fresh SQLite (or the given database, to start "again" on it)."""
     start_ray()
-    database = fresh_database("sqlite", workdir)
-    key = Fernet.generate_key()
+    database = database or fresh_database("sqlite", workdir)
+    key = key or Fernet.generate_key()
     data_dir = workdir / "data"
-    config = HostConfig(0, database.url, key, str(data_dir), startup_timeout=120)
+    config = HostConfig(
+        0,
+        database.url,
+        key,
+        str(data_dir),
+        orchestrator="kubernetes" if kubernetes else "local",
+        startup_timeout=120,
+        kubernetes=kubernetes,
+    )
     metrics = Metrics()
     runtime = Runtime(
         database,
@@ -89,5 +107,5 @@ def start_gateway(
             raise RuntimeError("the gateway did not start")
         time.sleep(0.05)
     return Gateway(
-        f"http://127.0.0.1:{port}", ADMIN_TOKEN, database, runtime, data_dir, server, thread
+        f"http://127.0.0.1:{port}", ADMIN_TOKEN, database, runtime, data_dir, server, thread, key
     )

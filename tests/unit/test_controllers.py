@@ -59,6 +59,8 @@ def test_command_lines() -> None:
     assert command_line(python) == ("uvx", "mcp-server-time")
     assert command_line(ServerSpec(command="python", args=["-m", "x"])) == ("python", "-m", "x")
     assert command_line(ServerSpec(image="img", args=["--stdio"])) == ("--stdio",)
+    overridden = render("x", 0, ServerSpec(image="img", command="serve", args=["-v"]), {})
+    assert (overridden.entrypoint, overridden.argv) == (("serve",), ("-v",))
     assert with_port(("srv", "--port", "{port}", "--bind=:${PORT}"), 9000) == (
         "srv",
         "--port",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from concurrent.futures import Executor
 from typing import Any
 
 from mcpctl.orchestrators.base import Channel
@@ -17,9 +18,10 @@ READ_TIMEOUT = 1.0
 
 
 class WebSocketChannel(Channel):
-    def __init__(self, ws: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, ws: Any, loop: asyncio.AbstractEventLoop, executor: Executor) -> None:
         self._ws = ws
         self._loop = loop
+        self._executor = executor
         self._lines: asyncio.Queue[bytes] = asyncio.Queue()
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._pump, name="k8s-stream", daemon=True)
@@ -52,9 +54,9 @@ class WebSocketChannel(Channel):
     async def write(self, data: bytes) -> None:
         if not self._ws.is_open():
             raise ConnectionError("the exec/attach stream is closed")
-        await asyncio.to_thread(self._ws.write_stdin, data.decode())
+        await self._loop.run_in_executor(self._executor, self._ws.write_stdin, data.decode())
 
     async def close(self) -> None:
         self._closed.set()
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._ws.close)
+            await self._loop.run_in_executor(self._executor, self._ws.close)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -32,6 +35,7 @@ from mcpctl.orchestrators.kubernetes.connection import api_client
 from mcpctl.orchestrators.kubernetes.watcher import PodWatcher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 FAILED_WAITING = {
     "ErrImagePull",
     "ImagePullBackOff",
@@ -92,6 +96,8 @@ def _running(pod: Any) -> bool:
 
 
 class KubernetesOrchestrator(Orchestrator):
+    instances_outlive_mcpd = True
+
     def __init__(self, config: KubernetesConfig) -> None:
         self.config = config
         self.api = api_client(config.kubeconfig, config.context)
@@ -104,6 +110,15 @@ class KubernetesOrchestrator(Orchestrator):
         self.watcher = PodWatcher(self.core, config.namespace, f"{MANAGED_BY}=mcpd")
         self._placed: dict[str, _Placed] = {}
         self._started = False
+        # Its own threads: blocking client calls (an attach can wait long) must never starve
+        # the event loop's default executor, which the store and the watch also use.
+        self._executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="k8s-api")
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(function, *args, **kwargs)
+        )
 
     async def _ensure_watching(self) -> None:
         if not self._started:
@@ -122,7 +137,7 @@ class KubernetesOrchestrator(Orchestrator):
             node_selector=workload.node_selector,
         )
         try:
-            created = await asyncio.to_thread(
+            created = await self._call(
                 self.core.create_namespaced_pod, self.config.namespace, manifest
             )
         except ApiException as error:
@@ -143,6 +158,10 @@ class KubernetesOrchestrator(Orchestrator):
             outcome, detail = await self.watcher.wait_for(settled, self.config.start_timeout)
         except TimeoutError:
             outcome, detail = "failed", f"pod not running after {self.config.start_timeout:g} s"
+        except asyncio.CancelledError:  # stopped while starting: leave no pod behind
+            await asyncio.shield(self._delete(name))
+            self._placed.pop(name, None)
+            raise
         if outcome == "failed":
             await self._delete(name)
             self._placed.pop(name, None)
@@ -156,10 +175,13 @@ class KubernetesOrchestrator(Orchestrator):
         )
 
     async def _delete(self, name: str) -> None:
-        with contextlib.suppress(ApiException):
-            await asyncio.to_thread(
+        try:
+            await self._call(
                 self.core.delete_namespaced_pod, name, self.config.namespace, grace_period_seconds=5
             )
+        except ApiException as error:
+            if error.status != 404:
+                log.warning("deleting pod %s failed: %s %s", name, error.status, error.reason)
 
     async def stop(self, handle: Handle) -> None:
         assert handle.pod is not None
@@ -191,11 +213,14 @@ class KubernetesOrchestrator(Orchestrator):
             "tty": False,
             "_preload_content": False,
         }
+        # `stream()` swaps the request method of the ApiClient it is given while it runs, so a
+        # shared client would send concurrent calls over websocket: each session gets its own.
+        core = client.CoreV1Api(client.ApiClient(self.api.configuration))
         try:
             if uses_exec(workload):
-                ws = await asyncio.to_thread(
+                ws = await self._call(
                     stream,
-                    self.core.connect_get_namespaced_pod_exec,
+                    core.connect_get_namespaced_pod_exec,
                     handle.pod,
                     self.config.namespace,
                     container=CONTAINER,
@@ -203,9 +228,9 @@ class KubernetesOrchestrator(Orchestrator):
                     **common,
                 )
             else:
-                ws = await asyncio.to_thread(
+                ws = await self._call(
                     stream,
-                    self.core.connect_get_namespaced_pod_attach,
+                    core.connect_get_namespaced_pod_attach,
                     handle.pod,
                     self.config.namespace,
                     container=CONTAINER,
@@ -215,7 +240,7 @@ class KubernetesOrchestrator(Orchestrator):
             raise StartError(
                 f"cannot open a session to pod {handle.pod}: {error.status} {error.reason}"
             ) from None
-        return WebSocketChannel(ws, asyncio.get_running_loop())
+        return WebSocketChannel(ws, asyncio.get_running_loop(), self._executor)
 
     async def adopt(self, server: str) -> list[Handle]:
         """Running pods of `server` are taken over (newest per replica); the rest are deleted."""
@@ -260,7 +285,8 @@ class KubernetesOrchestrator(Orchestrator):
 
     async def close(self) -> None:
         self.watcher.stop()
-        await asyncio.to_thread(self.api.close)
+        await self._call(self.api.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _restarts(pod: Any) -> int:

@@ -31,7 +31,7 @@ class PodWatcher:
         self.relists = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Condition | None = None
-        self._synced = threading.Event()
+        self._synced: asyncio.Event | None = None
         self._stopped = threading.Event()
         self._watch: watch.Watch | None = None
         self._thread: threading.Thread | None = None
@@ -39,6 +39,7 @@ class PodWatcher:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._changed = asyncio.Condition()
+        self._synced = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
         self._thread.start()
 
@@ -48,8 +49,11 @@ class PodWatcher:
             self._watch.stop()
 
     async def synced(self, timeout: float = 60) -> None:
-        if not await asyncio.to_thread(self._synced.wait, timeout):
-            raise TimeoutError("no pod list from the API server")
+        assert self._synced is not None
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError("no pod list from the API server") from None
 
     def _run(self) -> None:
         delay = 0.2
@@ -80,7 +84,6 @@ class PodWatcher:
         self.relists += 1
         pods = {pod.metadata.name: pod for pod in listed.items}
         self._publish(lambda: self._replace(pods))
-        self._synced.set()
         return str(listed.metadata.resource_version)
 
     def _follow(self, version: str) -> str:
@@ -109,6 +112,8 @@ class PodWatcher:
 
     def _replace(self, pods: dict[str, Any]) -> None:
         self.pods = pods
+        assert self._synced is not None
+        self._synced.set()
 
     def _apply(self, kind: str, pod: Any) -> None:
         if kind == "DELETED":
