@@ -170,6 +170,12 @@ class Host:
         async for item in replica.multiplexer.listen(client):
             yield item
 
+    async def logs(
+        self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
+    ) -> AsyncGenerator[str, None]:
+        async for line in self.orchestrator.logs(server, replica, pod, follow, tail):
+            yield line
+
     async def describe(self, server: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """The server's cached InitializeResult, waiting up to `timeout` for a replica to run."""
         supervisor = self.supervisors.get(server)

@@ -267,6 +267,27 @@ class Runtime:
             with contextlib.suppress(Exception):
                 ray.cancel(stream)
 
+    async def logs(
+        self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
+    ) -> AsyncGenerator[str, None]:
+        host = (
+            self._host(server)
+            if server in self._placed
+            else (self.hosts[0] if self.hosts else None)
+        )
+        if host is None:
+            return
+        stream: Any = host.logs.remote(server, replica, pod, follow, tail)
+        finished = False
+        try:
+            async for ref in stream:
+                yield await ref
+            finished = True
+        finally:
+            if not finished:
+                with contextlib.suppress(Exception):
+                    ray.cancel(stream)
+
     async def describe(self, server: str) -> dict[str, Any] | None:
         host = self._host(server)
         if host is None:

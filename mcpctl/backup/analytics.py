@@ -226,18 +226,23 @@ def _sql_string(value: object) -> str:
     return str(value).replace("'", "''")
 
 
-def _read_items(files: Sequence[BackupFile]) -> str:
-    """SQL for one row per item of `$files`: (backup_file, kind, name, project, metadata, spec)."""
-    size = max(file.size for file in files) + 1024
-    return f"""
-        SELECT filename AS backup_file, item->>'kind' AS kind,
-               item->'metadata'->>'name' AS name, item->'metadata'->>'project' AS project,
-               item->'metadata' AS metadata, item->'spec' AS spec
-        FROM read_json($files, filename = true, format = 'unstructured',
-                       maximum_object_size = {min(max(size, 16 << 20), 2**32 - 1)},
-                       columns = {{items: 'JSON[]'}}),
-             unnest(items) AS unnested(item)
-    """
+# One row per item of the files bound as $files: the file's real path, kind, name, project,
+# created_at, updated_at and spec (JSON). `read_text` + `json_extract` measured ~4x faster than
+# `read_json` with a declared schema on 6 MB single-object files; one multi-path extract
+# parses each item once.
+_ITEMS = """
+        SELECT backup_file, x[1]->>'$' AS kind, x[2]->>'$' AS name, x[3]->>'$' AS project,
+               CAST(x[4]->>'$' AS TIMESTAMPTZ) AS created_at,
+               CAST(x[5]->>'$' AS TIMESTAMPTZ) AS updated_at, x[6] AS spec
+        FROM (
+            SELECT backup_file, json_extract(item, ['$.kind', '$.metadata.name',
+                '$.metadata.project', '$.metadata.createdAt', '$.metadata.updatedAt', '$.spec'])
+                AS x
+            FROM (
+                SELECT filename AS backup_file,
+                       unnest(json_extract(content, '$.items[*]')) AS item
+                FROM read_text($files)))
+"""
 
 
 def _load(connection: duckdb.DuckDBPyConnection, files: Sequence[BackupFile]) -> None:
@@ -254,21 +259,15 @@ def _load(connection: duckdb.DuckDBPyConnection, files: Sequence[BackupFile]) ->
     connection.executemany("INSERT INTO paths VALUES (?, ?)", [list(pair) for pair in real.items()])
     try:
         connection.execute(
-            f"CREATE TEMP TABLE items AS {_read_items(files)}",
+            "CREATE TEMP TABLE tagged AS"
+            " SELECT p.backup_file, b.backup_time, i.* EXCLUDE (backup_file)"
+            f" FROM ({_ITEMS}) i JOIN paths p ON p.real = i.backup_file"
+            " JOIN backups b ON b.backup_file = p.backup_file",
             {"files": [_glob_literal(path) for path in real]},
         )
     except duckdb.Error as error:  # the files changed since they were validated
         names = ", ".join(file.path for file in files)
         raise BackupError(f"{names}: cannot be read by DuckDB: {_first_line(error)}") from None
-    connection.execute(
-        "CREATE TEMP TABLE tagged AS"
-        " SELECT p.backup_file, b.backup_time, i.* EXCLUDE (backup_file),"
-        " CAST((i.metadata->>'createdAt') AS TIMESTAMPTZ) AS created_at,"
-        " CAST((i.metadata->>'updatedAt') AS TIMESTAMPTZ) AS updated_at"
-        " FROM items i JOIN paths p ON p.real = i.backup_file"
-        " JOIN backups b ON b.backup_file = p.backup_file"
-    )
-    connection.execute("DROP TABLE items")
     for table, sql in _kind_tables().items():
         connection.execute(f"CREATE TABLE {table} AS {sql}")
     connection.execute("DROP TABLE tagged")
@@ -316,11 +315,13 @@ def _kind_tables() -> dict[str, str]:
                 coalesce(CAST(spec->'members' AS VARCHAR[]), []) AS members, {stamps}
             FROM tagged WHERE kind = 'Project'""",
         "prompts": f"""
-            SELECT {common}, project, name, coalesce(spec->>'owner', '{system}') AS owner,
-                coalesce(spec->>'description', '') AS description,
-                coalesce(json_array_length(spec, '$.arguments'), 0) AS argument_count,
-                length(spec->>'text') AS text_length, {stamps}
-            FROM tagged WHERE kind = 'Prompt'""",
+            SELECT {common}, project, name, coalesce(x[1]->>'$', '{system}') AS owner,
+                coalesce(x[2]->>'$', '') AS description,
+                coalesce(json_array_length(x[3]), 0) AS argument_count,
+                length(x[4]->>'$') AS text_length, {stamps}
+            FROM (SELECT *, json_extract(spec, ['$.owner', '$.description', '$.arguments',
+                                                '$.text']) AS x  -- one parse per prompt
+                  FROM tagged WHERE kind = 'Prompt')""",
         "templates": f"""
             SELECT {common}, name, coalesce(spec->>'description', '') AS description,
                 coalesce(json_array_length(spec, '$.parameters'), 0) AS parameter_count,
@@ -447,7 +448,7 @@ def diff(old: str, new: str) -> dict[str, Any]:
     try:
         for side, file in (("old", old_file), ("new", new_file)):
             connection.execute(
-                f"CREATE TEMP TABLE {side}_items AS {_read_items([file])}",
+                f"CREATE TEMP TABLE {side}_items AS {_ITEMS}",
                 {"files": [_glob_literal(os.path.realpath(file.path))]},
             )
         pairs = connection.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,6 +26,18 @@ class Client:
         if response.status_code >= 400:
             raise CLIError(_message(response))
         return response
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[Iterator[str]]:
+        """A response read as it arrives (for `logs -f`); errors as CLIError lines."""
+        try:
+            with self._http.stream(method, path, timeout=None, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise CLIError(_message(response))
+                yield response.iter_text()
+        except httpx.HTTPError as error:
+            raise CLIError(f"cannot reach mcpd at {self.target.server}: {error}") from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()

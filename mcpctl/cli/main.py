@@ -147,6 +147,25 @@ def scale(
 
 
 @app.command()
+def logs(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="The server whose output to show.")],
+    replica: Annotated[int, typer.Option(min=0, help="Which replica.")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+    tail: Annotated[int | None, typer.Option(min=0, help="Start with the last N lines.")] = None,
+) -> None:
+    """Print an instance's output (a process's stderr, or a pod's log)."""
+    params: dict[str, str] = {"follow": str(follow).lower()}
+    if tail is not None:
+        params["tail"] = str(tail)
+    api = client(ctx)
+    with api.stream("GET", f"/api/v1/instances/{server}-{replica}/logs", params=params) as lines:
+        for chunk in lines:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+
+@app.command()
 def whoami(ctx: typer.Context) -> None:
     """Show who the token belongs to."""
     me = client(ctx).get("/api/v1/whoami")

@@ -6,6 +6,7 @@ Plain data crosses it: a `Workload` goes in, a `Handle` comes out.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from mcpctl.controllers.workload import Workload
@@ -74,6 +75,12 @@ class Orchestrator(ABC):
     @abstractmethod
     async def stop_orphans(self, known_servers: set[str]) -> int:
         """Stop what this orchestrator started for servers that no longer exist."""
+
+    @abstractmethod
+    def logs(
+        self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
+    ) -> AsyncIterator[str]:
+        """The instance's output (stderr of a process, a pod's log), line by line."""
 
     @abstractmethod
     async def close(self) -> None:

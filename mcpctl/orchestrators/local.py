@@ -14,6 +14,7 @@ import shutil
 import socket
 import sys
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,13 +103,13 @@ def _pdeathsig_wrapper() -> list[str]:
 class LocalOrchestrator(Orchestrator):
     def __init__(self, data_dir: Path) -> None:
         self.pids = PidFiles(data_dir / "run")
-        self.logs = data_dir / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.log_dir = data_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self._children: dict[str, _Child] = {}
         self._wrapper = _pdeathsig_wrapper()
 
     def log_path(self, server: str, replica: int) -> Path:
-        return self.logs / f"{server}-{replica}.log"
+        return self.log_dir / f"{server}-{replica}.log"
 
     async def start(self, workload: Workload) -> Handle:
         if workload.source is Source.URL:
@@ -260,6 +261,24 @@ class LocalOrchestrator(Orchestrator):
                 stopped += 1
             self.pids.remove(record.server, record.replica)
         return stopped
+
+    async def logs(
+        self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
+    ) -> AsyncIterator[str]:
+        path = self.log_path(server, replica)
+        if not path.exists():
+            return
+        with path.open("rb") as file:
+            lines = file.readlines()
+            for line in lines[-tail:] if tail else lines:
+                yield line.decode(errors="replace")
+            while follow:
+                # A plain file grows with no event to wait on: read it as `tail -f` does.
+                line = file.readline()
+                if line:
+                    yield line.decode(errors="replace")
+                else:
+                    await asyncio.sleep(0.2)
 
     async def close(self) -> None:
         for key, child in list(self._children.items()):

@@ -399,3 +399,48 @@ async def test_a_crashed_host_actor_is_restarted_and_readopts(gateway: Gateway) 
     async with connect(gateway, "/mcp/servers/time") as client:
         result = await client.call_tool("get_current_time", {"timezone": "UTC"})
         assert "UTC" in result.content[0].text
+
+
+def test_instance_logs_through_the_api_and_the_cli(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = {"command": "sh", "args": ["-c", "echo hello-from-stderr >&2; exec uvx mcp-server-time"]}
+    assert (
+        httpx.post(
+            f"{gateway.url}/api/v1/servers",
+            headers=gateway.headers,
+            json={"metadata": {"name": "chatty"}, "spec": spec},
+        ).status_code
+        == 201
+    )
+    wait_running(gateway, "chatty")
+    text = httpx.get(
+        f"{gateway.url}/api/v1/instances/chatty-0/logs",
+        params={"tail": "20"},
+        headers=gateway.headers,
+    ).text
+    assert "hello-from-stderr" in text
+    assert (
+        httpx.get(
+            f"{gateway.url}/api/v1/instances/chatty-0/logs",
+            params={"tail": "x"},
+            headers=gateway.headers,
+        ).status_code
+        == 422
+    )
+    assert (
+        httpx.get(
+            f"{gateway.url}/api/v1/instances/nope-0/logs", headers=gateway.headers
+        ).status_code
+        == 404
+    )
+    from mcpctl.cli.main import main
+
+    monkeypatch.setenv("MCPCTL_SERVER", gateway.url)
+    monkeypatch.setenv("MCPCTL_TOKEN", gateway.token)
+    with pytest.raises(SystemExit) as exited:
+        main(["logs", "chatty", "--tail", "5"])
+        raise SystemExit(0)
+    assert exited.value.code == 0
+    assert "hello-from-stderr" in capsys.readouterr().out
+    httpx.delete(f"{gateway.url}/api/v1/servers/chatty", headers=gateway.headers)

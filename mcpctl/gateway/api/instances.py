@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation
@@ -46,6 +49,33 @@ async def delete_instance(request: Request, principal: Principal) -> Response:
     return Response(status_code=204)
 
 
+async def instance_logs(request: Request, principal: Principal) -> Response:
+    """The instance's output as text; `follow=true` keeps streaming, `tail=N` starts late."""
+    policy.require_admin(principal, "read logs")
+    name = request.path_params["name"]
+    instance = await context_of(request).transaction(lambda s: instances.get_instance(s, name))
+    follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
+    tail_text = request.query_params.get("tail")
+    if tail_text is not None and not tail_text.isdigit():
+        raise HTTPException(422, "tail: a whole number of lines")
+    runtime = request.app.state.runtime
+    if runtime is None:
+        raise HTTPException(503, "mcpd runs no runtime")
+    lines = runtime.logs(
+        instance.server,
+        instance.replica,
+        instance.pod,
+        follow,
+        int(tail_text) if tail_text is not None else None,
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        async for line in lines:
+            yield line.encode()
+
+    return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
+
+
 BASE = "/api/v1/instances"
 OPERATIONS = [
     Operation(
@@ -64,6 +94,15 @@ OPERATIONS = [
         "get instance",
         "instances",
         responses={200: Instance},
+    ),
+    Operation(
+        "GET",
+        BASE + "/{name}/logs",
+        instance_logs,
+        "instance logs",
+        "instances",
+        query=("follow", "tail"),
+        responses={200: str},
     ),
     Operation(
         "DELETE",

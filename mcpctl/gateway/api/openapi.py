@@ -64,7 +64,9 @@ def document(operations: list[Operation]) -> dict[str, Any]:
             }
         for status, type_ in op.responses.items():
             response: dict[str, Any] = {"description": "OK" if status < 300 else "error"}
-            if type_ is not None:
+            if type_ is str:
+                response["content"] = {"text/plain": {"schema": {"type": "string"}}}
+            elif type_ is not None:
                 response["content"] = {
                     "application/json": {"schema": schemas.of(type_, "serialization")}
                 }

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -282,6 +282,42 @@ class KubernetesOrchestrator(Orchestrator):
         for name in orphans:
             await self._delete(name)
         return len(orphans)
+
+    async def logs(
+        self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
+    ) -> AsyncIterator[str]:
+        if pod is None:
+            return
+        try:
+            response = await self._call(
+                self.core.read_namespaced_pod_log,
+                pod,
+                self.config.namespace,
+                container=CONTAINER,
+                follow=follow,
+                tail_lines=tail,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            raise StartError(
+                f"cannot read the log of pod {pod}: {error.status} {error.reason}"
+            ) from None
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def pump() -> None:
+            try:
+                for line in response.stream(decode_content=True):
+                    loop.call_soon_threadsafe(lines.put_nowait, line.decode(errors="replace"))
+            finally:
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        loop.run_in_executor(self._executor, pump)
+        try:
+            while (line := await lines.get()) is not None:
+                yield line
+        finally:
+            response.release_conn()
 
     async def close(self) -> None:
         self.watcher.stop()
