@@ -42,6 +42,7 @@ from mcpctl.models.user import SYSTEM_USER_EMAIL, UserSpec
 TABLES = ("backups", "servers", "projects", "prompts", "templates", "users")
 # Validate in worker processes only when there is enough work to pay for starting them.
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+MAX_WORKERS = 8  # each one imports the models (~100 MiB)
 _MISSING = object()
 
 
@@ -73,7 +74,13 @@ def check(path: str) -> BackupFile:
         data = Path(path).read_bytes()
     except OSError as error:
         raise BackupError(f"{path}: cannot read: {error.strerror or error}") from None
-    backup, _ = parse(data, path)
+    try:
+        text = data.decode("utf-8")  # what DuckDB reads, and what `restore -f` accepts
+    except UnicodeDecodeError as error:
+        raise BackupError(
+            f"{path}: not valid JSON (not UTF-8 text at byte {error.start})"
+        ) from None
+    backup, _ = parse(text, path)
     return BackupFile(path, backup.created_at, backup.mcpd_version, len(backup.items), len(data))
 
 
@@ -83,7 +90,7 @@ def validate(files: Sequence[str]) -> list[BackupFile]:
     if not unique:
         raise BackupError("no backup files given")
     sizes = [_size(path) for path in unique]
-    workers = min(len(unique), os.cpu_count() or 1)
+    workers = min(len(unique), len(os.sched_getaffinity(0)), MAX_WORKERS)
     if workers < 2 or sum(sizes) < PARALLEL_MIN_BYTES:
         return [check(path) for path in unique]
     context = multiprocessing.get_context("spawn")  # no fork of a process running threads

@@ -35,8 +35,11 @@ class PodWatcher:
         self._stopped = threading.Event()
         self._watch: watch.Watch | None = None
         self._thread: threading.Thread | None = None
+        self._resume_from: str | None = None
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, resume_from: str | None = None) -> None:
+        """Begin with a list, or resume a watch from `resume_from` (a resourceVersion)."""
+        self._resume_from = resume_from
         self._loop = loop
         self._changed = asyncio.Condition()
         self._synced = asyncio.Event()
@@ -57,7 +60,7 @@ class PodWatcher:
 
     def _run(self) -> None:
         delay = 0.2
-        version: str | None = None
+        version: str | None = self._resume_from
         while not self._stopped.is_set():
             try:
                 if version is None:
