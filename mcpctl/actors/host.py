@@ -18,13 +18,14 @@ from typing import Any
 from mcpctl.actors.supervisor import NoReplica, Supervisor
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
-from mcpctl.models.instance import Instance
+from mcpctl.models.instance import Instance, InstanceEvent
 from mcpctl.models.server import ServerSpec
 from mcpctl.orchestrators.base import Orchestrator
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store.database import Database
 from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories import instances
+from mcpctl.store.repositories.events import record_event
 from mcpctl.store.repositories.secrets import SecretRepository
 from mcpctl.store.secretbox import SecretBox
 
@@ -91,6 +92,7 @@ class Host:
                 self._report,
                 self._forget,
                 self.config.startup_timeout,
+                self._record,
             )
             self.supervisors[server] = supervisor
             supervisor.start()
@@ -217,6 +219,16 @@ class Host:
             await asyncio.to_thread(write)
         except Exception:
             log.exception("recording %s failed", instance.name)
+
+    async def _record(self, event: InstanceEvent) -> None:
+        def write() -> None:
+            with self.database.transaction() as session:
+                record_event(session, event)
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception:
+            log.exception("recording an event of %s-%d failed", event.server, event.replica)
 
     async def _forget(self, server: str, keep_below: int) -> None:
         def write() -> None:

@@ -22,12 +22,13 @@ from mcpctl.controllers.workload import Workload, WorkloadError
 from mcpctl.mcp.handshake import HandshakeError, handshake
 from mcpctl.mcp.multiplexer import Multiplexer
 from mcpctl.mcp.transports import Transport
-from mcpctl.models.instance import Instance, InstanceStatus
+from mcpctl.models.instance import EventKind, Instance, InstanceEvent, InstanceStatus
 from mcpctl.orchestrators.base import Exit, Handle, Orchestrator, StartError
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[Instance], Awaitable[None]]
+Record = Callable[[InstanceEvent], Awaitable[None]]
 Render = Callable[[int], Awaitable[Workload]]  # may raise WorkloadError
 
 
@@ -41,12 +42,14 @@ class Replica:
         report: Report,
         startup_timeout: float = 120.0,
         adopted: Handle | None = None,
+        record: Record | None = None,
     ) -> None:
         self.server = server
         self.index = index
         self.orchestrator = orchestrator
         self.render = render
         self.report = report
+        self.record = record
         self.startup_timeout = startup_timeout
         self.backoff = Backoff()
         self.multiplexer = Multiplexer(f"{server}-{index}")
@@ -91,6 +94,17 @@ class Replica:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def _event(self, kind: EventKind, reason: str | None = None) -> None:
+        if self.record is not None:
+            event = InstanceEvent(
+                server=self.server,
+                replica=self.index,
+                kind=kind,
+                reason=reason,
+                at=datetime.now(UTC),
+            )
+            await self.record(event)
+
     async def _set(self, status: InstanceStatus, **changes: object) -> None:
         transition(self.instance.status, status)
         self.instance = self.instance.model_copy(update={"status": status, **changes})
@@ -128,6 +142,9 @@ class Replica:
             if self.handle is None:
                 self.spec_hash = workload.spec_hash
                 self.handle = await self.orchestrator.start(workload)
+                await self._event(EventKind.STARTED, self.handle.pod or f"pid {self.handle.pid}")
+            else:
+                await self._event(EventKind.ADOPTED, self.handle.pod or f"pid {self.handle.pid}")
             await self._set(
                 InstanceStatus.STARTING,
                 pid=self.handle.pid,
@@ -144,9 +161,11 @@ class Replica:
             await self._set(
                 InstanceStatus.ERROR, last_error=reason, pid=None, pod=None, address=None
             )
+            await self._event(EventKind.FAILED, reason)
             return time.monotonic() - began
         await self.multiplexer.attach(transport)
         self.backoff.reset()
+        await self._event(EventKind.READY)
         await self._set(InstanceStatus.RUNNING, last_error=None)
         ended = await self._until_ended()
         await self.multiplexer.detach()
@@ -154,10 +173,12 @@ class Replica:
             await transport.close()
         if self._stopping.is_set():
             return time.monotonic() - began
+        replaced = self._restart.is_set()
+        await self._event(EventKind.REPLACED if replaced else EventKind.CRASHED, ended)
         await self._discard_process()
         self.instance = self.instance.model_copy(
             update={
-                "restart_count": self.instance.restart_count + 1,
+                "restart_count": self.instance.restart_count + (0 if replaced else 1),
                 "last_error": ended,
                 "pid": None,
                 "pod": None,
@@ -227,5 +248,6 @@ class Replica:
             self.handle = None  # left for the next mcpd; its status row stays as it is
             return
         await self._discard_process()
+        await self._event(EventKind.STOPPED)
         with contextlib.suppress(Exception):
             await self._set(InstanceStatus.STOPPED)

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mcpctl.actors.replica import Replica, Report
+from mcpctl.actors.replica import Record, Replica, Report
 from mcpctl.controllers import reconcile
 from mcpctl.controllers.workload import Workload, render, spec_hash
 from mcpctl.models.instance import InstanceStatus
@@ -52,6 +52,7 @@ class Supervisor:
         report: Report,
         forget: Forget,
         startup_timeout: float = 120.0,
+        record: Record | None = None,
     ) -> None:
         self.name = name
         self.orchestrator = orchestrator
@@ -59,6 +60,7 @@ class Supervisor:
         self.report = report
         self.forget = forget
         self.startup_timeout = startup_timeout
+        self.record = record
         self.spec: ServerSpec | None = None
         self.replicas: dict[int, Replica] = {}
         self._mailbox: asyncio.Queue[_Desired | _Restart | _Stop] = asyncio.Queue()
@@ -127,6 +129,7 @@ class Supervisor:
                 self.report,
                 self.startup_timeout,
                 adopted=self._adoptable.pop(index, None),
+                record=self.record,
             )
             self.replicas[index] = replica
             replica.start()

@@ -14,7 +14,7 @@ from mcpctl.cli import config as config_commands
 from mcpctl.cli.context import Invocation, client
 from mcpctl.cli.documents import load_documents
 from mcpctl.cli.errors import CLIError
-from mcpctl.cli.output import console, emit, parse_format
+from mcpctl.cli.output import Format, console, emit, parse_format, print_rows
 from mcpctl.cli.paths import collection, item
 from mcpctl.models.kinds import kind_named
 
@@ -163,6 +163,36 @@ def logs(
         for chunk in lines:
             sys.stdout.write(chunk)
             sys.stdout.flush()
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    server: Annotated[str | None, typer.Argument(help="One server (default: all).")] = None,
+    window: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d.")] = "24h",
+    output: OutputOption = "table",
+) -> None:
+    """Restarts, crash reasons, uptime and MTBF per server over a window."""
+    fmt = parse_format(output)
+    params = {"window": window, **({"server": server} if server else {})}
+    data = client(ctx).get("/api/v1/analytics/history", params=params)
+    if fmt in (Format.JSON, Format.YAML):
+        emit("history", data, fmt, many=False)
+        return
+    rows = [
+        [
+            row["server"],
+            str(row["replicas"]),
+            str(row["restarts"]),
+            str(row["failedStarts"]),
+            "-" if row["uptimePercent"] is None else f"{row['uptimePercent']:.2f}%",
+            "-" if row["mtbfSeconds"] is None else f"{row['mtbfSeconds']:.0f}s",
+            "; ".join(f"{r['count']}x {r['reason']}"[:60] for r in row["crashReasons"][:2]) or "-",
+        ]
+        for row in data["servers"]
+    ]
+    headers = ["SERVER", "REPLICAS", "RESTARTS", "FAILED", "UPTIME", "MTBF", "TOP REASONS"]
+    print_rows(headers, rows, empty=f"No instance events in the last {window}.")
 
 
 @app.command()

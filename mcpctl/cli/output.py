@@ -155,17 +155,22 @@ COLUMNS: dict[str, tuple[list[str], Row, list[str], Row]] = {
 }
 
 
-def table(kind: str, items: Sequence[dict[str, Any]], wide: bool = False) -> None:
-    headers, row, extra, wide_row = COLUMNS[kind]
-    if not items:
-        console.print(f"No {kind} found.")
+def print_rows(headers: list[str], rows: list[list[str]], empty: str) -> None:
+    if not rows:
+        console.print(empty)
         return
     grid = Table(box=None, header_style="bold", pad_edge=False)
-    for header in headers + (extra if wide else []):
+    for header in headers:
         grid.add_column(header, overflow="fold")
-    for item in items:
-        grid.add_row(*(wide_row(item) if wide else row(item)))
+    for row in rows:
+        grid.add_row(*row)
     console.print(grid)
+
+
+def table(kind: str, items: Sequence[dict[str, Any]], wide: bool = False) -> None:
+    headers, row, extra, wide_row = COLUMNS[kind]
+    rows = [wide_row(item) if wide else row(item) for item in items]
+    print_rows(headers + (extra if wide else []), rows, empty=f"No {kind} found.")
 
 
 def emit(kind: str, data: Any, fmt: Format, many: bool) -> None:

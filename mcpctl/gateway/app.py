@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mcpctl.gateway import errors, health, mcp_endpoint
-from mcpctl.gateway.api import backup, instances, openapi, resources, templates, users
+from mcpctl.gateway.api import analytics, backup, instances, openapi, resources, templates, users
 from mcpctl.gateway.api.operation import Operation
 from mcpctl.gateway.auth import Principal, TokenBackend, on_auth_error
 from mcpctl.gateway.context import GatewayContext
@@ -26,7 +26,7 @@ def api_operations() -> list[Operation]:
     operations = [*health.OPERATIONS, *users.OPERATIONS, *instances.OPERATIONS]
     for kind in KINDS:
         operations += resources.operations(kind)
-    operations += templates.OPERATIONS + backup.OPERATIONS
+    operations += templates.OPERATIONS + backup.OPERATIONS + analytics.OPERATIONS
     return operations
 
 

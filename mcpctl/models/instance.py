@@ -37,3 +37,21 @@ class Instance(Model):
 
 def instance_name(server: str, replica: int) -> str:
     return f"{server}-{replica}"
+
+
+class EventKind(StrEnum):
+    STARTED = "started"  # a process or pod was started
+    ADOPTED = "adopted"  # one left by an earlier mcpd was taken over
+    READY = "ready"  # it answered the MCP handshake
+    CRASHED = "crashed"  # it ended on its own
+    REPLACED = "replaced"  # mcpd replaced it (spec change, instance deleted)
+    FAILED = "failed"  # it could not start
+    STOPPED = "stopped"  # mcpd stopped it
+
+
+class InstanceEvent(Model):
+    server: str
+    replica: int
+    kind: EventKind
+    reason: str | None = None
+    at: datetime

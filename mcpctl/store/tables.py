@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -168,3 +169,16 @@ class PromptRow(Timestamps, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
     project: Mapped[ProjectRow] = relationship()
     owner: Mapped[UserRow] = relationship()
+
+
+class InstanceEventRow(Base):
+    """The lifecycle of instances, kept after their server is gone (history outlives it)."""
+
+    __tablename__ = "instance_events"
+    __table_args__ = (Index("ix_instance_events_server_at", "server", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server: Mapped[str] = mapped_column(String(63))
+    replica: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

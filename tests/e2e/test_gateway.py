@@ -305,6 +305,18 @@ async def test_killed_backend_is_replaced_and_clients_recover(gateway: Gateway) 
         assert after["restartCount"] == before["restartCount"] + 1
         again = await client.call_tool("get_current_time", {"timezone": "UTC"})
         assert "UTC" in again.content[0].text
+    report = httpx.get(
+        f"{gateway.url}/api/v1/analytics/history",
+        params={"server": "time", "window": "1h"},
+        headers=gateway.headers,
+    ).json()
+    [row] = report["servers"]
+    assert row["restarts"] >= 1
+    assert any(
+        "exited" in r["reason"] or "killed" in r["reason"] or "signal" in r["reason"]
+        for r in row["crashReasons"]
+    )
+    assert 0 < row["uptimePercent"] < 100
 
 
 def test_metrics_count_requests_without_secrets(gateway: Gateway) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,14 @@ from mcpctl.actors.host import Host, HostConfig
 from mcpctl.models.instance import Instance, InstanceStatus
 from mcpctl.models.kinds import SECRET, SERVER
 from mcpctl.store.database import Database
+from mcpctl.store.repositories.events import events_between
 from mcpctl.store.repositories.instances import list_instances
 from mcpctl.store.repositories.secrets import SecretRepository
 from mcpctl.store.repositories.specs import SERVERS
 from mcpctl.store.secretbox import SecretBox
 from tests.conftest import fresh_database
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME = {"command": "uvx", "args": ["mcp-server-time", "--local-timezone", "UTC"]}
 
 
@@ -138,6 +141,9 @@ async def test_a_killed_process_is_replaced_and_clients_continue(host: ObservedH
     assert again.pid != running.pid
     items = await call_time(host, "time", "c", 1)
     assert "result" in items[-1]
+    with host.test_database.transaction() as session:  # type: ignore[attr-defined]
+        kinds = [e.kind for e in events_between(session, EPOCH, datetime.now(UTC), "time")]
+    assert kinds == ["started", "ready", "crashed", "started", "ready"]
 
 
 async def test_in_flight_requests_survive_a_backend_crash(host: ObservedHost) -> None:

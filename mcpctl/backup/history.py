@@ -1,0 +1,96 @@
+"""Instance history analytics with DuckDB: restarts, crash reasons, uptime and MTBF per server.
+
+Events are few (a handful per instance per day), so all of a server's events up to the end
+of the window go to an in-memory DuckDB, which turns them into spans (from one event to the
+next) clipped to the window: time after `ready` counts as up; time after `stopped` is not
+observed at all (mcpd meant it to be down).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from mcpctl.models.instance import InstanceEvent
+
+WINDOW = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+SUMMARY = """
+WITH spans AS (
+    SELECT server, replica, kind, reason, happened AS began,
+           coalesce(
+               lead(happened) OVER (PARTITION BY server, replica ORDER BY happened, seq), $end
+           ) AS ended
+    FROM events
+), clipped AS (
+    SELECT server, replica, kind, reason, began,
+           greatest(began, $start) AS b, least(ended, $end) AS e
+    FROM spans
+    WHERE ended > $start AND began <= $end
+)
+SELECT server,
+       count(DISTINCT replica) AS replicas,
+       count(*) FILTER (WHERE kind = 'crashed' AND began >= $start) AS restarts,
+       count(*) FILTER (WHERE kind = 'failed' AND began >= $start) AS failed_starts,
+       coalesce(sum(epoch(e - b)) FILTER (WHERE kind IN ('ready')), 0) AS up_seconds,
+       coalesce(sum(epoch(e - b)) FILTER (WHERE kind <> 'stopped'), 0) AS observed_seconds,
+       max(began) FILTER (WHERE kind = 'crashed') AS last_crash
+FROM clipped
+GROUP BY server
+ORDER BY server
+"""
+
+REASONS = """
+SELECT server, reason, count(*) AS times
+FROM events
+WHERE kind IN ('crashed', 'failed') AND happened >= $start AND happened <= $end
+GROUP BY server, reason
+ORDER BY server, times DESC, reason
+"""
+
+
+def parse_window(text: str) -> timedelta:
+    match = WINDOW.match(text.strip())
+    if not match:
+        raise ValueError(f"window {text!r}: use a number and s, m, h or d (e.g. 30m, 24h, 7d)")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+def history(events: list[InstanceEvent], start: datetime, end: datetime) -> list[dict[str, Any]]:
+    connection = duckdb.connect()
+    try:
+        connection.execute(
+            "CREATE TABLE events (seq INTEGER, server VARCHAR, replica INTEGER, kind VARCHAR, "
+            "reason VARCHAR, happened TIMESTAMPTZ)"
+        )
+        connection.executemany(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+            [(i, e.server, e.replica, e.kind.value, e.reason, e.at) for i, e in enumerate(events)],
+        )
+        bounds = {"start": start, "end": end}
+        rows = connection.execute(SUMMARY, bounds).fetchall()
+        reasons: dict[str, list[dict[str, Any]]] = {}
+        for server, reason, times in connection.execute(REASONS, bounds).fetchall():
+            reasons.setdefault(server, []).append({"reason": reason, "count": times})
+    finally:
+        connection.close()
+    result = []
+    for server, replicas, restarts, failed, up, observed, last_crash in rows:
+        result.append(
+            {
+                "server": server,
+                "replicas": replicas,
+                "restarts": restarts,
+                "failedStarts": failed,
+                "uptimePercent": round(100 * up / observed, 2) if observed else None,
+                "upSeconds": round(up, 1),
+                "mtbfSeconds": round(up / restarts, 1) if restarts else None,
+                "lastCrash": last_crash.isoformat() if last_crash else None,
+                "crashReasons": reasons.get(server, [])[:5],
+            }
+        )
+    return result
