@@ -5,11 +5,11 @@ Why this shape:
   truncated or foreign file is refused with its name before anything is loaded or written.
   Validation is the expensive part (pydantic, e-mail checks), so many large files are
   validated in a process pool.
-- DuckDB then reads the JSON itself (`read_json` + `unnest`): no Python rows, no pandas or
-  Arrow. One scan of all files fills a staging table; one flat table per kind is derived
-  from it (`servers`, `projects`, `prompts`, `templates`, `users`, plus `backups`), each row
-  tagged with `backup_file` and `backup_time`. Defaults a hand-written file may omit are
-  filled from the models, so the tables read like the API.
+- DuckDB then reads the JSON itself (`read_text` + `json_extract` + `unnest`): no Python
+  rows, no pandas or Arrow. One scan of all files fills a staging table; one flat table per
+  kind is derived from it (`servers`, `projects`, `prompts`, `templates`, `users`, plus
+  `backups`), each row tagged with `backup_file` and `backup_time`. Defaults a hand-written
+  file may omit are filled from the models, so the tables read like the API.
 - Env values are never loaded: servers keep env names and secret references only. Diffs
   name changed fields and never print any value.
 - User SQL runs with DuckDB's file access switched off: a query reads the loaded backups
@@ -85,8 +85,12 @@ def check(path: str) -> BackupFile:
 
 
 def validate(files: Sequence[str]) -> list[BackupFile]:
-    """Check every file (duplicates dropped); the first bad one, in the given order, raises."""
-    unique = list(dict.fromkeys(str(f) for f in files))
+    """Check every file (the same file twice counts once); the first bad one, in the given
+    order, raises."""
+    by_real: dict[str, str] = {}
+    for file in files:
+        by_real.setdefault(os.path.realpath(file), str(file))
+    unique = list(by_real.values())
     if not unique:
         raise BackupError("no backup files given")
     sizes = [_size(path) for path in unique]
@@ -96,7 +100,11 @@ def validate(files: Sequence[str]) -> list[BackupFile]:
     context = multiprocessing.get_context("spawn")  # no fork of a process running threads
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = [pool.submit(check, path) for path in unique]
-        return [future.result() for future in futures]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a bad file: do not wait for the rest
+            raise
 
 
 def _size(path: str) -> int:
@@ -450,7 +458,7 @@ def diff(old: str, new: str) -> dict[str, Any]:
     normalised through the models (so an omitted default equals the default written out) and
     compared field by field. Only field paths are reported, never values; lists (env, args)
     are compared whole, so env shows up as `spec.env` at most."""
-    old_file, new_file = validate([old, new]) if old != new else validate([old]) * 2
+    old_file, new_file = check(old), check(new)
     connection = _connect()
     try:
         for side, file in (("old", old_file), ("new", new_file)):

@@ -136,8 +136,10 @@ def analyze(
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
     top: Annotated[int, typer.Option(min=1, help="Rows in the top-N tables.")] = 10,
 ) -> None:
-    """Summarise backup files: counts per backup; servers, replicas, prompts, templates and
-    owners of the newest one."""
+    """Summarise backup files.
+
+    Counts per backup; servers, replicas, prompts, templates and owners of the newest one.
+    """
     fmt = _format(output, ("table", "json"))
     with _errors(), notes.status("loading backups…"):
         summary = analytics.summary(files, top)
@@ -186,7 +188,10 @@ def diff(
     new: Annotated[str, typer.Argument(help="The newer backup file.")],
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
 ) -> None:
-    """Resources added, removed and changed between two backups (field names, never values)."""
+    """Resources added, removed and changed between two backups.
+
+    Changed resources list the changed fields by name; no value is ever printed.
+    """
     fmt = _format(output, ("table", "json"))
     with _errors(), notes.status("comparing backups…"):
         result = analytics.diff(old, new)
@@ -215,8 +220,11 @@ def query(
         typer.Option(help="Also write every table as Parquet into this new directory."),
     ] = None,
 ) -> None:
-    """Run SQL over backup files (tables: backups, servers, projects, prompts, templates,
-    users; every row has backup_file and backup_time)."""
+    """Run SQL over backup files.
+
+    Tables: backups, servers, projects, prompts, templates, users; every row has backup_file
+    and backup_time. The SQL cannot read or write other files.
+    """
     fmt = _format(output, ("table", "json", "csv"))
     with _errors(), ExitStack() as stack:
         stack.enter_context(notes.status("loading backups…"))
