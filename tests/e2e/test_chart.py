@@ -1,0 +1,881 @@
+"""The Helm chart (charts/mcpctl) with the real `helm` (scripts/helm.sh installs it): lint and
+render with the default values and the files in charts/mcpctl/ci, check what the manifests
+promise, check the Grafana dashboards against mcpd's metrics, and dry-run every rendered
+manifest on the real kube-apiserver of scripts/k8s/cluster.sh (server side, strict field
+validation, Pod Security admission on the pods the workloads would create)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.fernet import Fernet
+from kubernetes import client, config, dynamic
+from kubernetes.client.rest import ApiException
+
+from mcpctl.controllers.manifests import KEEP_ALIVE, PodEnv, PodOptions, render_pod
+from mcpctl.controllers.workload import Workload
+from mcpctl.models.server import Source, Transport
+from mcpctl.observability.metrics import Metrics
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "mcpctl"
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+VALUES: dict[str, Path | None] = {
+    "default": None,
+    **{
+        p.name.removesuffix("-values.yaml"): p for p in sorted((CHART / "ci").glob("*-values.yaml"))
+    },
+}
+MCPD_RULES = [
+    {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["get", "list", "watch", "create", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods/exec", "pods/attach"], "verbs": ["create", "get"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
+MCPD_SELECTOR = {
+    "app.kubernetes.io/name": "mcpctl",
+    "app.kubernetes.io/instance": "mcpctl",
+    "app.kubernetes.io/component": "mcpd",
+}
+CLUSTER_SCOPED = {"Namespace"}  # the only cluster-scoped kind the chart may render
+
+
+# ------------------------------------------------------------------ helm
+
+
+def helm_path() -> str | None:
+    """MCPCTL_HELM, else what scripts/helm.sh installed into the cache, else helm on PATH."""
+    cache = Path(os.environ.get("MCPCTL_CACHE", Path.home() / ".cache" / "mcpctl"))
+    for candidate in (os.environ.get("MCPCTL_HELM"), cache / "helm" / "bin" / "helm"):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = helm_path()
+    if path is None:
+        pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
+    return path
+
+
+def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def template_args(
+    values: Path | None, namespace: str, sets: dict[str, str], release: str
+) -> list[str]:
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    if values is not None:
+        args += ["-f", str(values)]
+    for key, value in sets.items():
+        args += ["--set-string" if key.startswith("string:") else "--set", f"{key}={value}"]
+    return [a.replace("string:", "") for a in args]
+
+
+def render(
+    helm: str,
+    values: Path | None = None,
+    namespace: str = "mcpctl",
+    release: str = "mcpctl",
+    **sets: str,
+) -> list[dict[str, Any]]:
+    """`helm template` → the manifests, as dicts."""
+    out = run_helm(helm, *template_args(values, namespace, sets, release)).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def only(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[_ref(d) for d in found]}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _ref(doc: dict[str, Any]) -> str:
+    meta = doc["metadata"]
+    return f"{doc['kind']}/{meta.get('namespace', '')}/{meta.get('name') or meta['generateName']}"
+
+
+def mcpd_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["name"] == "mcpd"]
+    return container
+
+
+def settings(docs: list[dict[str, Any]]) -> dict[str, str]:
+    cm = [d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("-settings")]
+    assert len(cm) == 1
+    return dict(cm[0]["data"])
+
+
+def secret_value(docs: list[dict[str, Any]], name: str, key: str) -> str:
+    return base64.b64decode(only(docs, "Secret", name)["data"][key]).decode()
+
+
+def policy(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return only(docs, "NetworkPolicy", name)["spec"]
+
+
+# ------------------------------------------------------------------ lint and render
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_helm_lint_passes_strict(helm: str, values: str) -> None:
+    args = ["lint", "--strict", str(CHART), "--namespace", "mcpctl"]
+    if VALUES[values] is not None:
+        args += ["-f", str(VALUES[values])]
+    result = run_helm(helm, *args)
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+def test_ci_has_the_values_files_the_issue_asks_for() -> None:
+    assert {"external-database", "custom-namespaces", "observability"} <= set(VALUES)
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_every_object_lives_in_the_control_or_data_plane(helm: str, values: str) -> None:
+    docs = render(helm, VALUES[values])
+    chart_values = yaml.safe_load(VALUES[values].read_text()) if VALUES[values] else {}
+    names = chart_values.get("namespaces", {})
+    control = names.get("controlPlane", "mcpctl")
+    data = names.get("dataPlane", "mcpctl-servers")
+    monitoring = chart_values.get("dashboards", {}).get("namespace") or control
+    for doc in docs:
+        if doc["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in doc["metadata"]
+            continue
+        assert doc["metadata"]["namespace"] in {control, data, monitoring}, _ref(doc)
+    assert not {"ClusterRole", "ClusterRoleBinding"} & {d["kind"] for d in docs}
+    # Only the data plane holds server-facing objects; mcpd's own objects stay in the control plane.
+    for doc in docs:
+        if doc["kind"] in {"Deployment", "StatefulSet", "Service", "Secret", "ServiceAccount"}:
+            assert doc["metadata"]["namespace"] == control, _ref(doc)
+        if doc["kind"] in {"Role", "RoleBinding"}:
+            assert doc["metadata"]["namespace"] == data, _ref(doc)
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_role_grants_exactly_the_verbs_mcpd_uses_in_the_data_plane(helm: str, values: str) -> None:
+    docs = render(helm, VALUES[values])
+    data = settings(docs)["MCPD_K8S_NAMESPACE"]
+    role = only(docs, "Role")
+    assert role["metadata"]["namespace"] == data
+    assert role["rules"] == MCPD_RULES
+    binding = only(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == data
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = only(docs, "ServiceAccount")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert account["automountServiceAccountToken"] is False
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True
+
+
+def test_namespaces_the_chart_creates(helm: str) -> None:
+    # Installed with --namespace mcpctl --create-namespace, helm owns the control plane's.
+    docs = render(helm)
+    [namespace] = kinds(docs, "Namespace")
+    assert namespace["metadata"]["name"] == "mcpctl-servers"
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Released into another namespace, the chart creates both.
+    both = render(helm, namespace="default")
+    assert {n["metadata"]["name"] for n in kinds(both, "Namespace")} == {"mcpctl", "mcpctl-servers"}
+    assert (
+        kinds(render(helm, namespace="default", **{"namespaces.create": "false"}), "Namespace")
+        == []
+    )
+
+
+def test_data_plane_must_differ_from_the_control_plane(helm: str) -> None:
+    args = template_args(None, "mcpctl", {"namespaces.dataPlane": "mcpctl"}, "mcpctl")
+    result = run_helm(helm, *args, check=False)
+    assert result.returncode != 0
+    assert "namespaces.dataPlane must differ from namespaces.controlPlane" in result.stderr
+
+
+def test_default_values_run_mcpd_as_a_hardened_kubernetes_operator(helm: str) -> None:
+    docs = render(helm)
+    env = settings(docs)
+    assert env["MCPD_ORCHESTRATOR"] == "kubernetes"
+    assert env["MCPD_K8S_NAMESPACE"] == "mcpctl-servers"
+    assert env["MCPD_HOST"] == "0.0.0.0"
+    assert env["MCPD_PORT"] == "8420"
+    assert env["MCPD_RESYNC_SECONDS"] == "30"
+    assert env["MCPD_NODE_SELECTOR"] == ""
+    assert env["MCPD_RUNNER_IMAGE"] == "ghcr.io/mcpctl/runner:0.1.0"
+    assert "RAY_ADDRESS" not in env and "MCPD_K8S_CONTEXT" not in env
+    deployment = only(docs, "Deployment")
+    # A singleton: two mcpds would both operate the same pods.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["enableServiceLinks"] is False
+    for container in pod["containers"] + pod.get("initContainers", []):
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["runAsNonRoot"] is True
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["limits"] and container["resources"]["requests"]
+    mcpd = mcpd_container(docs)
+    assert mcpd["image"] == "ghcr.io/mcpctl/mcpd:0.1.0"
+    assert "command" not in mcpd and "args" not in mcpd  # the image's entrypoint: mcpd
+    assert mcpd["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert mcpd["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert mcpd["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert mcpd["ports"] == [{"name": "http", "containerPort": 8420, "protocol": "TCP"}]
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd["env"]}
+    assert secret_env == {
+        "MCPD_DATABASE_URL": {"name": "mcpctl-database", "key": "url"},
+        "MCPD_ADMIN_TOKEN": {"name": "mcpctl-auth", "key": "admin-token"},
+        "MCPD_SECRET_KEY": {"name": "mcpctl-auth", "key": "secret-key"},
+    }
+    assert mcpd["envFrom"] == [{"configMapRef": {"name": "mcpctl-settings"}}]
+    mounts = {m["mountPath"]: m["name"] for m in mcpd["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # Ray's object store: a memory-backed /dev/shm larger than the default 64 MB.
+    assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "256Mi"}
+    assert "emptyDir" in volumes[mounts["/tmp"]] and "emptyDir" in volumes[mounts["/var/lib/mcpd"]]
+    assert env["MCPD_DATA_DIR"] == "/var/lib/mcpd" and env["HOME"] == "/tmp"
+    service = only(docs, "Service", "mcpctl")
+    assert service["spec"]["selector"] == MCPD_SELECTOR
+    assert deployment["spec"]["selector"]["matchLabels"] == MCPD_SELECTOR
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    budget = only(docs, "PodDisruptionBudget")["spec"]
+    assert budget["selector"]["matchLabels"] == MCPD_SELECTOR
+    assert budget["maxUnavailable"] == 0
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert kinds(docs, "ServiceMonitor") == []
+
+
+def test_default_values_bundle_postgresql_on_a_volume(helm: str) -> None:
+    docs = render(helm)
+    statefulset = only(docs, "StatefulSet")
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+    pod = statefulset["spec"]["template"]["spec"]
+    [postgres] = pod["containers"]
+    assert {"name": "data", "mountPath": "/var/lib/postgresql/data"} in postgres["volumeMounts"]
+    assert postgres["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    url = secret_value(docs, "mcpctl-database", "url")
+    password = secret_value(docs, "mcpctl-database", "password")
+    assert len(password) == 32
+    assert url == f"postgresql+psycopg://mcpd:{password}@mcpctl-postgresql.mcpctl.svc:5432/mcpd"
+    service = only(docs, "Service", "mcpctl-postgresql")
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    init = only(docs, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    assert init[0]["name"] == "wait-for-database"
+    # Generated secrets are kept by helm (a new Fernet key could not read stored secrets).
+    for name in ("mcpctl-database", "mcpctl-auth"):
+        annotations = only(docs, "Secret", name)["metadata"]["annotations"]
+        assert annotations["helm.sh/resource-policy"] == "keep"
+
+
+def test_generated_admin_token_and_secret_key_are_usable(helm: str) -> None:
+    first, second = render(helm), render(helm)
+    token = secret_value(first, "mcpctl-auth", "admin-token")
+    key = secret_value(first, "mcpctl-auth", "secret-key")
+    assert re.fullmatch(r"mcp_[A-Za-z0-9]{43}", token)
+    box = Fernet(key.encode())  # a valid Fernet key, or this raises
+    assert box.decrypt(box.encrypt(b"x")) == b"x"
+    # Without a cluster to look the old Secret up in, every render makes new ones.
+    assert secret_value(second, "mcpctl-auth", "secret-key") != key
+    given = render(helm, **{"auth.adminToken": "mcp_given", "auth.secretKey": key})
+    assert secret_value(given, "mcpctl-auth", "admin-token") == "mcp_given"
+    assert secret_value(given, "mcpctl-auth", "secret-key") == key
+    existing = render(helm, **{"auth.existingSecret": "my-auth"})
+    assert [s["metadata"]["name"] for s in kinds(existing, "Secret")] == ["mcpctl-database"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd_container(existing)["env"]}
+    assert refs["MCPD_SECRET_KEY"] == {"name": "my-auth", "key": "secret-key"}
+
+
+def test_external_database_values(helm: str) -> None:
+    docs = render(helm, VALUES["external-database"])
+    assert kinds(docs, "StatefulSet") == []
+    assert [s["metadata"]["name"] for s in kinds(docs, "Service")] == ["mcpctl"]
+    assert secret_value(docs, "mcpctl-database", "url") == (
+        "postgresql+psycopg://mcpd:s3cret@db.example.internal:5432/mcpd"
+    )
+    assert "initContainers" not in only(docs, "Deployment")["spec"]["template"]["spec"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd_container(docs)["env"]}
+    assert refs["MCPD_DATABASE_URL"] == {"name": "mcpctl-database", "key": "url"}
+    assert secret_value(docs, "mcpctl-auth", "admin-token") == "mcp_ci-admin-token"
+    egress = policy(docs, "mcpctl-mcpd")["egress"]
+    assert {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    } in egress
+    assert [p["metadata"]["name"] for p in kinds(docs, "NetworkPolicy")] == [
+        "mcpctl-mcpd",
+        "default-deny",
+        "allow-dns",
+        "servers-ingress-from-mcpd",
+    ]
+
+
+def test_external_database_from_an_existing_secret(helm: str) -> None:
+    docs = render(
+        helm,
+        **{
+            "postgresql.enabled": "false",
+            "externalDatabase.existingSecret": "db-credentials",
+            "externalDatabase.existingSecretKey": "uri",
+        },
+    )
+    assert [s["metadata"]["name"] for s in kinds(docs, "Secret")] == ["mcpctl-auth"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd_container(docs)["env"]}
+    assert refs["MCPD_DATABASE_URL"] == {"name": "db-credentials", "key": "uri"}
+
+
+def test_external_database_needs_a_url(helm: str) -> None:
+    args = template_args(None, "mcpctl", {"postgresql.enabled": "false"}, "mcpctl")
+    result = run_helm(helm, *args, check=False)
+    assert result.returncode != 0
+    assert "set externalDatabase.url or externalDatabase.existingSecret" in result.stderr
+
+
+def test_custom_namespaces_and_node_selector(helm: str) -> None:
+    docs = render(helm, VALUES["custom-namespaces"], namespace="default")
+    assert {n["metadata"]["name"] for n in kinds(docs, "Namespace")} == {
+        "team-mcp",
+        "team-mcp-servers",
+    }
+    env = settings(docs)
+    assert env["MCPD_K8S_NAMESPACE"] == "team-mcp-servers"
+    assert env["MCPD_NODE_SELECTOR"] == "kubernetes.io/arch=amd64,node.example.com/pool=mcp"
+    assert env["MCPD_RUNNER_IMAGE"] == "registry.example.internal/mcpctl/runner:0.1.0"
+    assert env["MCPD_RESYNC_SECONDS"] == "15"
+    assert env["MCPD_ACTOR_HOSTS"] == "4"
+    assert env["MCPD_K8S_CONTEXT"] == "prod-eu"
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"node.example.com/pool": "control"}
+    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
+    assert mcpd_container(docs)["image"] == "registry.example.internal/mcpctl/mcpd:0.1.0"
+    url = secret_value(docs, "mcpctl-database", "url")
+    assert "@mcpctl-postgresql.team-mcp.svc:5432/" in url
+    # The server pods accept mcpd from the custom control plane.
+    ingress = policy(docs, "servers-ingress-from-mcpd")["ingress"]
+    peer = ingress[0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "team-mcp"}
+    # Per-server egress, in the Server resource's egress shape.
+    fetch = policy(docs, "server-fetch-egress")
+    assert fetch["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/managed-by": "mcpd",
+        "mcpctl.io/server": "fetch",
+    }
+    assert fetch["egress"] == [
+        {
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+            "ports": [{"protocol": "TCP", "port": 80}, {"protocol": "TCP", "port": 443}],
+        }
+    ]
+    assert policy(docs, "servers-egress")["egress"] == [
+        {"to": [{"ipBlock": {"cidr": "10.30.0.0/24"}}], "ports": [{"protocol": "TCP", "port": 443}]}
+    ]
+    api = {
+        "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    assert api in policy(docs, "mcpctl-mcpd")["egress"]
+
+
+def test_server_egress_keys_must_be_server_names(helm: str) -> None:
+    args = template_args(
+        None, "mcpctl", {"networkPolicy.serverEgress.Bad_Name[0].cidr": "1.2.3.4/32"}, "mcpctl"
+    )
+    result = run_helm(helm, *args, check=False)
+    assert result.returncode != 0
+    assert "is not a server name" in result.stderr
+
+
+def test_network_policies_of_the_default_values(helm: str) -> None:
+    docs = render(helm)
+    mcpd_pods = {"matchLabels": MCPD_SELECTOR}
+    postgres_pods = {"matchLabels": {**MCPD_SELECTOR, "app.kubernetes.io/component": "postgresql"}}
+    server_pods = {"matchLabels": {"app.kubernetes.io/managed-by": "mcpd"}}
+    dns = {
+        "to": [
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                },
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    # Data plane: deny everything, then DNS for all, and mcpd → servers.
+    deny = only(docs, "NetworkPolicy", "default-deny")
+    assert deny["metadata"]["namespace"] == "mcpctl-servers"
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    assert policy(docs, "allow-dns") == {
+        "podSelector": {},
+        "policyTypes": ["Egress"],
+        "egress": [dns],
+    }
+    assert policy(docs, "servers-ingress-from-mcpd") == {
+        "podSelector": server_pods,
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "mcpctl"}
+                        },
+                        "podSelector": mcpd_pods,
+                    }
+                ]
+            }
+        ],
+    }
+    # mcpd: its port in; DNS, the API server, its database, the server pods (and itself) out.
+    mcpd = policy(docs, "mcpctl-mcpd")
+    assert mcpd["podSelector"] == mcpd_pods and mcpd["policyTypes"] == ["Ingress", "Egress"]
+    assert mcpd["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": "http"}]},
+        {"from": [{"podSelector": mcpd_pods}]},
+    ]
+    assert mcpd["egress"] == [
+        dns,
+        {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "mcpctl-servers"}
+                    },
+                    "podSelector": server_pods,
+                }
+            ]
+        },
+        {"to": [{"podSelector": postgres_pods}], "ports": [{"protocol": "TCP", "port": 5432}]},
+        {"to": [{"podSelector": mcpd_pods}]},
+    ]
+    # The database: only mcpd in, nothing out.
+    assert policy(docs, "mcpctl-postgresql") == {
+        "podSelector": postgres_pods,
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {"from": [{"podSelector": mcpd_pods}], "ports": [{"protocol": "TCP", "port": 5432}]}
+        ],
+    }
+
+
+def test_observability_values(helm: str) -> None:
+    docs = render(helm, VALUES["observability"])
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = only(docs, "Service", "mcpctl")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["mcpctl"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "15s")
+    dashboards = only(docs, "ConfigMap", "mcpctl-dashboards")
+    assert dashboards["metadata"]["namespace"] == "monitoring"
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboards["metadata"]["annotations"] == {"grafana_folder": "MCP"}
+    assert settings(docs)["RAY_ADDRESS"] == "ray-head.ray.svc:6379"
+    assert kinds(docs, "NetworkPolicy") == []
+    assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    extra = [e for e in mcpd_container(docs)["env"] if "value" in e]
+    assert extra == [{"name": "RAY_memory_usage_threshold", "value": "0.9"}]
+
+
+# ------------------------------------------------------------------ dashboards
+
+BUILTIN_VARIABLES = {"__rate_interval", "__range", "__interval"}
+PROMQL_WORDS = {
+    "sum",
+    "by",
+    "rate",
+    "delta",
+    "histogram_quantile",
+    "clamp_min",
+    "count",
+    "le",
+}
+
+
+def metric_samples(metrics: Metrics) -> dict[str, set[str]]:
+    """Every sample name mcpd's registry can expose → its label names (as /metrics shows it)."""
+    names: dict[str, set[str]] = {}
+    for collector in metrics.registry._names_to_collectors.values():
+        for family in collector.describe():
+            labels = set(getattr(collector, "_labelnames", ()))
+            suffixes = {
+                "counter": ["_total", "_created"],
+                "histogram": ["_bucket", "_sum", "_count", "_created"],
+                "gauge": [""],
+            }[family.type]
+            for suffix in suffixes:
+                names[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return names
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def expressions(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            exprs.append(variable["query"]["query"])
+    return exprs
+
+
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric, label names) of each vector selector, incl. label_values(metric{...}, label)."""
+    found = []
+    for match in re.finditer(r"\b(mcpctl_[a-z_]+)\s*(\{([^}]*)\})?", expr):
+        labels = set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", match.group(3) or ""))
+        found.append((match.group(1), labels))
+    return found
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_dashboard_is_valid_grafana_json(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    assert isinstance(dashboard["title"], str) and dashboard["title"].startswith("mcpctl / ")
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", dashboard["uid"])
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["id"] is None  # provisioned dashboards get their id from Grafana
+    assert dashboard["time"] == {"from": "now-1h", "to": "now"}
+    assert "mcpctl" in dashboard["tags"]
+    variables = dashboard["templating"]["list"]
+    names = [v["name"] for v in variables]
+    assert len(names) == len(set(names))
+    datasource = variables[0]
+    assert (datasource["name"], datasource["type"], datasource["query"]) == (
+        "datasource",
+        "datasource",
+        "prometheus",
+    )
+    reference = {"type": "prometheus", "uid": "${datasource}"}
+    for variable in variables[1:]:
+        assert variable["type"] == "query" and variable["datasource"] == reference
+        assert variable["query"]["query"].startswith("label_values(")
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids)
+    cells: set[tuple[int, int]] = set()
+    for panel in panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["x"] + grid["w"] <= 24
+        covered = {
+            (x, y)
+            for x in range(grid["x"], grid["x"] + grid["w"])
+            for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not covered & cells, f"panel {panel['title']!r} overlaps another"
+        cells |= covered
+        assert panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["type"] in {"stat", "timeseries"}
+        assert panel["datasource"] == reference
+        assert panel["fieldConfig"]["defaults"] is not None
+        refs = [t["refId"] for t in panel["targets"]]
+        assert panel["targets"] and len(refs) == len(set(refs))
+        for target in panel["targets"]:
+            assert target["datasource"] == reference
+            expr = target["expr"]
+            assert expr.count("(") == expr.count(")") and expr.count("{") == expr.count("}")
+            assert expr.count("[") == expr.count("]")
+            for used in re.findall(r"\$(\w+)", expr):
+                assert used in set(names) | BUILTIN_VARIABLES, f"unknown variable ${used}"
+            # Legend labels must survive the aggregation.
+            kept = set()
+            for group in re.findall(r"by \(([^)]*)\)", expr):
+                kept |= {label.strip() for label in group.split(",")}
+            for label in re.findall(r"\{\{(\w+)\}\}", target.get("legendFormat", "")):
+                assert label in kept, f"{panel['title']}: legend {{{{{label}}}}} is aggregated away"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_dashboard_queries_only_metrics_and_labels_mcpd_defines(path: Path) -> None:
+    samples = metric_samples(Metrics())
+    dashboard = json.loads(path.read_text())
+    used = set()
+    for expr in expressions(dashboard):
+        words = set(re.findall(r"\b([a-z_][a-z0-9_]*)\s*\(", expr))
+        assert words <= PROMQL_WORDS | {"label_values"}, f"unexpected function in {expr}"
+        for metric, labels in selectors(expr):
+            assert metric in samples, f"{metric} is not served at /metrics"
+            assert labels <= samples[metric], f"{metric} has no label {labels - samples[metric]}"
+            used.add(metric)
+        for group in re.findall(r"by \(([^)]*)\)", expr):
+            grouped = {label.strip() for label in group.split(",")}
+            inner = {label for metric, _ in selectors(expr) for label in samples[metric]}
+            assert grouped <= inner, f"{expr} groups by labels its metrics lack"
+    assert used, "the dashboard queries nothing"
+
+
+def test_dashboards_cover_the_fleet_and_the_gateway() -> None:
+    fleet = " ".join(
+        expressions(json.loads((CHART / "dashboards/fleet-overview.json").read_text()))
+    )
+    gateway = " ".join(expressions(json.loads((CHART / "dashboards/gateway.json").read_text())))
+    for metric in ("mcpctl_instances", "mcpctl_instance_restarts"):
+        assert metric in fleet
+    assert "mcpctl_reconcile_duration_seconds_bucket" in fleet
+    assert "mcpctl_mcp_requests_total" in gateway and "mcpctl_mcp_errors_total" in gateway
+    assert "mcpctl_mcp_sessions" in gateway
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}, sum by (le, target, method)" in gateway
+
+
+def test_dashboards_configmap_carries_the_json_files(helm: str) -> None:
+    configmap = only(render(helm), "ConfigMap", "mcpctl-dashboards")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(configmap["data"]) == {p.name for p in DASHBOARDS}
+    for path in DASHBOARDS:
+        assert json.loads(configmap["data"][path.name]) == json.loads(path.read_text())
+
+
+# ------------------------------------------------------------------ images
+
+
+def stages(dockerfile: Path) -> list[list[str]]:
+    """The Dockerfile's instructions (continuations joined), split into build stages."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    result: list[list[str]] = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            result.append([])
+        if result:
+            result[-1].append(line)
+    return result
+
+
+def test_mcpd_image_is_multi_stage_non_root_without_build_tools() -> None:
+    build, *_, final = stages(REPO / "docker" / "mcpd.Dockerfile")
+    assert len(stages(REPO / "docker" / "mcpd.Dockerfile")) >= 2
+    assert any("pip install" in line or "uv pip install" in line for line in build)
+    text = "\n".join(final)
+    assert "pip install" not in text and "apt-get install" not in text
+    assert not re.search(r"\b(gcc|build-essential|make|git)\b", text)
+    assert re.search(r"^COPY --from=\S+ /opt/mcpd /opt/mcpd$", text, re.M)
+    [user] = [line for line in final if line.startswith("USER ")]
+    assert re.fullmatch(r"USER 10001(:10001)?", user)
+    assert 'ENTRYPOINT ["mcpd"]' in final
+    ignore = (REPO / "docker" / "mcpd.Dockerfile.dockerignore").read_text().split()
+    assert ignore[0] == "*" and {"!pyproject.toml", "!README.md", "!mcpctl/"} <= set(ignore)
+
+
+def test_runner_image_keeps_the_pod_alive_with_mcpds_args() -> None:
+    [*_, final] = stages(REPO / "docker" / "runner.Dockerfile")
+    entrypoint = json.loads(next(x for x in final if x.startswith("ENTRYPOINT "))[11:])
+    cmd = json.loads(next(x for x in final if x.startswith("CMD "))[4:])
+    # mcpd sets args ["sleep", "infinity"] and keeps the entrypoint: an init that runs its args.
+    assert entrypoint[-1] == "--" and "tini" in entrypoint[0]
+    assert cmd == KEEP_ALIVE
+    # npx from the node base image, uvx from uv's, a Python for uvx to run packages with.
+    text = (REPO / "docker" / "runner.Dockerfile").read_text()
+    assert re.search(r"^ARG NODE_IMAGE=node:\S+$", text, re.M)
+    assert "COPY --from=uv /uv /uvx /usr/local/bin/" in text and " python3 " in text
+    [user] = [line for line in final if line.startswith("USER ")]
+    assert re.fullmatch(r"USER 10001(:10001)?", user)
+
+
+# ------------------------------------------------------------------ the real API server
+
+
+needs_cluster = pytest.mark.skipif(
+    not os.environ.get("KUBECONFIG"),
+    reason="KUBECONFIG unset: `make test` starts the test cluster (scripts/k8s/cluster.sh)",
+)
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config()
+    yield api
+    api.close()
+
+
+def dry_run(api: client.ApiClient, resources: Any, doc: dict[str, Any]) -> None:
+    """POST with dryRun=All and strict field validation; fail with the server's message."""
+    resource = resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+    namespace = doc["metadata"].get("namespace") if resource.namespaced else None
+    request = api.param_serialize(
+        "POST",
+        resource.path(namespace=namespace),
+        query_params=[("dryRun", "All"), ("fieldValidation", "Strict")],
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=doc,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request)
+    response.read()
+    assert 200 <= response.status < 300, f"{_ref(doc)}: {response.status} {response.data!r}"
+    assert not response.getheader("Warning"), f"{_ref(doc)}: {response.getheader('Warning')}"
+
+
+def pod_of(workload: dict[str, Any]) -> dict[str, Any]:
+    """The pod a workload's controller would create (a StatefulSet's claim as it names it)."""
+    template = json.loads(json.dumps(workload["spec"]["template"]))
+    name = workload["metadata"]["name"]
+    for claim in workload["spec"].get("volumeClaimTemplates", []):
+        claim_name = claim["metadata"]["name"]
+        template["spec"].setdefault("volumes", []).append(
+            {"name": claim_name, "persistentVolumeClaim": {"claimName": f"{claim_name}-{name}-0"}}
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-0",
+            "namespace": workload["metadata"]["namespace"],
+            "labels": template["metadata"].get("labels", {}),
+        },
+        "spec": template["spec"],
+    }
+
+
+def wait_default_account(core: client.CoreV1Api, namespace: str) -> None:
+    """Pods can be created once the controller-manager made the namespace's `default` account."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", namespace)
+            return
+        except ApiException:
+            assert time.monotonic() < deadline, f"no default ServiceAccount in {namespace}"
+            time.sleep(0.2)
+
+
+@pytest.mark.k8s
+@needs_cluster
+@pytest.mark.parametrize("values", VALUES)
+def test_every_rendered_manifest_passes_a_server_side_dry_run(
+    helm: str, kube: client.ApiClient, values: str
+) -> None:
+    core = client.CoreV1Api(kube)
+    resources = dynamic.DynamicClient(kube).resources
+    suffix = uuid.uuid4().hex[:6]
+    control, data = f"chart-{values[:12]}-{suffix}", f"chart-{values[:12]}-{suffix}-servers"
+    docs = render(
+        helm,
+        VALUES[values],
+        namespace=control,
+        **{"namespaces.controlPlane": control, "namespaces.dataPlane": data},
+    )
+    created: list[str] = []
+    try:
+        # `helm install --namespace <control> --create-namespace` makes the release namespace.
+        core.create_namespace({"metadata": {"name": control}})
+        created.append(control)
+        for namespace in kinds(docs, "Namespace"):
+            dry_run(kube, resources, namespace)
+            core.create_namespace(namespace)  # so that the objects inside can be dry-run
+            created.append(namespace["metadata"]["name"])
+        for name in sorted({d["metadata"].get("namespace") or "" for d in docs} - {"", *created}):
+            try:
+                core.read_namespace(name)
+            except ApiException:  # e.g. the observability values' "monitoring"
+                core.create_namespace({"metadata": {"name": name}})
+                created.append(name)
+        checked = []
+        for doc in docs:
+            # prometheus-operator's CRD is not installed on the test cluster
+            if doc["kind"] not in ("Namespace", "ServiceMonitor"):
+                dry_run(kube, resources, doc)
+                checked.append(doc["kind"])
+        assert {"Deployment", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"} <= set(checked)
+        # The workloads' pods as their controllers would create them, through Pod Security
+        # admission (the namespaces the chart creates enforce "restricted"); the ServiceAccount
+        # admission plugin wants their account to exist.
+        for account in kinds(docs, "ServiceAccount"):
+            core.create_namespaced_service_account(account["metadata"]["namespace"], account)
+        for workload in kinds(docs, "Deployment") + kinds(docs, "StatefulSet"):
+            dry_run(kube, resources, pod_of(workload))
+    finally:
+        for name in created:
+            core.delete_namespace(name)
+
+
+@pytest.mark.k8s
+@needs_cluster
+def test_data_plane_admits_mcpds_pods_and_refuses_escalated_ones(
+    helm: str, kube: client.ApiClient
+) -> None:
+    """The server pods mcpd renders pass the "restricted" standard the chart's data plane
+    enforces; one that adds a capability is refused (so the enforcement is real)."""
+    core = client.CoreV1Api(kube)
+    resources = dynamic.DynamicClient(kube).resources
+    data = f"chart-psa-{uuid.uuid4().hex[:6]}"
+    docs = render(helm, **{"namespaces.dataPlane": data})
+    namespace = only(docs, "Namespace", data)
+    core.create_namespace(namespace)
+    try:
+        wait_default_account(core, data)
+        options = PodOptions(namespace=data, node_selector={"kubernetes.io/arch": "amd64"})
+        for source, transport, image in (
+            (Source.IMAGE, Transport.STDIO, "mcp/time"),
+            (Source.PACKAGE, Transport.STDIO, None),
+            (Source.IMAGE, Transport.STREAMABLE_HTTP, "mcp/everything"),
+        ):
+            workload = Workload(
+                "psa", 0, "0123456789abcdef", source, transport, ("x",), image, port=3001
+            )
+            dry_run(kube, resources, render_pod(workload, options, PodEnv()))
+        workload = Workload("psa", 0, "0", Source.IMAGE, Transport.STDIO, image="mcp/time")
+        escalated = render_pod(workload, options, PodEnv())
+        escalated["spec"]["containers"][0]["securityContext"]["capabilities"] = {
+            "add": ["NET_ADMIN"]
+        }
+        with pytest.raises(AssertionError, match=r"403 .*violates PodSecurity .*restricted:latest"):
+            dry_run(kube, resources, escalated)
+    finally:
+        core.delete_namespace(data)
