@@ -1,0 +1,355 @@
+"""The chart's RBAC, proven: `helm install` the chart on the real kube-apiserver of
+scripts/k8s/cluster.sh, take a token of the ServiceAccount it made, and run mcpd (its app, Ray
+hosts and Kubernetes orchestrator) with nothing but that token. mcpd creates, reaches (attach
+and exec) and heals servers in the data plane; everything outside the rendered Role is 403.
+The same mcpd's /metrics then serves every metric the chart's dashboards query."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from prometheus_client.parser import text_string_to_metric_families
+
+from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig, KubernetesOrchestrator
+from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.test_chart import CHART, DASHBOARDS, expressions, helm_path, run_helm, selectors
+
+pytestmark = [
+    pytest.mark.k8s,
+    pytest.mark.skipif(
+        not os.environ.get("KUBECONFIG"),
+        reason="KUBECONFIG unset: `make test` starts the test cluster (scripts/k8s/cluster.sh)",
+    ),
+]
+
+RUNNER = "ghcr.io/mcpctl/runner:0.1.0"  # the test kubelet runs a runner image's args as is
+CLOCK = {"image": "mcp/time"}  # PID 1 (attach); the test kubelet runs `uvx mcp-server-time`
+EVERYTHING = {
+    "package": "@modelcontextprotocol/server-everything",
+    "runtime": "node",
+    "args": ["stdio"],
+}  # exec'd into a runner pod
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path = helm_path()
+    if path is None:
+        pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
+    return path
+
+
+@dataclass
+class Release:
+    name: str
+    control: str
+    data: str
+    account: str
+    kubeconfig: Path  # the ServiceAccount's token, nothing else
+
+
+@pytest.fixture(scope="module")
+def admin() -> Iterator[client.CoreV1Api]:
+    api = config.new_client_from_config()
+    yield client.CoreV1Api(api)
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def release(
+    helm: str, admin: client.CoreV1Api, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    suffix = uuid.uuid4().hex[:6]
+    name, control = f"rbac-{suffix}", f"mcpctl-rbac-{suffix}"
+    data = f"{control}-servers"
+    # An external database keeps the cluster quiet: the test kubelet cannot run the mcpd image
+    # (its pod waits in ImagePullBackOff); here mcpd runs in the test process instead.
+    started = time.monotonic()
+    run_helm(
+        helm,
+        "install",
+        name,
+        str(CHART),
+        "--namespace",
+        control,
+        "--create-namespace",
+        "--set",
+        f"namespaces.controlPlane={control}",
+        "--set",
+        f"namespaces.dataPlane={data}",
+        "--set",
+        "postgresql.enabled=false",
+        "--set",
+        "externalDatabase.url=postgresql+psycopg://mcpd:x@db.invalid:5432/mcpd",
+        "--set",
+        f"servers.runnerImage={RUNNER}",
+    )
+    print(f"\nhelm install: {time.monotonic() - started:.1f} s")
+    try:
+        [account] = admin.list_namespaced_service_account(
+            control, label_selector=f"app.kubernetes.io/instance={name}"
+        ).items
+        token = admin.create_namespaced_service_account_token(
+            account.metadata.name, control, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        kubeconfig = tmp_path_factory.mktemp("sa") / "kubeconfig"
+        write_kubeconfig(kubeconfig, token, data)
+        wait_default_account(admin, data)  # pods need it (ServiceAccount admission)
+        yield Release(name, control, data, account.metadata.name, kubeconfig)
+    finally:
+        run_helm(helm, "uninstall", name, "--namespace", control, "--wait", "--timeout", "2m")
+        admin.delete_namespace(control)  # helm's own; it keeps the Secrets marked "keep"
+
+
+def write_kubeconfig(path: Path, token: str, namespace: str) -> None:
+    """A kubeconfig with the test cluster's address and CA and the ServiceAccount's token."""
+    admin = yaml.safe_load(Path(os.environ["KUBECONFIG"]).read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster["cluster"]}],
+        "users": [{"name": "mcpd", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "mcpd",
+                "context": {"cluster": "test", "user": "mcpd", "namespace": namespace},
+            }
+        ],
+        "current-context": "mcpd",
+    }
+    path.write_text(yaml.safe_dump(kubeconfig))
+    path.chmod(0o600)
+
+
+def wait_default_account(core: client.CoreV1Api, namespace: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", namespace)
+            return
+        except ApiException:
+            assert time.monotonic() < deadline, f"no default ServiceAccount in {namespace}"
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def mcpd(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """mcpd's app, Ray hosts and orchestrator, with only the ServiceAccount's token."""
+    settings = KubernetesConfig(
+        namespace=release.data,
+        kubeconfig=str(release.kubeconfig),
+        runner_image=RUNNER,
+        node_selector={"kubernetes.io/arch": "amd64"},
+    )
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("rbac"), f"rbac-{release.name}", kubernetes=settings
+    )
+    yield gateway
+    for server in ("clock", "everything"):
+        api(gateway, "DELETE", f"/servers/{server}")
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def as_mcpd(release: Release) -> Iterator[Any]:
+    """The CoreV1Api of mcpd's own orchestrator (its connection code, the token's kubeconfig)."""
+    orchestrator = KubernetesOrchestrator(
+        KubernetesConfig(namespace=release.data, kubeconfig=str(release.kubeconfig))
+    )
+    yield orchestrator.core
+    orchestrator.api.close()
+
+
+def api(gateway: Gateway, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(
+        method, f"{gateway.url}/api/v1{path}", headers=gateway.headers, timeout=60, **kwargs
+    )
+
+
+def wait_instances(
+    gateway: Gateway, server: str, status: str, exclude: set[str] | None = None
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + float(os.environ.get("T", 240))
+    while True:
+        items = api(gateway, "GET", "/instances", params={"server": server}).json()["items"]
+        found = [i for i in items if i["status"] == status and i.get("pod") not in (exclude or ())]
+        if found:
+            return found
+        assert time.monotonic() < deadline, json.dumps(items, indent=1)
+        time.sleep(0.25)
+
+
+@asynccontextmanager
+async def connect(gateway: Gateway, server: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(headers=gateway.headers, timeout=120)
+    async with (
+        http,
+        Client(
+            streamable_http_client(f"{gateway.url}/mcp/servers/{server}", http_client=http),
+            mode="legacy",
+        ) as session,
+    ):
+        yield session
+
+
+@pytest.fixture(scope="module")
+def servers(mcpd: Gateway) -> dict[str, str]:
+    """clock (an image: attach) and everything (a package: exec in a runner pod), RUNNING."""
+    for name, spec in (("clock", CLOCK), ("everything", EVERYTHING)):
+        response = api(mcpd, "POST", "/servers", json={"metadata": {"name": name}, "spec": spec})
+        assert response.status_code == 201, response.text
+    return {
+        name: wait_instances(mcpd, name, "RUNNING")[0]["pod"] for name in ("clock", "everything")
+    }
+
+
+async def test_mcpd_with_only_the_charts_service_account_runs_and_heals_servers(
+    mcpd: Gateway, servers: dict[str, str], release: Release, admin: client.CoreV1Api
+) -> None:
+    pod = admin.read_namespaced_pod(servers["clock"], release.data)
+    assert pod.metadata.labels["app.kubernetes.io/managed-by"] == "mcpd"
+    assert pod.spec.node_selector == {"kubernetes.io/arch": "amd64"}
+    runner = admin.read_namespaced_pod(servers["everything"], release.data)
+    assert runner.spec.containers[0].image == RUNNER
+    async with connect(mcpd, "everything") as session:  # pods/exec
+        echoed = await session.call_tool("echo", {"message": "through the chart's Role"})
+        assert echoed.content[0].text == "Echo: through the chart's Role"
+    async with connect(mcpd, "clock") as session:  # pods/attach
+        result = await session.call_tool("get_current_time", {"timezone": "UTC"})
+        assert "UTC" in result.content[0].text
+        # Heal: the pod goes away; mcpd sees it through its watch and makes another.
+        admin.delete_namespaced_pod(servers["clock"], release.data)
+        [healed] = wait_instances(mcpd, "clock", "RUNNING", exclude={servers["clock"]})
+        assert healed["pod"] != servers["clock"]
+        again = await session.call_tool("get_current_time", {"timezone": "UTC"})
+        assert "UTC" in again.content[0].text
+
+
+def forbidden(call: Any, *args: Any, **kwargs: Any) -> str:
+    with pytest.raises(ApiException) as caught:
+        call(*args, **kwargs)
+    assert caught.value.status == 403, caught.value
+    return str(json.loads(caught.value.body)["message"])
+
+
+def test_requests_outside_the_rendered_role_are_forbidden(
+    as_mcpd: Any, release: Release, admin: client.CoreV1Api
+) -> None:
+    user = f"system:serviceaccount:{release.control}:{release.account}"
+    data, control = release.data, release.control
+    assert as_mcpd.list_namespaced_pod(data).items is not None  # the grant works
+    # Other namespaces: its own, and any other.
+    assert user in forbidden(as_mcpd.list_namespaced_pod, control)
+    forbidden(as_mcpd.list_namespaced_pod, "default")
+    forbidden(as_mcpd.create_namespaced_pod, control, pod("intruder"))
+    forbidden(as_mcpd.list_pod_for_all_namespaces)
+    # Secrets, even in the data plane: pods reference them, the kubelet resolves them.
+    forbidden(as_mcpd.list_namespaced_secret, data)
+    forbidden(as_mcpd.read_namespaced_secret, "anything", data)
+    forbidden(as_mcpd.create_namespaced_secret, data, {"metadata": {"name": "s"}})
+    forbidden(as_mcpd.list_namespaced_secret, control)
+    # Verbs and kinds it does not use: no patch, no Services or ConfigMaps, nothing cluster-wide.
+    forbidden(as_mcpd.patch_namespaced_pod, "anything", data, {"metadata": {"labels": {"a": "b"}}})
+    forbidden(as_mcpd.delete_collection_namespaced_pod, data)
+    forbidden(as_mcpd.create_namespaced_config_map, data, {"metadata": {"name": "c"}})
+    forbidden(as_mcpd.list_namespace)
+    forbidden(as_mcpd.list_node)
+    networking = client.NetworkingV1Api(as_mcpd.api_client)
+    forbidden(networking.list_namespaced_network_policy, data)
+    rbac = client.RbacAuthorizationV1Api(as_mcpd.api_client)
+    forbidden(rbac.create_namespaced_role, data, {"metadata": {"name": "more"}, "rules": []})
+    # What the API server says it may do in the data plane, beyond what any authenticated
+    # identity may (a ServiceAccount bound to nothing): exactly the rendered Role.
+    baseline = "nobody"
+    admin.create_namespaced_service_account(control, {"metadata": {"name": baseline}})
+    nobody = admin.create_namespaced_service_account_token(
+        baseline, control, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    unbound = release.kubeconfig.with_name("nobody")
+    write_kubeconfig(unbound, nobody, data)
+    with config.new_client_from_config(str(unbound)) as anyone:
+        assert rules(as_mcpd.api_client, data) - rules(anyone, data) == {
+            *(("", "pods", v) for v in ["get", "list", "watch", "create", "delete"]),
+            *(("", r, v) for r in ["pods/exec", "pods/attach"] for v in ["create", "get"]),
+            ("", "pods/log", "get"),
+        }
+        assert rules(as_mcpd.api_client, control) == rules(anyone, control)
+
+
+def rules(api_client: client.ApiClient, namespace: str) -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) the API server grants this identity in `namespace`."""
+    review = client.AuthorizationV1Api(api_client).create_self_subject_rules_review(
+        {"spec": {"namespace": namespace}}
+    )
+    assert not review.status.incomplete
+    return {
+        (group, resource, verb)
+        for rule in review.status.resource_rules
+        for group in rule.api_groups
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
+
+
+def pod(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "args": ["sleep", "1"]}]},
+    }
+
+
+async def test_dashboards_query_only_metrics_that_mcpd_serves(
+    mcpd: Gateway, servers: dict[str, str]
+) -> None:
+    async with connect(mcpd, "clock") as session:
+        await session.list_tools()
+        with pytest.raises(MCPError):  # mcp-server-time has no resources: an error, counted
+            await session.read_resource("file:///nothing")
+        scraped = httpx.get(f"{mcpd.url}/metrics", timeout=30).text  # while the session is open
+    labels: dict[str, set[str]] = {}
+    values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(scraped):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+            values[sample.name, frozenset(sample.labels.items())] = sample.value
+    queried = set()
+    for path in DASHBOARDS:
+        for expr in expressions(json.loads(path.read_text())):
+            for metric, used in selectors(expr):
+                assert metric in labels, f"{path.name}: {metric} is not in mcpd's /metrics"
+                assert used <= labels[metric], f"{path.name}: {metric} lacks {used}"
+                queried.add(metric)
+    assert queried >= {
+        "mcpctl_mcp_requests_total",
+        "mcpctl_mcp_errors_total",
+        "mcpctl_mcp_request_duration_seconds_bucket",
+        "mcpctl_mcp_sessions",
+        "mcpctl_instances",
+        "mcpctl_instance_restarts",
+        "mcpctl_reconcile_duration_seconds_bucket",
+    }
+    # The series the panels draw carry this fleet's values.
+    assert (
+        values["mcpctl_instances", frozenset({"server": "clock", "status": "RUNNING"}.items())] == 1
+    )
+    error = frozenset({"target": "servers/clock", "method": "resources/read"}.items())
+    assert values["mcpctl_mcp_errors_total", error] == 1
