@@ -6,6 +6,7 @@ The same mcpd's /metrics then serves every metric the chart's dashboards query."
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -54,6 +55,18 @@ def helm() -> str:
     if path is None:
         pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
     return path
+
+
+@dataclass
+class Deployed:
+    """mcpd started by the test kubelet from the chart's rendered Deployment."""
+
+    url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -179,14 +192,14 @@ def as_mcpd(release: Release) -> Iterator[Any]:
     orchestrator.api.close()
 
 
-def api(gateway: Gateway, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def api(gateway: Gateway | Deployed, method: str, path: str, **kwargs: Any) -> httpx.Response:
     return httpx.request(
         method, f"{gateway.url}/api/v1{path}", headers=gateway.headers, timeout=60, **kwargs
     )
 
 
 def wait_instances(
-    gateway: Gateway, server: str, status: str, exclude: set[str] | None = None
+    gateway: Gateway | Deployed, server: str, status: str, exclude: set[str] | None = None
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 240
     while True:
@@ -199,7 +212,7 @@ def wait_instances(
 
 
 @asynccontextmanager
-async def connect(gateway: Gateway, server: str) -> AsyncIterator[Client]:
+async def connect(gateway: Gateway | Deployed, server: str) -> AsyncIterator[Client]:
     http = httpx2.AsyncClient(headers=gateway.headers, timeout=120)
     async with (
         http,
@@ -353,3 +366,136 @@ async def test_dashboards_query_only_metrics_that_mcpd_serves(
     )
     error = frozenset({"target": "servers/clock", "method": "resources/read"}.items())
     assert values["mcpctl_mcp_errors_total", error] == 1
+
+
+# ------------------------------------------------------------------ the rendered Deployment
+
+
+def fresh_postgres_database() -> tuple[str, Any]:
+    """A new database on the suite's PostgreSQL (scripts/postgres.sh): (its URL, a dropper)."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get("MCPCTL_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("MCPCTL_TEST_POSTGRES_URL is unset: run the suite with `make test`")
+    name = f"mcpd_chart_{uuid.uuid4().hex[:8]}"
+    server = create_engine(url, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+
+    def drop() -> None:
+        with server.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        server.dispose()
+
+    return url.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+def apply(api_client: client.ApiClient, docs: list[dict[str, Any]]) -> None:
+    from kubernetes import dynamic
+
+    resources = dynamic.DynamicClient(api_client).resources
+    for doc in sorted(docs, key=lambda d: d["kind"] != "Namespace"):
+        resource = resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        resource.create(body=doc, namespace=doc["metadata"].get("namespace"))
+
+
+async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
+    helm: str, admin: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """The chart's Deployment, ConfigMap and Secrets as rendered, run by the test kubelet: mcpd
+    starts from that environment (settings, database URL, admin token, Fernet key, external
+    Ray) and operates server pods in the data plane with the chart's ServiceAccount.
+
+    What the test kubelet cannot do is patched in: it runs no images (the container's command
+    becomes this checkout's mcpd), mounts no ServiceAccount token (KUBECONFIG points at one),
+    and pods see host paths (MCPD_DATA_DIR is a temporary directory)."""
+    import sys
+
+    import ray
+
+    from tests.e2e.conftest import free_port
+    from tests.e2e.gateway import start_ray
+    from tests.e2e.test_chart import render
+
+    start_ray()  # mcpd joins the suite's Ray through mcpd.rayAddress (RAY_ADDRESS)
+    database_url, drop_database = fresh_postgres_database()
+    suffix = uuid.uuid4().hex[:6]
+    control, data, port = f"mcpctl-deploy-{suffix}", f"mcpctl-deploy-{suffix}-servers", free_port()
+    docs = render(
+        helm,
+        namespace="default",
+        release=f"deploy-{suffix}",
+        **{
+            "namespaces.controlPlane": control,
+            "namespaces.dataPlane": data,
+            "postgresql.enabled": "false",
+            "externalDatabase.url": database_url,
+            "mcpd.port": str(port),
+            "mcpd.rayAddress": ray.get_runtime_context().gcs_address,
+            "servers.runnerImage": RUNNER,
+            "servers.nodeSelector.kubernetes\\.io/arch": "amd64",
+        },
+    )
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    token_secret = next(d for d in docs if d["kind"] == "Secret" and "admin-token" in d["data"])
+    admin_token = base64.b64decode(token_secret["data"]["admin-token"]).decode()
+    try:
+        apply(admin.api_client, [d for d in docs if d["kind"] != "Deployment"])
+        account = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+        token = admin.create_namespaced_service_account_token(
+            account, control, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+        write_kubeconfig(tmp_path / "kubeconfig", token, data)
+        container["command"] = [sys.executable, "-m", "mcpctl.daemon"]
+        container["env"] += [
+            {"name": "KUBECONFIG", "value": str(tmp_path / "kubeconfig")},
+            {"name": "MCPD_DATA_DIR", "value": str(tmp_path / "data")},
+        ]
+        wait_default_account(admin, data)
+        apply(admin.api_client, [deployment])
+        mcpd = Deployed(f"http://127.0.0.1:{port}", admin_token)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{mcpd.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, mcpd_logs(admin, control)
+            time.sleep(0.25)
+        assert api(mcpd, "GET", "/whoami").status_code == 200
+        response = api(
+            mcpd, "POST", "/servers", json={"metadata": {"name": "clock"}, "spec": CLOCK}
+        )
+        assert response.status_code == 201, response.text
+        [instance] = wait_instances(mcpd, "clock", "RUNNING")
+        pod = admin.read_namespaced_pod(instance["pod"], data)
+        assert pod.spec.node_selector == {"kubernetes.io/arch": "amd64"}
+        async with connect(mcpd, "clock") as session:
+            result = await session.call_tool("get_current_time", {"timezone": "UTC"})
+            assert "UTC" in result.content[0].text
+        assert api(mcpd, "DELETE", "/servers/clock").status_code == 204
+    finally:
+        admin.delete_namespace(control)  # the kubelet stops mcpd (SIGTERM)
+        admin.delete_namespace(data)
+        wait_gone(admin, control)
+        drop_database()
+
+
+def mcpd_logs(admin: client.CoreV1Api, namespace: str) -> str:
+    pods = admin.list_namespaced_pod(namespace).items
+    logs = []
+    for pod in pods:
+        try:
+            logs.append(admin.read_namespaced_pod_log(pod.metadata.name, namespace)[-3000:])
+        except ApiException as error:
+            logs.append(f"{pod.metadata.name}: {error.reason}")
+    return "mcpd did not become ready:\n" + "\n".join(logs)
+
+
+def wait_gone(admin: client.CoreV1Api, namespace: str) -> None:
+    deadline = time.monotonic() + 60
+    while admin.list_namespaced_pod(namespace).items and time.monotonic() < deadline:
+        time.sleep(0.5)
