@@ -222,6 +222,16 @@ def test_namespaces_the_chart_creates(helm: str) -> None:
     )
 
 
+def test_values_schema_refuses_typos_and_bad_addresses(helm: str) -> None:
+    for key, value, message in (
+        ("mcpd.logLevl", "debug", "additional properties 'logLevl' not allowed"),
+        ("networkPolicy.serverEgress.fetch[0].cidr", "example.com", "does not match pattern"),
+        ("externalDatabase.url", "mysql://x@y/z", "does not match pattern"),
+    ):
+        result = run_helm(helm, *template_args(None, "mcpctl", {key: value}, "mcpctl"), check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 def test_data_plane_must_differ_from_the_control_plane(helm: str) -> None:
     args = template_args(None, "mcpctl", {"namespaces.dataPlane": "mcpctl"}, "mcpctl")
     result = run_helm(helm, *args, check=False)
