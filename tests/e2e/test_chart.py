@@ -889,3 +889,50 @@ def test_data_plane_admits_mcpds_pods_and_refuses_escalated_ones(
             dry_run(kube, resources, escalated)
     finally:
         core.delete_namespace(data)
+
+
+@pytest.mark.k8s
+@needs_cluster
+def test_generated_secrets_survive_upgrade_uninstall_and_reinstall(
+    helm: str, kube: client.ApiClient
+) -> None:
+    """A real `helm install` of the default values, `helm upgrade`, `helm uninstall` and a new
+    install: the admin token, the Fernet key and the database password stay the same (a new
+    key could not read the stored secrets; a kept volume needs its password)."""
+    core = client.CoreV1Api(kube)
+    suffix = uuid.uuid4().hex[:6]
+    release, control, data = f"life-{suffix}", f"chart-life-{suffix}", f"chart-life-{suffix}-dp"
+    args = [str(CHART), "--namespace", control]
+    args += ["--set", f"namespaces.controlPlane={control}", "--set", f"namespaces.dataPlane={data}"]
+    secrets = [f"{release}-mcpctl-auth", f"{release}-mcpctl-database"]
+
+    def generated() -> dict[str, dict[str, str]]:
+        return {name: core.read_namespaced_secret(name, control).data for name in secrets}
+
+    try:
+        run_helm(helm, "install", release, *args, "--create-namespace")
+        first = generated()
+        assert set(first[secrets[0]]) == {"admin-token", "secret-key"}
+        assert core.read_namespace(data).metadata.labels["pod-security.kubernetes.io/enforce"]
+        run_helm(helm, "upgrade", release, *args, "--set", "mcpd.logLevel=debug")
+        assert generated() == first
+        run_helm(helm, "uninstall", release, "--namespace", control, "--wait")
+        assert generated() == first  # helm.sh/resource-policy: keep
+        wait_namespace_gone(core, data)
+        run_helm(helm, "install", release, *args)
+        assert generated() == first
+    finally:
+        run_helm(helm, "uninstall", release, "--namespace", control, "--wait", check=False)
+        core.delete_namespace(control)
+
+
+def wait_namespace_gone(core: client.CoreV1Api, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            core.read_namespace(name)
+        except ApiException as error:
+            assert error.status == 404
+            return
+        assert time.monotonic() < deadline, f"namespace {name} is still there"
+        time.sleep(0.3)
