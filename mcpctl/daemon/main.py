@@ -13,16 +13,13 @@ import uvicorn
 from pydantic import ValidationError
 
 from mcpctl.actors.host import HostConfig
-from mcpctl.actors.runtime import Runtime, init_ray
+from mcpctl.actors.runtime import init_ray
+from mcpctl.daemon.assembly import assemble
 from mcpctl.daemon.settings import Settings
-from mcpctl.gateway.app import build_app
-from mcpctl.gateway.context import GatewayContext
-from mcpctl.observability.metrics import Metrics
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
 from mcpctl.store.database import Database, migrate
-from mcpctl.store.repositories import repositories
 from mcpctl.store.secretbox import SecretBox
 
 log = logging.getLogger("mcpd")
@@ -100,31 +97,22 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    key = secret_key(settings)
-    metrics = Metrics()
-    runtime = Runtime(
+    host_config = HostConfig(
+        index=0,
+        database_url=settings.database,
+        secret_key=secret_key(settings),
+        data_dir=str(settings.data_dir),
+        orchestrator=settings.orchestrator,
+        startup_timeout=settings.startup_timeout,
+        kubernetes=kubernetes,
+    )
+    app, _ = assemble(
         database,
-        HostConfig(
-            index=0,
-            database_url=settings.database,
-            secret_key=key,
-            data_dir=str(settings.data_dir),
-            orchestrator=settings.orchestrator,
-            startup_timeout=settings.startup_timeout,
-            kubernetes=kubernetes,
-        ),
-        resync_seconds=settings.resync_seconds,
-        hosts=settings.actor_hosts,
+        host_config,
+        settings.resync_seconds,
+        settings.actor_hosts,
         namespace=f"mcpd-{settings.port}",
-        metrics=metrics,
     )
-    context = GatewayContext(
-        database,
-        repositories(SecretBox(key)),
-        on_change=runtime.on_change,
-        on_instance_deleted=runtime.on_instance_deleted,
-    )
-    app = build_app(context, runtime, metrics, lifespan=runtime.lifespan)
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
     init_ray()
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)

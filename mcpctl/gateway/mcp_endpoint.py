@@ -88,6 +88,23 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     return ProjectTarget(runtime, name, load)
 
 
+async def _caller(request: Request) -> tuple[Principal, Target] | Response:
+    """Who asks and which endpoint, or the error response (401, 403, 404)."""
+    principal = _principal(request)
+    if isinstance(principal, Response):
+        return principal
+    target = await _target(request, principal)
+    if isinstance(target, Response):
+        return target
+    return principal, target
+
+
+def _event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
 def _principal(request: Request) -> Principal | Response:
     if isinstance(request.user, Principal):
         return request.user
@@ -119,12 +136,10 @@ def _path(target: Target) -> str:
 
 
 async def post(request: Request) -> Response:
-    principal = _principal(request)
-    if isinstance(principal, Response):
-        return principal
-    target = await _target(request, principal)
-    if isinstance(target, Response):
-        return target
+    caller = await _caller(request)
+    if isinstance(caller, Response):
+        return caller
+    principal, target = caller
     try:
         body = json.loads(await request.body())
     except ValueError as error:
@@ -284,18 +299,14 @@ async def _respond(
             if jsonrpc.is_response(item):
                 return
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return _event_stream(events())
 
 
 async def get(request: Request) -> Response:
-    principal = _principal(request)
-    if isinstance(principal, Response):
-        return principal
-    target = await _target(request, principal)
-    if isinstance(target, Response):
-        return target
+    caller = await _caller(request)
+    if isinstance(caller, Response):
+        return caller
+    principal, target = caller
     if "text/event-stream" not in request.headers.get("accept", ""):
         return _rpc_error(
             406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream"
@@ -321,18 +332,14 @@ async def get(request: Request) -> Response:
                 await pending
             await messages.aclose()
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return _event_stream(events())
 
 
 async def delete(request: Request) -> Response:
-    principal = _principal(request)
-    if isinstance(principal, Response):
-        return principal
-    target = await _target(request, principal)
-    if isinstance(target, Response):
-        return target
+    caller = await _caller(request)
+    if isinstance(caller, Response):
+        return caller
+    principal, target = caller
     registry: SessionRegistry = request.app.state.sessions
     session = _session(request, registry, target, principal)
     if isinstance(session, Response):

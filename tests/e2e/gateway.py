@@ -15,13 +15,9 @@ from cryptography.fernet import Fernet
 
 from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import Runtime
-from mcpctl.gateway.app import build_app
-from mcpctl.gateway.context import GatewayContext
-from mcpctl.observability.metrics import Metrics
+from mcpctl.daemon.assembly import assemble
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store.database import Database
-from mcpctl.store.repositories import repositories
-from mcpctl.store.secretbox import SecretBox
 from tests.conftest import ADMIN_TOKEN, fresh_database
 from tests.e2e.conftest import free_port
 
@@ -81,22 +77,7 @@ def start_gateway(
         startup_timeout=120,
         kubernetes=kubernetes,
     )
-    metrics = Metrics()
-    runtime = Runtime(
-        database,
-        config,
-        resync_seconds=resync_seconds,
-        hosts=hosts,
-        namespace=name,
-        metrics=metrics,
-    )
-    context = GatewayContext(
-        database,
-        repositories(SecretBox(key)),
-        on_change=runtime.on_change,
-        on_instance_deleted=runtime.on_instance_deleted,
-    )
-    app = build_app(context, runtime, metrics, lifespan=runtime.lifespan)
+    app, runtime = assemble(database, config, resync_seconds, hosts, namespace=name)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=f"gateway-{name}", daemon=True)

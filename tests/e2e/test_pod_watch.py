@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -53,10 +55,41 @@ def compact_etcd() -> None:
     ).raise_for_status()
 
 
+def restart_api_server() -> None:
+    """Stop and start the test control plane, keeping etcd's data (a new apiserver, same state)."""
+    script = Path(__file__).parents[2] / "scripts" / "k8s" / "cluster.sh"
+    subprocess.run([str(script), "down"], check=True, capture_output=True, timeout=120)
+    env = {**os.environ, "MCPCTL_K8S_KEEP_DATA": "1"}
+    subprocess.run([str(script), "up"], check=True, capture_output=True, timeout=600, env=env)
+
+
+async def test_a_watch_survives_an_api_server_restart(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    core.create_namespaced_pod(namespace, pod("first"))
+    watcher = PodWatcher(core, namespace, LABEL)
+    watcher.start(asyncio.get_running_loop())
+    try:
+        await watcher.synced(timeout=30)
+        assert set(watcher.pods) == {"first"}
+        await asyncio.to_thread(restart_api_server)
+        await asyncio.to_thread(core.create_namespaced_pod, namespace, pod("second"))
+        await watcher.wait_for(lambda pods: True if "second" in pods else None, timeout=60)
+        listed = {
+            p.metadata.name for p in core.list_namespaced_pod(namespace, label_selector=LABEL).items
+        }
+        assert set(watcher.pods) == listed == {"first", "second"}
+        assert watcher.relists >= 2  # the broken watch was followed by a fresh list
+    finally:
+        watcher.stop()
+
+
 async def test_an_expired_resource_version_relists_and_misses_nothing(
     core: client.CoreV1Api, namespace: str
 ) -> None:
     core.create_namespaced_pod(namespace, pod("before"))
+    # After the restart above, the apiserver's watch cache starts at etcd's current revision,
+    # and etcd is compacted: resourceVersion 1 is gone for good.
     compact_etcd()
     watcher = PodWatcher(core, namespace, LABEL)
     watcher.start(asyncio.get_running_loop(), resume_from="1")  # compacted long ago: 410 Gone

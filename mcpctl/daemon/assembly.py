@@ -1,0 +1,40 @@
+"""Wiring mcpd together: the runtime, the gateway context and the app (mcpd and tests alike)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from mcpctl.actors.host import HostConfig
+from mcpctl.actors.runtime import Runtime
+from mcpctl.gateway.app import build_app
+from mcpctl.gateway.context import GatewayContext
+from mcpctl.observability.metrics import Metrics
+from mcpctl.store.database import Database
+from mcpctl.store.repositories import repositories
+from mcpctl.store.secretbox import SecretBox
+
+
+def assemble(
+    database: Database,
+    host_config: HostConfig,
+    resync_seconds: float,
+    hosts: int | None,
+    namespace: str,
+) -> tuple[Starlette, Runtime]:
+    """The app and the runtime it starts and stops with (its lifespan)."""
+    metrics = Metrics()
+    runtime = Runtime(
+        database,
+        host_config,
+        resync_seconds=resync_seconds,
+        hosts=hosts,
+        namespace=namespace,
+        metrics=metrics,
+    )
+    context = GatewayContext(
+        database,
+        repositories(SecretBox(host_config.secret_key)),
+        on_change=runtime.on_change,
+        on_instance_deleted=runtime.on_instance_deleted,
+    )
+    return build_app(context, runtime, metrics, lifespan=runtime.lifespan), runtime
