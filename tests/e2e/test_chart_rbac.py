@@ -41,8 +41,9 @@ pytestmark = [
 ]
 
 RUNNER = "ghcr.io/mcpctl/runner:0.1.0"  # the test kubelet runs a runner image's args as is
-CLOCK = {"image": "mcp/time"}  # PID 1 (attach); the test kubelet runs `uvx mcp-server-time`
-EVERYTHING = {
+# PID 1, reached by attach (the test kubelet runs mcp/everything as `npx -y ...everything`)
+ATTACHED = {"image": "mcp/everything", "args": ["stdio"]}
+RUNNER_SERVER = {
     "package": "@modelcontextprotocol/server-everything",
     "runtime": "node",
     "args": ["stdio"],
@@ -173,11 +174,12 @@ def mcpd(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         runner_image=RUNNER,
         node_selector={"kubernetes.io/arch": "amd64"},
     )
+    # One Ray host: a growing pool moves servers between hosts, which replaces their pods.
     gateway = start_gateway(
-        tmp_path_factory.mktemp("rbac"), f"rbac-{release.name}", kubernetes=settings
+        tmp_path_factory.mktemp("rbac"), f"rbac-{release.name}", hosts=1, kubernetes=settings
     )
     yield gateway
-    for server in ("clock", "everything"):
+    for server in ("attached", "runner"):
         api(gateway, "DELETE", f"/servers/{server}")
     gateway.stop()
 
@@ -226,35 +228,35 @@ async def connect(gateway: Gateway | Deployed, server: str) -> AsyncIterator[Cli
 
 @pytest.fixture(scope="module")
 def servers(mcpd: Gateway) -> dict[str, str]:
-    """clock (an image: attach) and everything (a package: exec in a runner pod), RUNNING."""
-    for name, spec in (("clock", CLOCK), ("everything", EVERYTHING)):
+    """attached (an image: attach) and runner (a package: exec in a runner pod), RUNNING."""
+    for name, spec in (("attached", ATTACHED), ("runner", RUNNER_SERVER)):
         response = api(mcpd, "POST", "/servers", json={"metadata": {"name": name}, "spec": spec})
         assert response.status_code == 201, response.text
     return {
-        name: wait_instances(mcpd, name, "RUNNING")[0]["pod"] for name in ("clock", "everything")
+        name: wait_instances(mcpd, name, "RUNNING")[0]["pod"] for name in ("attached", "runner")
     }
 
 
 async def test_mcpd_with_only_the_charts_service_account_runs_and_heals_servers(
     mcpd: Gateway, servers: dict[str, str], release: Release, admin: client.CoreV1Api
 ) -> None:
-    pod = admin.read_namespaced_pod(servers["clock"], release.data)
+    pod = admin.read_namespaced_pod(servers["attached"], release.data)
     assert pod.metadata.labels["app.kubernetes.io/managed-by"] == "mcpd"
     assert pod.spec.node_selector == {"kubernetes.io/arch": "amd64"}
-    runner = admin.read_namespaced_pod(servers["everything"], release.data)
+    runner = admin.read_namespaced_pod(servers["runner"], release.data)
     assert runner.spec.containers[0].image == RUNNER
-    async with connect(mcpd, "everything") as session:  # pods/exec
+    async with connect(mcpd, "runner") as session:  # pods/exec
         echoed = await session.call_tool("echo", {"message": "through the chart's Role"})
         assert echoed.content[0].text == "Echo: through the chart's Role"
-    async with connect(mcpd, "clock") as session:  # pods/attach
-        result = await session.call_tool("get_current_time", {"timezone": "UTC"})
-        assert "UTC" in result.content[0].text
+    async with connect(mcpd, "attached") as session:  # pods/attach
+        result = await session.call_tool("echo", {"message": "attached"})
+        assert result.content[0].text == "Echo: attached"
         # Heal: the pod goes away; mcpd sees it through its watch and makes another.
-        admin.delete_namespaced_pod(servers["clock"], release.data)
-        [healed] = wait_instances(mcpd, "clock", "RUNNING", exclude={servers["clock"]})
-        assert healed["pod"] != servers["clock"]
-        again = await session.call_tool("get_current_time", {"timezone": "UTC"})
-        assert "UTC" in again.content[0].text
+        admin.delete_namespaced_pod(servers["attached"], release.data)
+        [healed] = wait_instances(mcpd, "attached", "RUNNING", exclude={servers["attached"]})
+        assert healed["pod"] != servers["attached"]
+        again = await session.call_tool("echo", {"message": "healed"})
+        assert again.content[0].text == "Echo: healed"
 
 
 def forbidden(call: Any, *args: Any, **kwargs: Any) -> str:
@@ -333,10 +335,10 @@ def pod(name: str) -> dict[str, Any]:
 async def test_dashboards_query_only_metrics_that_mcpd_serves(
     mcpd: Gateway, servers: dict[str, str]
 ) -> None:
-    async with connect(mcpd, "clock") as session:
+    async with connect(mcpd, "attached") as session:
         await session.list_tools()
-        with pytest.raises(MCPError):  # mcp-server-time has no resources: an error, counted
-            await session.read_resource("file:///nothing")
+        with pytest.raises(MCPError):  # a JSON-RPC error, counted
+            await session.get_prompt("no-such-prompt")
         scraped = httpx.get(f"{mcpd.url}/metrics", timeout=30).text  # while the session is open
     labels: dict[str, set[str]] = {}
     values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
@@ -362,9 +364,10 @@ async def test_dashboards_query_only_metrics_that_mcpd_serves(
     }
     # The series the panels draw carry this fleet's values.
     assert (
-        values["mcpctl_instances", frozenset({"server": "clock", "status": "RUNNING"}.items())] == 1
+        values["mcpctl_instances", frozenset({"server": "attached", "status": "RUNNING"}.items())]
+        == 1
     )
-    error = frozenset({"target": "servers/clock", "method": "resources/read"}.items())
+    error = frozenset({"target": "servers/attached", "method": "prompts/get"}.items())
     assert values["mcpctl_mcp_errors_total", error] == 1
 
 
@@ -467,16 +470,17 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
             time.sleep(0.25)
         assert api(mcpd, "GET", "/whoami").status_code == 200
         response = api(
-            mcpd, "POST", "/servers", json={"metadata": {"name": "clock"}, "spec": CLOCK}
+            mcpd, "POST", "/servers", json={"metadata": {"name": "runner"}, "spec": RUNNER_SERVER}
         )
         assert response.status_code == 201, response.text
-        [instance] = wait_instances(mcpd, "clock", "RUNNING")
+        [instance] = wait_instances(mcpd, "runner", "RUNNING")
         pod = admin.read_namespaced_pod(instance["pod"], data)
         assert pod.spec.node_selector == {"kubernetes.io/arch": "amd64"}
-        async with connect(mcpd, "clock") as session:
-            result = await session.call_tool("get_current_time", {"timezone": "UTC"})
-            assert "UTC" in result.content[0].text
-        assert api(mcpd, "DELETE", "/servers/clock").status_code == 204
+        assert pod.spec.containers[0].image == RUNNER
+        async with connect(mcpd, "runner") as session:
+            result = await session.call_tool("echo", {"message": "from the chart's mcpd"})
+            assert result.content[0].text == "Echo: from the chart's mcpd"
+        assert api(mcpd, "DELETE", "/servers/runner").status_code == 204
     finally:
         admin.delete_namespace(control)  # the kubelet stops mcpd (SIGTERM)
         admin.delete_namespace(data)
