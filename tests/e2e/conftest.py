@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,3 +81,19 @@ def mcpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcpd]:
     daemon = start_mcpd(tmp_path_factory.mktemp("mcpd") / "data", env)
     yield daemon
     stop_mcpd(daemon)
+
+
+def wait_default_service_account(core: Any, namespace: str, timeout: float = 60) -> None:
+    """Pods are refused (403) until the controller-manager made the namespace's `default`
+    ServiceAccount, as on any cluster; tests that make a namespace wait for it."""
+    from kubernetes.client.rest import ApiException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            core.read_namespaced_service_account("default", namespace)
+            return
+        except ApiException as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)

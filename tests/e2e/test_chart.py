@@ -152,6 +152,13 @@ def test_helm_lint_passes_strict(helm: str, values: str) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
 
 
+def test_chart_app_version_is_mcpctls_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = (REPO / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"$', project, re.M)
+    assert version and chart["appVersion"] == version.group(1)
+
+
 def test_ci_has_the_values_files_the_issue_asks_for() -> None:
     assert {"external-database", "custom-namespaces", "observability"} <= set(VALUES)
 
@@ -815,17 +822,16 @@ def test_every_rendered_manifest_passes_a_server_side_dry_run(
     resources = dynamic.DynamicClient(kube).resources
     suffix = uuid.uuid4().hex[:6]
     control, data = f"chart-{values[:12]}-{suffix}", f"chart-{values[:12]}-{suffix}-servers"
+    # Released into another namespace, the chart creates (and labels) both of its own.
     docs = render(
         helm,
         VALUES[values],
-        namespace=control,
+        namespace="default",
         **{"namespaces.controlPlane": control, "namespaces.dataPlane": data},
     )
+    assert {n["metadata"]["name"] for n in kinds(docs, "Namespace")} == {control, data}
     created: list[str] = []
     try:
-        # `helm install --namespace <control> --create-namespace` makes the release namespace.
-        core.create_namespace({"metadata": {"name": control}})
-        created.append(control)
         for namespace in kinds(docs, "Namespace"):
             dry_run(kube, resources, namespace)
             core.create_namespace(namespace)  # so that the objects inside can be dry-run
@@ -844,11 +850,13 @@ def test_every_rendered_manifest_passes_a_server_side_dry_run(
                 checked.append(doc["kind"])
         assert {"Deployment", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"} <= set(checked)
         # The workloads' pods as their controllers would create them, through Pod Security
-        # admission (the namespaces the chart creates enforce "restricted"); the ServiceAccount
-        # admission plugin wants their account to exist.
+        # admission (both namespaces enforce "restricted"); the ServiceAccount admission plugin
+        # wants their account to exist.
         for account in kinds(docs, "ServiceAccount"):
             core.create_namespaced_service_account(account["metadata"]["namespace"], account)
         for workload in kinds(docs, "Deployment") + kinds(docs, "StatefulSet"):
+            labels = core.read_namespace(workload["metadata"]["namespace"]).metadata.labels
+            assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
             dry_run(kube, resources, pod_of(workload))
     finally:
         for name in created:

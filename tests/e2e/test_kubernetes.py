@@ -21,6 +21,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
+from tests.e2e.conftest import wait_default_service_account
 from tests.e2e.gateway import Gateway, start_gateway
 
 pytestmark = [
@@ -48,6 +49,7 @@ def core() -> client.CoreV1Api:
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
     name = f"mcp-e2e-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
+    wait_default_service_account(core, name)
     yield name
     core.delete_namespace(name)
 

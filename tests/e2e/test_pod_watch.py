@@ -14,6 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from mcpctl.orchestrators.kubernetes.watcher import PodWatcher
+from tests.e2e.conftest import wait_default_service_account
 
 pytestmark = [
     pytest.mark.k8s,
@@ -25,8 +26,9 @@ pytestmark = [
 LABEL = "app.kubernetes.io/managed-by=mcpd"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def core() -> client.CoreV1Api:
+    """A client per test: these tests restart the apiserver under their connections."""
     return client.CoreV1Api(config.new_client_from_config())
 
 
@@ -34,6 +36,7 @@ def core() -> client.CoreV1Api:
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
     name = f"watch-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
+    wait_default_service_account(core, name)
     yield name
     core.delete_namespace(name)
 
@@ -88,9 +91,10 @@ async def test_an_expired_resource_version_relists_and_misses_nothing(
     core: client.CoreV1Api, namespace: str
 ) -> None:
     core.create_namespaced_pod(namespace, pod("before"))
-    # After the restart above, the apiserver's watch cache starts at etcd's current revision,
-    # and etcd is compacted: resourceVersion 1 is gone for good.
+    # etcd compacted, and a new apiserver whose watch cache starts at etcd's current revision:
+    # resourceVersion 1 is gone for good.
     compact_etcd()
+    await asyncio.to_thread(restart_api_server)
     watcher = PodWatcher(core, namespace, LABEL)
     watcher.start(asyncio.get_running_loop(), resume_from="1")  # compacted long ago: 410 Gone
     try:
