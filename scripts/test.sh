@@ -16,6 +16,8 @@ mypy
 lint-imports --no-cache >/dev/null
 
 "$REPO_ROOT/scripts/mcp-servers.sh"
+MCPCTL_HELM="$("$REPO_ROOT/scripts/helm.sh")"
+export MCPCTL_HELM
 MCPCTL_TEST_POSTGRES_URL="$("$REPO_ROOT/scripts/postgres.sh" start)"
 export MCPCTL_TEST_POSTGRES_URL
 

@@ -67,10 +67,14 @@ def history(events: list[InstanceEvent], start: datetime, end: datetime) -> list
             "CREATE TABLE events (seq INTEGER, server VARCHAR, replica INTEGER, kind VARCHAR, "
             "reason VARCHAR, happened TIMESTAMPTZ)"
         )
-        connection.executemany(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-            [(i, e.server, e.replica, e.kind.value, e.reason, e.at) for i, e in enumerate(events)],
-        )
+        if events:
+            connection.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (i, e.server, e.replica, e.kind.value, e.reason, e.at)
+                    for i, e in enumerate(events)
+                ],
+            )
         bounds = {"start": start, "end": end}
         rows = connection.execute(SUMMARY, bounds).fetchall()
         reasons: dict[str, list[dict[str, Any]]] = {}

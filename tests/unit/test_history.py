@@ -73,3 +73,7 @@ def test_windows(text: str, seconds: int) -> None:
 def test_bad_window_is_named() -> None:
     with pytest.raises(ValueError, match="window '2 weeks'"):
         parse_window("2 weeks")
+
+
+def test_no_events_is_an_empty_report() -> None:
+    assert history([], T0, T0 + timedelta(hours=1)) == []

@@ -29,7 +29,7 @@ class History(Model):
 
 async def server_history(request: Request, principal: Principal) -> Response:
     policy.require_admin(principal, "read history")
-    server = request.query_params.get("server")
+    server = request.query_params.get("server") or None
     try:
         window = parse_window(request.query_params.get("window", "24h"))
     except ValueError as error:
