@@ -103,6 +103,13 @@ class Host:
         if supervisor is not None:
             await supervisor.stop()
 
+    async def release(self, server: str) -> None:
+        """Hand the server to another host: stop its supervisor, keep what can be adopted."""
+        supervisor = self.supervisors.pop(server, None)
+        if supervisor is not None:
+            keep = self.orchestrator.instances_outlive_mcpd
+            await supervisor.stop(forget=False, keep_instances=keep)
+
     async def stop_orphans(self, known: list[str]) -> int:
         """Stop processes an earlier mcpd left for servers that no longer exist."""
         return await self.orchestrator.stop_orphans(set(known))

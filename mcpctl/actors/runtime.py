@@ -116,13 +116,20 @@ class Runtime:
             for name, spec in desired.items():
                 index = host_for(name, len(self.hosts))
                 previous = self._placed.get(name)
-                if previous is not None and previous != index:
-                    calls.append(self.hosts[previous].remove.remote(name))
                 self._placed[name] = index
-                calls.append(self.hosts[index].ensure.remote(name, spec))
+                if previous is not None and previous != index:
+                    calls.append(self._move(name, spec, previous, index))
+                else:
+                    calls.append(self.hosts[index].ensure.remote(name, spec))
             await asyncio.gather(*calls)
         if self.metrics is not None:
             self.metrics.reconcile.observe(time.perf_counter() - started)
+
+    async def _move(self, name: str, spec: dict[str, Any], old: int, new: int) -> None:
+        """A grown pool moved this server: the old host lets go (pods stay, to be adopted;
+        local processes cannot move and stop), then the new host takes it."""
+        await self.hosts[old].release.remote(name)
+        await self.hosts[new].ensure.remote(name, spec)
 
     async def _resync_forever(self) -> None:
         while True:
@@ -176,10 +183,11 @@ class Runtime:
                         await self.hosts[previous].remove.remote(name)
                     return
                 index = host_for(name, len(self.hosts))
-                if previous is not None and previous != index:
-                    await self.hosts[previous].remove.remote(name)
                 self._placed[name] = index
-                await self.hosts[index].ensure.remote(name, spec)
+                if previous is not None and previous != index:
+                    await self._move(name, spec, previous, index)
+                else:
+                    await self.hosts[index].ensure.remote(name, spec)
         except Exception:
             log.exception("applying server %s failed", name)
 

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
             raise ValueError(f"MCPD_NODE_SELECTOR must be k=v[,k=v]: {self.node_selector!r}")
         return {key.strip(): value.strip() for key, value in pairs}
 
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @property
     def database(self) -> str:
