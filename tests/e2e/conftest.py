@@ -97,3 +97,20 @@ def wait_default_service_account(core: Any, namespace: str, timeout: float = 60)
             if error.status != 404 or time.monotonic() > deadline:
                 raise
         time.sleep(0.1)
+
+
+class Run:
+    """Runs the mcpctl CLI in-process: `run(*argv, code=0)` returns (stdout, stderr)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *argv: str, code: int = 0) -> tuple[str, str]:
+        from mcpctl.cli.main import main
+
+        with pytest.raises(SystemExit) as exited:
+            main([*argv])
+            raise SystemExit(0)
+        out, err = self.capsys.readouterr()
+        assert exited.value.code == code, (out, err)
+        return out, err

@@ -10,21 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mcpctl.cli.main import main
-from tests.e2e.conftest import Mcpd
-
-
-class Run:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str, code: int = 0) -> tuple[str, str]:
-        with pytest.raises(SystemExit) as exited:
-            main([*argv])
-            raise SystemExit(0)
-        out, err = self.capsys.readouterr()
-        assert exited.value.code == code, (out, err)
-        return out, err
+from tests.e2e.conftest import Mcpd, Run
 
 
 @pytest.fixture

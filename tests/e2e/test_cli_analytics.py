@@ -11,26 +11,13 @@ import duckdb
 import pytest
 
 from mcpctl.backup import analytics
-from mcpctl.cli.main import main
+from tests.e2e.conftest import Run
 from tests.integration.test_analytics import (
     PLAIN_ENV_VALUE,
     corrupt_files,
     fleet,
     write_backup,
 )
-
-
-class Run:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str, code: int = 0) -> tuple[str, str]:
-        with pytest.raises(SystemExit) as exited:
-            main([*argv])
-            raise SystemExit(0)
-        out, err = self.capsys.readouterr()
-        assert exited.value.code == code, (out, err)
-        return out, err
 
 
 @pytest.fixture

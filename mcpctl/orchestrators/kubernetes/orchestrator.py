@@ -206,36 +206,29 @@ class KubernetesOrchestrator(Orchestrator):
 
     async def open_stdio(self, handle: Handle, workload: Workload) -> Channel:
         assert handle.pod is not None
-        common: dict[str, Any] = {
-            "stdin": True,
-            "stdout": True,
-            "stderr": False,
-            "tty": False,
-            "_preload_content": False,
-        }
         # `stream()` swaps the request method of the ApiClient it is given while it runs, so a
         # shared client would send concurrent calls over websocket: each session gets its own.
         core = client.CoreV1Api(client.ApiClient(self.api.configuration))
+        connect: Callable[..., Any]
+        extra: dict[str, Any]
+        if uses_exec(workload):  # a runner pod: start the server in it
+            connect, extra = core.connect_get_namespaced_pod_exec, {"command": list(workload.argv)}
+        else:  # the image's PID 1 is the server
+            connect, extra = core.connect_get_namespaced_pod_attach, {}
         try:
-            if uses_exec(workload):
-                ws = await self._call(
-                    stream,
-                    core.connect_get_namespaced_pod_exec,
-                    handle.pod,
-                    self.config.namespace,
-                    container=CONTAINER,
-                    command=list(workload.argv),
-                    **common,
-                )
-            else:
-                ws = await self._call(
-                    stream,
-                    core.connect_get_namespaced_pod_attach,
-                    handle.pod,
-                    self.config.namespace,
-                    container=CONTAINER,
-                    **common,
-                )
+            ws = await self._call(
+                stream,
+                connect,
+                handle.pod,
+                self.config.namespace,
+                container=CONTAINER,
+                stdin=True,
+                stdout=True,
+                stderr=False,
+                tty=False,
+                _preload_content=False,
+                **extra,
+            )
         except ApiException as error:
             raise StartError(
                 f"cannot open a session to pod {handle.pod}: {error.status} {error.reason}"
