@@ -255,3 +255,17 @@ def test_openapi_matches_the_routes(api: TestClient) -> None:
     assert "/api/v1/servers/{name}" in spec["paths"]
     schema = spec["components"]["schemas"]
     assert "ServerSpec" in schema
+
+
+def test_changing_project_membership_is_an_update(api: TestClient) -> None:
+    create(api, "servers", SERVER)
+    first = create(api, "projects", {"metadata": {"name": "p"}, "spec": {}})
+    response = api.put(
+        "/api/v1/projects/p", json={"metadata": {"name": "p"}, "spec": {"servers": ["time"]}}
+    )
+    assert response.headers["Mcpctl-Outcome"] == "configured"
+    assert response.json()["metadata"]["updatedAt"] > first["metadata"]["updatedAt"]
+    again = api.put(
+        "/api/v1/projects/p", json={"metadata": {"name": "p"}, "spec": {"servers": ["time"]}}
+    )
+    assert again.headers["Mcpctl-Outcome"] == "unchanged"

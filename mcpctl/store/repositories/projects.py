@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 from mcpctl.models.kinds import PROJECT, PROMPT, Resource
 from mcpctl.store.errors import InvalidReference, NotFound
 from mcpctl.store.repositories.base import Outcome, Repository, document, spec_json
-from mcpctl.store.tables import ProjectRow, ProjectServerRow, PromptRow, ServerRow, UserRow
+from mcpctl.store.tables import (
+    ProjectRow,
+    ProjectServerRow,
+    PromptRow,
+    ServerRow,
+    UserRow,
+    utcnow,
+)
 
 
 def _user(session: Session, email: str, field: str) -> UserRow:
@@ -78,8 +85,11 @@ class ProjectRepository(Repository):
             session.add(ProjectServerRow(project_id=row.id, server_id=server.id, position=position))
         session.flush()
         session.refresh(row)
-        if outcome is Outcome.CONFIGURED and spec_json(self.to_resource(row).spec) == before:
-            return Outcome.UNCHANGED
+        if outcome is Outcome.CONFIGURED:
+            if spec_json(self.to_resource(row).spec) == before:
+                return Outcome.UNCHANGED
+            row.updated_at = utcnow()  # membership lives in other tables: mark the change here
+            session.flush()
         return outcome
 
     def delete(self, session: Session, name: str, project: str | None = None) -> None:
