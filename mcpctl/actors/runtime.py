@@ -41,6 +41,20 @@ def init_ray() -> None:
         ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024**2)
 
 
+async def remote_items(stream: Any) -> AsyncGenerator[Any, None]:
+    """The items of a remote generator; when the consumer stops early (a client went away),
+    the remote side is cancelled too."""
+    finished = False
+    try:
+        async for ref in stream:
+            yield await ref
+        finished = True
+    finally:
+        if not finished:
+            with contextlib.suppress(Exception):
+                ray.cancel(stream)
+
+
 class Runtime:
     def __init__(
         self,
@@ -242,20 +256,13 @@ class Runtime:
             yield item
         if token is None:
             return
-        stream: Any = host.resume.remote(token)
-        finished = False
         try:
-            async for ref in stream:
-                yield await ref
-            finished = True
+            async for item in remote_items(host.resume.remote(token)):
+                yield item
         except ray.exceptions.RayError as error:
             yield jsonrpc.error(
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
             )
-        finally:
-            if not finished:  # the client went away: stop the remote side too
-                with contextlib.suppress(Exception):
-                    ray.cancel(stream)
 
     async def deliver(self, server: str, client: str, message: Message) -> None:
         host = self._host(server)
@@ -267,13 +274,8 @@ class Runtime:
         host = self._host(server)
         if host is None:
             return
-        stream: Any = host.listen.remote(server, client)
-        try:
-            async for ref in stream:
-                yield await ref
-        finally:
-            with contextlib.suppress(Exception):
-                ray.cancel(stream)
+        async for item in remote_items(host.listen.remote(server, client)):
+            yield item
 
     async def logs(
         self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
@@ -285,16 +287,8 @@ class Runtime:
         )
         if host is None:
             return
-        stream: Any = host.logs.remote(server, replica, pod, follow, tail)
-        finished = False
-        try:
-            async for ref in stream:
-                yield await ref
-            finished = True
-        finally:
-            if not finished:
-                with contextlib.suppress(Exception):
-                    ray.cancel(stream)
+        async for line in remote_items(host.logs.remote(server, replica, pod, follow, tail)):
+            yield line
 
     async def describe(self, server: str) -> dict[str, Any] | None:
         host = self._host(server)
