@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -18,6 +19,17 @@ from mcpctl.store.repositories import repositories
 from mcpctl.store.secretbox import SecretBox
 
 ADMIN_TOKEN = "mcp_test-admin-token"
+
+
+def exited(pid: int) -> bool:
+    """The process has exited (a zombie its parent has not reaped yet counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
 BACKENDS = ["sqlite", "postgresql"]
 
 

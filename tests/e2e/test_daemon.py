@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import ray
 
+from tests.conftest import exited
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
 
@@ -33,13 +34,6 @@ def running_pids(mcpd: Mcpd, server: str, replicas: int, timeout: float = 120) -
         time.sleep(0.2)
 
 
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_kill_9_leaves_no_orphans_and_restart_restores(tmp_path: Path) -> None:
     start_ray()
     env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MCPD_ACTOR_HOSTS": "1"}
@@ -58,7 +52,7 @@ def test_kill_9_leaves_no_orphans_and_restart_restores(tmp_path: Path) -> None:
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in before):
+    while not all(exited(pid) for pid in before):
         assert time.monotonic() < deadline, "server processes outlived mcpd"
         time.sleep(0.1)
     second = start_mcpd(data, env)
@@ -72,7 +66,7 @@ def test_kill_9_leaves_no_orphans_and_restart_restores(tmp_path: Path) -> None:
     finally:
         stop_mcpd(second)
     deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in after):
+    while not all(exited(pid) for pid in after):
         assert time.monotonic() < deadline, "a graceful stop left server processes"
         time.sleep(0.1)
 

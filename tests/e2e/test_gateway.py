@@ -20,6 +20,7 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from tests.conftest import exited
 from tests.e2e.gateway import Gateway, start_gateway
 
 EVERYTHING = {
@@ -343,10 +344,7 @@ def test_deleting_a_server_stops_its_process(gateway: Gateway, tmp_path: Path) -
         == 204
     )
     deadline = time.monotonic() + 30
-    while (
-        Path(f"/proc/{pid}").exists()
-        and Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
-    ):
+    while not exited(pid):
         assert time.monotonic() < deadline, "process still running"
         time.sleep(0.1)
 
@@ -379,13 +377,6 @@ async def test_http_backends_are_reached_over_loopback(
     httpx.delete(f"{gateway.url}/api/v1/servers/{name}", headers=gateway.headers)
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_a_crashed_host_actor_is_restarted_and_readopts(gateway: Gateway) -> None:
     """Kill the Ray worker process of the host that runs `time`: Ray restarts the actor, mcpd
     hands it its servers again, and there is exactly one instance afterwards."""
@@ -404,7 +395,7 @@ async def test_a_crashed_host_actor_is_restarted_and_readopts(gateway: Gateway) 
         assert time.monotonic() < deadline, items
         await asyncio.sleep(0.2)
     assert len(items) == 1
-    assert not process_alive(before["pid"])  # the old server died with its host: no duplicate
+    assert exited(before["pid"])  # the old server died with its host: no duplicate
     assert await runtime.hosts[index].process_id.remote() != host_pid
     pid_files = sorted(p.name for p in (gateway.data_dir / "run").glob("time-*.json"))
     assert pid_files == ["time-0.json"]

@@ -23,7 +23,7 @@ from mcpctl.store.repositories.instances import list_instances
 from mcpctl.store.repositories.secrets import SecretRepository
 from mcpctl.store.repositories.specs import SERVERS
 from mcpctl.store.secretbox import SecretBox
-from tests.conftest import fresh_database
+from tests.conftest import exited, fresh_database
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME = {"command": "uvx", "args": ["mcp-server-time", "--local-timezone", "UTC"]}
@@ -79,16 +79,6 @@ async def host(tmp_path: Path) -> AsyncIterator[ObservedHost]:
     yield host
     await host.shutdown()
     database.dispose()
-
-
-def gone(pid: int | None) -> bool:
-    """The process has exited (a zombie its parent has not reaped yet counts as gone)."""
-    assert pid is not None
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
 
 
 def save(database: Database, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +164,7 @@ async def test_scale_and_roll_without_restarting_mcpd(host: ObservedHost) -> Non
     after = await host.until("time", 0, InstanceStatus.RUNNING, since=mark)
     assert after.pid != first.pid
     await host.remove("time")
-    assert gone(after.pid)
+    assert after.pid is not None and exited(after.pid)
 
 
 async def test_broken_servers_show_error_and_do_not_disturb_others(host: ObservedHost) -> None:
@@ -222,8 +212,8 @@ async def test_leftover_processes_are_stopped_on_the_next_start(
     # A second host on the same data dir (mcpd started again after a crash) finds the pid file.
     successor = Host(HostConfig(1, db.url, host.config.secret_key, host.config.data_dir))
     assert await successor.orchestrator.adopt("time") == []  # a STDIO process cannot be adopted
-    assert gone(running.pid)
+    assert exited(running.pid)
     await host.until("time", 0, InstanceStatus.RUNNING, since=host.mark())  # replaced
     leftover = host.supervisors["time"].replicas[0].instance.pid
     assert await successor.orchestrator.stop_orphans(known_servers=set()) == 1
-    assert gone(leftover)
+    assert leftover is not None and exited(leftover)
