@@ -26,6 +26,17 @@ class Settings(BaseSettings):
     k8s_context: str | None = None
     node_selector: str = ""  # "k=v,k2=v2", applied to every pod
     runner_image: str = "ghcr.io/mcpctl/runner:0.1.0"
+    # Bounds (DESIGN: everything is bounded).
+    request_timeout: float = Field(default=300.0, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024**2, ge=1024)
+    max_restore_bytes: int = Field(default=256 * 1024**2, ge=1024)
+    max_batch: int = Field(default=100, ge=1)
+    session_idle_seconds: float = Field(default=3600.0, gt=0)
+    max_sessions_per_principal: int = Field(default=100, ge=1)
+    shutdown_seconds: float = Field(default=15.0, ge=0)
+    # /metrics: on a port of its own (no token) when set, else on the main port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_require_token: bool = False
 
     @property
     def node_selector_labels(self) -> dict[str, str]:
