@@ -8,6 +8,7 @@ from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
+from mcpctl.gateway.limits import Limits
 from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
 from mcpctl.store.repositories import repositories
@@ -20,6 +21,7 @@ def assemble(
     resync_seconds: float,
     hosts: int | None,
     namespace: str,
+    limits: Limits | None = None,
 ) -> tuple[Starlette, Runtime]:
     """The app and the runtime it starts and stops with (its lifespan)."""
     metrics = Metrics()
@@ -37,4 +39,4 @@ def assemble(
         on_change=runtime.on_change,
         on_instance_deleted=runtime.on_instance_deleted,
     )
-    return build_app(context, runtime, metrics, lifespan=runtime.lifespan), runtime
+    return build_app(context, runtime, metrics, lifespan=runtime.lifespan, limits=limits), runtime

@@ -16,6 +16,7 @@ from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import init_ray
 from mcpctl.daemon.assembly import assemble
 from mcpctl.daemon.settings import Settings
+from mcpctl.gateway.limits import Limits
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
@@ -112,6 +113,15 @@ def serve(
         settings.resync_seconds,
         settings.actor_hosts,
         namespace=f"mcpd-{settings.port}",
+        limits=Limits(
+            request_timeout=settings.request_timeout,
+            max_body_bytes=settings.max_body_bytes,
+            max_restore_bytes=settings.max_restore_bytes,
+            max_batch=settings.max_batch,
+            session_idle_seconds=settings.session_idle_seconds,
+            max_sessions_per_principal=settings.max_sessions_per_principal,
+            metrics_require_token=settings.metrics_require_token,
+        ),
     )
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
     init_ray()

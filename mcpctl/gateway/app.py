@@ -16,6 +16,7 @@ from mcpctl.gateway.api import analytics, backup, instances, openapi, resources,
 from mcpctl.gateway.api.operation import Operation
 from mcpctl.gateway.auth import Principal, TokenBackend, on_auth_error
 from mcpctl.gateway.context import GatewayContext
+from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics
 from mcpctl.gateway.sessions import SessionRegistry
 from mcpctl.models.kinds import KINDS
@@ -35,6 +36,7 @@ def build_app(
     runtime: Any = None,
     registry: Metrics | None = None,
     lifespan: Any = None,
+    limits: Limits | None = None,
 ) -> Starlette:
     """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints."""
     operations = api_operations()
@@ -66,4 +68,5 @@ def build_app(
     app.state.runtime = runtime
     app.state.sessions = SessionRegistry()
     app.state.metrics = registry or Metrics()
+    app.state.limits = limits or Limits()
     return app
