@@ -17,6 +17,7 @@ from typing import Any
 
 from mcpctl.actors.supervisor import NoReplica, Supervisor
 from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.instance import Instance, InstanceEvent
 from mcpctl.models.server import ServerSpec
@@ -132,23 +133,23 @@ class Host:
     # -- MCP traffic -------------------------------------------------------------------
 
     async def exchange(
-        self, server: str, client: str, message: Message
+        self, server: str, caller: Caller, message: Message
     ) -> AsyncGenerator[Message, None]:
         try:
-            replica = self._supervisor(server).replica_for(client)
+            replica = self._supervisor(server).replica_for(caller)
         except NoReplica as error:
             yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
             return
-        async for item in replica.multiplexer.exchange(client, message):
+        async for item in replica.multiplexer.exchange(caller, message):
             yield item
 
     async def call(
-        self, server: str, client: str, message: Message
+        self, server: str, caller: Caller, message: Message
     ) -> tuple[list[Message], str | None]:
         """One Ray hop for the usual request: everything up to the response. When the server
         sends something first (progress, a log line, a question for the client), return that
         and a token; `resume` then streams the rest live."""
-        stream = self.exchange(server, client, message)
+        stream = self.exchange(server, caller, message)
         async for item in stream:
             if jsonrpc.is_response(item):
                 return [item], None
@@ -170,14 +171,24 @@ class Host:
         if stream is not None:  # nobody came for the rest: close it (the server is told)
             asyncio.get_running_loop().create_task(stream.aclose())
 
-    async def deliver(self, server: str, client: str, message: Message) -> None:
-        replica = self._supervisor(server).replica_for(client)
-        await replica.multiplexer.deliver(client, message)
+    async def deliver(self, server: str, caller: Caller, message: Message) -> None:
+        replica = self._supervisor(server).replica_for(caller)
+        await replica.multiplexer.deliver(caller, message)
 
-    async def listen(self, server: str, client: str) -> AsyncGenerator[Message, None]:
-        replica = self._supervisor(server).replica_for(client)
-        async for item in replica.multiplexer.listen(client):
+    async def listen(self, server: str, caller: Caller) -> AsyncGenerator[Message, None]:
+        replica = self._supervisor(server).replica_for(caller)
+        async for item in replica.multiplexer.listen(caller):
             yield item
+
+    async def dropped(self) -> dict[str, dict[str, int]]:
+        """Messages no client could be given, per server and reason (for /metrics)."""
+        counts: dict[str, dict[str, int]] = {}
+        for name, supervisor in self.supervisors.items():
+            for replica in supervisor.replicas.values():
+                for reason, count in replica.multiplexer.dropped.items():
+                    counts.setdefault(name, {}).setdefault(reason, 0)
+                    counts[name][reason] += count
+        return counts
 
     async def logs(
         self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None

@@ -16,6 +16,7 @@ import ray
 from mcpctl.actors.host import Host, HostConfig
 from mcpctl.controllers.placement import host_for, pool_size
 from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import SERVER, Kind
 from mcpctl.observability.metrics import Metrics
@@ -234,7 +235,7 @@ class Runtime:
         return None if index is None else self.hosts[index]
 
     async def exchange(
-        self, server: str, client: str, message: Message
+        self, server: str, caller: Caller, message: Message
     ) -> AsyncGenerator[Message, None]:
         """What the server sends for one request, ending with the response: one Ray call,
         plus a stream only when the server sends something before it answers."""
@@ -245,8 +246,12 @@ class Runtime:
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not running"
             )
             return
+        call = host.call.remote(server, caller, message)
         try:
-            items, token = await host.call.remote(server, client, message)
+            items, token = await call
+        except asyncio.CancelledError:  # the client left or its deadline passed: so does the host
+            ray.cancel(call)
+            raise
         except ray.exceptions.RayError as error:
             yield jsonrpc.error(
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
@@ -264,18 +269,26 @@ class Runtime:
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
             )
 
-    async def deliver(self, server: str, client: str, message: Message) -> None:
+    async def deliver(self, server: str, caller: Caller, message: Message) -> None:
         host = self._host(server)
         if host is not None:
             with contextlib.suppress(ray.exceptions.RayError):
-                await host.deliver.remote(server, client, message)
+                await host.deliver.remote(server, caller, message)
 
-    async def listen(self, server: str, client: str) -> AsyncGenerator[Message, None]:
+    async def listen(self, server: str, caller: Caller) -> AsyncGenerator[Message, None]:
         host = self._host(server)
         if host is None:
             return
-        async for item in remote_items(host.listen.remote(server, client)):
+        async for item in remote_items(host.listen.remote(server, caller)):
             yield item
+
+    async def dropped(self) -> dict[str, dict[str, int]]:
+        """Messages from backends that no client could be given, per server and reason."""
+        counts: dict[str, dict[str, int]] = {}
+        with contextlib.suppress(ray.exceptions.RayError):
+            for per_host in await asyncio.gather(*(h.dropped.remote() for h in self.hosts)):
+                counts.update(per_host)
+        return counts
 
     async def logs(
         self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from mcpctl.actors.replica import Record, Replica, Report
 from mcpctl.controllers import reconcile
 from mcpctl.controllers.workload import Workload, render, spec_hash
+from mcpctl.mcp.caller import Caller
 from mcpctl.models.instance import InstanceStatus
 from mcpctl.models.server import ServerSpec
 from mcpctl.orchestrators.base import Handle, Orchestrator
@@ -150,10 +151,10 @@ class Supervisor:
         if indexes and forget:
             await self.forget(self.name, min(indexes))
 
-    def replica_for(self, client: str) -> Replica:
+    def replica_for(self, caller: Caller) -> Replica:
         """The replica that serves a client: sticky by hash among the running ones."""
         if not self.replicas:
             raise NoReplica(f"server {self.name!r} has no replicas (it is scaled to 0)")
         ready = [r for _, r in sorted(self.replicas.items()) if r.status is InstanceStatus.RUNNING]
         pool = ready or [r for _, r in sorted(self.replicas.items())]
-        return pool[hash(client) % len(pool)]
+        return pool[hash(caller.session) % len(pool)]

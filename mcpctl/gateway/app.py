@@ -15,6 +15,7 @@ from mcpctl.gateway import errors, health, mcp_endpoint
 from mcpctl.gateway.api import analytics, backup, instances, openapi, resources, templates, users
 from mcpctl.gateway.api.operation import Operation
 from mcpctl.gateway.auth import Principal, TokenBackend, on_auth_error
+from mcpctl.gateway.body_limit import BodyLimitMiddleware, BodyTooLarge, on_body_too_large
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics
@@ -41,6 +42,7 @@ def build_app(
     """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints."""
     operations = api_operations()
     spec = openapi.document(operations)
+    limits = limits or Limits()
 
     async def openapi_json(request: Request, principal: Principal) -> Response:
         return JSONResponse(spec)
@@ -56,17 +58,24 @@ def build_app(
         ],
         middleware=[
             Middleware(
+                BodyLimitMiddleware,
+                limit=limits.max_body_bytes,
+                larger={"/api/v1/restore": limits.max_restore_bytes},
+            ),
+            Middleware(
                 AuthenticationMiddleware,
                 backend=TokenBackend(context.database, context.token_cache),
                 on_error=on_auth_error,
-            )
+            ),
         ],
-        exception_handlers=errors.HANDLERS,
+        exception_handlers={**errors.HANDLERS, BodyTooLarge: on_body_too_large},
         lifespan=lifespan,
     )
     app.state.context = context
     app.state.runtime = runtime
-    app.state.sessions = SessionRegistry()
+    app.state.sessions = SessionRegistry(
+        limits.session_idle_seconds, limits.max_sessions_per_principal
+    )
     app.state.metrics = registry or Metrics()
-    app.state.limits = limits or Limits()
+    app.state.limits = limits
     return app

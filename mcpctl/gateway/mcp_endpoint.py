@@ -13,8 +13,8 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -24,9 +24,10 @@ from starlette.routing import Route
 from mcpctl.gateway import policy
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
-from mcpctl.gateway.sessions import ClientSession, SessionRegistry
+from mcpctl.gateway.limits import Limits
+from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
 from mcpctl.gateway.targets import ProjectTarget, ServerTarget, Target, Unavailable
-from mcpctl.mcp import bridge, jsonrpc, versions
+from mcpctl.mcp import bridge, jsonrpc, validation, versions
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import PROMPT, Resource
 from mcpctl.models.prompt import PromptSpec
@@ -39,6 +40,7 @@ SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 KEEPALIVE_SECONDS = 15.0
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+T = TypeVar("T")
 
 
 def _rpc_error(status: int, code: int, message: str, request_id: Any = None) -> JSONResponse:
@@ -50,42 +52,41 @@ def _sse(message: Message) -> bytes:
 
 
 async def _target(request: Request, principal: Principal) -> Target | Response:
+    """The endpoint, with the principal's rights checked now (on every request: a demoted
+    admin or a removed member stops at once). A project the principal is not in answers
+    exactly like a missing one."""
     context = context_of(request)
     kind, name = request.url.path.split("/")[2], request.path_params["name"]
     runtime = request.app.state.runtime
 
     if kind == "servers":
-        registry: SessionRegistry = request.app.state.sessions
-        known = registry.get(request.headers.get(SESSION_HEADER, ""), f"servers/{name}")
-        if known is not None and known.principal == principal.email:
-            return ServerTarget(runtime, name)  # checked when the session began
         if not principal.is_admin:
             return _rpc_error(
                 403, jsonrpc.INVALID_REQUEST, "members reach servers through their projects"
             )
-        try:
-            await context.transaction(lambda s: SERVERS.get(s, name))
-        except NotFound as error:
-            return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
+        registry: SessionRegistry = request.app.state.sessions
+        if registry.get(request.headers.get(SESSION_HEADER, ""), f"servers/{name}") is None:
+            try:
+                await context.transaction(lambda s: SERVERS.get(s, name))
+            except NotFound as error:
+                return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
         return ServerTarget(runtime, name)
 
     def load_project(session: Session) -> tuple[list[str], list[Resource[PromptSpec]]]:
         project = PROJECTS.get(session, name)
         if not policy.in_project(principal, project):
-            raise PermissionError(name)
+            raise NotFound(f"project {name!r} not found")
         return list(project.spec.servers), context.repositories[PROMPT].list(session, name)
 
     try:
-        await context.transaction(load_project)
-    except NotFound as error:
-        return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
-    except PermissionError:
-        return _rpc_error(403, jsonrpc.INVALID_REQUEST, f"not a member of project {name!r}")
+        loaded = await context.transaction(load_project)
+    except NotFound:
+        return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
 
     async def load() -> tuple[list[str], list[Resource[PromptSpec]]]:
-        return await context.transaction(load_project)
+        return loaded
 
-    return ProjectTarget(runtime, name, load)
+    return ProjectTarget(runtime, name, load, request.app.state.limits)
 
 
 async def _caller(request: Request) -> tuple[Principal, Target] | Response:
@@ -140,36 +141,90 @@ async def post(request: Request) -> Response:
     if isinstance(caller, Response):
         return caller
     principal, target = caller
+    limits: Limits = request.app.state.limits
+    metrics = request.app.state.metrics
     try:
         body = json.loads(await request.body())
     except ValueError as error:
         return _rpc_error(400, jsonrpc.PARSE_ERROR, f"Parse error: {error}")
     messages = body if isinstance(body, list) else [body]
-    if not messages or not all(isinstance(m, dict) and m.get("jsonrpc") == "2.0" for m in messages):
+    if not messages:
+        return _rpc_error(400, jsonrpc.INVALID_REQUEST, "Invalid Request: an empty batch")
+    if len(messages) > limits.max_batch:
+        metrics.refused.labels(_path(target), "batch_too_large").inc()
         return _rpc_error(
-            400, jsonrpc.INVALID_REQUEST, "Invalid Request: expected JSON-RPC 2.0 messages"
+            400,
+            jsonrpc.INVALID_REQUEST,
+            f"Invalid Request: a batch of {len(messages)} messages; "
+            f"the limit is {limits.max_batch}",
         )
     registry: SessionRegistry = request.app.state.sessions
 
     first = messages[0]
-    if len(messages) == 1 and first.get("method") == "initialize" and "id" in first:
-        return await _initialize(request, registry, target, principal, first)
-    if len(messages) == 1 and not request.headers.get(SESSION_HEADER) and bridge.envelope(first):
+    if len(messages) == 1 and isinstance(first, dict) and first.get("method") == "initialize":
+        version = versions.negotiate((first.get("params") or {}).get("protocolVersion"))
+        try:
+            validation.check(first, version)
+        except validation.Invalid as error:
+            return _invalid(request, target, error)
+        return await _initialize(request, registry, target, principal, first, version)
+    if (
+        len(messages) == 1
+        and not request.headers.get(SESSION_HEADER)
+        and isinstance(first, dict)
+        and bridge.envelope(first)
+    ):
         return await _single_exchange(request, target, principal, first)
 
     session = _session(request, registry, target, principal)
     if isinstance(session, Response):
         return session
-    for message in messages:
+    try:
+        checked = [validation.check(m, session.protocol_version) for m in messages]
+    except validation.Invalid as error:
+        return _invalid(request, target, error)
+    for message in checked:
         if not jsonrpc.is_request(message):
             await target.deliver(session, message)
-    requests = [m for m in messages if jsonrpc.is_request(m)]
+    requests = [m for m in checked if jsonrpc.is_request(m)]
     if not requests:
         return Response(status_code=202)
     if len(requests) > 1:  # a 2025-03-26 batch: one JSON array of responses
-        answers = await asyncio.gather(*(_final(request, target, session, r) for r in requests))
+        answers = await _unless_disconnected(
+            request, asyncio.gather(*(_final(request, target, session, r) for r in requests))
+        )
         return JSONResponse(answers)
     return await _respond(request, target, session, requests[0])
+
+
+def _invalid(request: Request, target: Target, error: validation.Invalid) -> Response:
+    """A malformed message: answered here, never forwarded to the shared backend."""
+    request.app.state.metrics.refused.labels(_path(target), "invalid").inc()
+    return JSONResponse(error.response(), status_code=400)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; if the client disconnects first, `work` is cancelled (and with it the
+    request at the backend) and so is this handler."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+    if not task.done():
+        raise asyncio.CancelledError("the client disconnected")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has closed its connection (the body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _initialize(
@@ -178,14 +233,29 @@ async def _initialize(
     target: Target,
     principal: Principal,
     message: Message,
+    version: str,
 ) -> Response:
     params = message.get("params") or {}
-    version = versions.negotiate(params.get("protocolVersion"))
+    limits: Limits = request.app.state.limits
+    described = json.dumps([params.get("clientInfo"), params.get("capabilities")])
+    if len(described) > limits.max_client_info_bytes:
+        request.app.state.metrics.refused.labels(_path(target), "client_info_too_large").inc()
+        return _rpc_error(
+            400,
+            jsonrpc.INVALID_PARAMS,
+            f"Invalid params: clientInfo and capabilities take {len(described)} bytes; "
+            f"the limit is {limits.max_client_info_bytes}",
+            message["id"],
+        )
     try:
         info = await target.initialize()
     except Unavailable as error:
         return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
-    session = registry.create(_path(target), principal.email, version, params)
+    try:
+        session = registry.create(_path(target), principal.email, version, params)
+    except TooManySessions as error:
+        request.app.state.metrics.refused.labels(_path(target), "too_many_sessions").inc()
+        return _rpc_error(429, jsonrpc.INVALID_REQUEST, str(error), message["id"])
     request.app.state.metrics.sessions.set(registry.count())
     result = jsonrpc.result(message["id"], {"protocolVersion": version, **info})
     return JSONResponse(result, headers={SESSION_HEADER: session.id})
@@ -205,9 +275,12 @@ async def _single_exchange(
             {"supported": list(versions.SUPPORTED), "requested": version},
         )
         return JSONResponse(body, status_code=400)
+    try:
+        validation.check(message, version)
+    except validation.Invalid as error:
+        return _invalid(request, target, error)
     if not jsonrpc.is_request(message):
         return Response(status_code=202)  # 2026-07-28 defines no client notifications here
-    assert isinstance(version, str)
     session = ClientSession(
         id=f"single-{secrets.token_urlsafe(12)}",
         target=_path(target),
@@ -249,14 +322,33 @@ async def _final(
 async def _observed(
     request: Request, target: Target, session: ClientSession, message: Message
 ) -> AsyncGenerator[Message, None]:
-    """The target's stream for one request, counted in the metrics."""
+    """The target's stream for one request, within the request deadline, counted in the
+    metrics. Past the deadline the client gets an error and the backend a cancellation."""
     metrics = request.app.state.metrics
+    limits: Limits = request.app.state.limits
     labels = (_path(target), method_label(message.get("method")))
     started = time.perf_counter()
     method = str(message.get("method"))
     single_exchange = session.protocol_version in versions.SINGLE_EXCHANGE_REVISIONS
+    stream = target.handle(session, message)
+    deadline = asyncio.get_running_loop().time() + limits.request_timeout
     try:
-        async for item in target.handle(session, message):
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                item = await asyncio.wait_for(anext(stream), max(remaining, 0))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                metrics.refused.labels(_path(target), "timeout").inc()
+                metrics.errors.labels(*labels).inc()
+                yield jsonrpc.error(
+                    message.get("id"),
+                    jsonrpc.REQUEST_TIMEOUT,
+                    f"{method} got no answer within {limits.request_timeout:g} s "
+                    "(MCPD_REQUEST_TIMEOUT); it was cancelled",
+                )
+                return
             if single_exchange and jsonrpc.is_request(item):
                 # No back-channel on 2026-07-28: the backend's question gets a clear no.
                 refusal = jsonrpc.error(
@@ -274,6 +366,8 @@ async def _observed(
     except Unavailable as error:
         metrics.errors.labels(*labels).inc()
         yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
+    finally:
+        await stream.aclose()
 
 
 async def _respond(
@@ -281,23 +375,35 @@ async def _respond(
 ) -> Response:
     stream = _observed(request, target, session, message)
     wants_sse = "text/event-stream" in request.headers.get("accept", "")
-    first = await anext(stream)
+    first = await _unless_disconnected(request, anext(stream))
     if jsonrpc.is_response(first):
+        await stream.aclose()
         return JSONResponse(first)
     if not wants_sse:
-        async for item in stream:
-            if jsonrpc.is_response(item):
-                return JSONResponse(item)
+
+        async def response() -> Message | None:
+            async for item in stream:
+                if jsonrpc.is_response(item):
+                    return item
+            return None
+
+        final = await _unless_disconnected(request, response())
+        await stream.aclose()
+        if final is not None:
+            return JSONResponse(final)
         return _rpc_error(
             502, jsonrpc.INTERNAL_ERROR, "the backend sent no response", message.get("id")
         )
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse(first)
-        async for item in stream:
-            yield _sse(item)
-            if jsonrpc.is_response(item):
-                return
+        try:
+            yield _sse(first)
+            async for item in stream:
+                yield _sse(item)
+                if jsonrpc.is_response(item):
+                    return
+        finally:
+            await stream.aclose()
 
     return _event_stream(events())
 

@@ -7,18 +7,21 @@ back by that prefix; its stored prompts are served beside them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from mcpctl import __version__
 from mcpctl.actors.runtime import Runtime
+from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.sessions import ClientSession
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import Resource
 from mcpctl.models.prompt import PromptSpec
 
+log = logging.getLogger(__name__)
 SEPARATOR = "__"
 
 
@@ -56,13 +59,13 @@ class ServerTarget:
         return result
 
     def handle(self, session: ClientSession, message: Message) -> AsyncGenerator[Message, None]:
-        return self.runtime.exchange(self.name, session.id, message)
+        return self.runtime.exchange(self.name, session.caller, message)
 
     async def deliver(self, session: ClientSession, message: Message) -> None:
-        await self.runtime.deliver(self.name, session.id, message)
+        await self.runtime.deliver(self.name, session.caller, message)
 
     def listen(self, session: ClientSession) -> AsyncGenerator[Message, None]:
-        return self.runtime.listen(self.name, session.id)
+        return self.runtime.listen(self.name, session.caller)
 
 
 ProjectLoader = Callable[[], Awaitable[tuple[list[str], list[Resource[PromptSpec]]]]]
@@ -75,10 +78,13 @@ LISTS = {
 
 
 class ProjectTarget:
-    def __init__(self, runtime: Runtime, name: str, load: ProjectLoader) -> None:
+    def __init__(
+        self, runtime: Runtime, name: str, load: ProjectLoader, limits: Limits | None = None
+    ) -> None:
         self.runtime = runtime
         self.name = name
         self.load = load
+        self.limits = limits or Limits()
 
     async def initialize(self) -> dict[str, Any]:
         servers, _ = await self.load()
@@ -96,7 +102,7 @@ class ProjectTarget:
 
     async def _collect(self, server: str, session: ClientSession, message: Message) -> Message:
         response: Message = jsonrpc.error(message.get("id"), jsonrpc.INTERNAL_ERROR, "no answer")
-        async for item in self.runtime.exchange(server, session.id, message):
+        async for item in self.runtime.exchange(server, session.caller, message):
             if jsonrpc.is_response(item):
                 response = item
         return response
@@ -104,9 +110,12 @@ class ProjectTarget:
     async def _list_all(
         self, server: str, session: ClientSession, method: str, field: str
     ) -> list[Any]:
+        """Every page of one server's list, within bounds: a server that repeats a cursor or
+        pages past the limits contributes what it gave so far (DESIGN: bounded lists)."""
         items: list[Any] = []
         cursor = None
-        while True:
+        seen: set[str] = set()
+        for _ in range(self.limits.max_list_pages):
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             request = {
                 "jsonrpc": "2.0",
@@ -118,10 +127,17 @@ class ProjectTarget:
             result = response.get("result")
             if not isinstance(result, dict):
                 return items  # a server without this capability just contributes nothing
-            items.extend(result.get(field, []))
+            page = result.get(field)
+            if isinstance(page, list):
+                items.extend(page[: self.limits.max_list_items - len(items)])
             cursor = result.get("nextCursor")
-            if not cursor:
+            if not isinstance(cursor, str) or not cursor or cursor in seen:
                 return items
+            if len(items) >= self.limits.max_list_items:
+                break
+            seen.add(cursor)
+        log.warning("%s: %s of %s stopped after %d items", self.name, method, server, len(items))
+        return items
 
     async def handle(
         self, session: ClientSession, message: Message
@@ -154,7 +170,7 @@ class ProjectTarget:
             else:
                 routed = {**params, "name": inner}
             async for item in self.runtime.exchange(
-                server, session.id, {**message, "params": routed}
+                server, session.caller, {**message, "params": routed}
             ):
                 yield item
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
@@ -166,7 +182,7 @@ class ProjectTarget:
                     f"unknown resource {params.get('uri')!r}; list resources first",
                 )
                 return
-            async for item in self.runtime.exchange(owner, session.id, message):
+            async for item in self.runtime.exchange(owner, session.caller, message):
                 yield item
         elif method == "logging/setLevel":
             await asyncio.gather(*(self._collect(s, session, message) for s in servers))
@@ -209,14 +225,14 @@ class ProjectTarget:
 
     async def deliver(self, session: ClientSession, message: Message) -> None:
         servers, _ = await self.load()
-        await asyncio.gather(*(self.runtime.deliver(s, session.id, message) for s in servers))
+        await asyncio.gather(*(self.runtime.deliver(s, session.caller, message) for s in servers))
 
     async def listen(self, session: ClientSession) -> AsyncGenerator[Message, None]:
         servers, _ = await self.load()
         queue: asyncio.Queue[Message] = asyncio.Queue()
 
         async def pump(server: str) -> None:
-            async for item in self.runtime.listen(server, session.id):
+            async for item in self.runtime.listen(server, session.caller):
                 queue.put_nowait(item)
 
         tasks = [asyncio.ensure_future(pump(s)) for s in servers]

@@ -14,6 +14,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 from mcp_types.jsonrpc import jsonrpc_message_adapter
+from pydantic import ValidationError
 
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
@@ -56,9 +57,12 @@ class SdkTransport(Transport):
 
     async def _pump_out(self, write_stream: Any) -> None:
         while (message := await self._outbox.get()) is not None:
-            await write_stream.send(
-                SessionMessage(jsonrpc_message_adapter.validate_python(message))
-            )
+            try:
+                parsed = jsonrpc_message_adapter.validate_python(message)
+            except ValidationError as error:  # never end the backend's session over one message
+                log.warning("not sending a malformed message to the backend: %s", error)
+                continue
+            await write_stream.send(SessionMessage(parsed))
 
     async def send(self, message: Message) -> None:
         await self._ready.wait()

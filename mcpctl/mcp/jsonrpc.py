@@ -13,6 +13,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # Implementation-defined server errors (-32000 to -32099).
 BACKEND_UNAVAILABLE = -32001
+REQUEST_TIMEOUT = -32001  # as the official SDK says it
 REQUEST_CANCELLED = -32800
 
 

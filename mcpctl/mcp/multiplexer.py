@@ -1,10 +1,17 @@
-"""Many clients over one backend session: id remapping and routing of what the server sends.
+"""Many clients over one backend session: id remapping, and routing of what the server sends
+so that it reaches only the client it belongs to.
 
 Requests get backend ids from one counter and map back on the way out; progress tokens are
-remapped the same way, so two clients may use the same token. A server->client request goes
-to the client whose request is in flight (the oldest, when several are), else to a client
-that listens. When the backend is replaced, requests still in flight are sent again to the
-new session (DESIGN: a restart is invisible where the protocol allows it).
+remapped the same way, so two clients may use the same token. What the server sends on its
+own (a question such as sampling, a log line) goes to the request it belongs to when the
+server says so (a progress token); otherwise only to a tenant (principal and endpoint) that
+is alone in having requests in flight, else to nobody: the question is refused, the
+notification dropped, and both counted (DESIGN: tenants never meet).
+
+When the backend is replaced, only requests that cannot change anything are sent again;
+every other request in flight fails with "may or may not have run" (DESIGN: no repeated
+side effects). A request whose client went away, cancelled it or ran out of time is removed
+at once and the backend is told `notifications/cancelled`.
 """
 
 from __future__ import annotations
@@ -13,30 +20,64 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import Counter
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
 
 log = logging.getLogger(__name__)
-BROADCAST_NOTIFICATIONS = (
+LIST_CHANGED = (
     "notifications/tools/list_changed",
     "notifications/prompts/list_changed",
     "notifications/resources/list_changed",
-    "notifications/resources/updated",
 )
+# Requests that change nothing, so a replacement backend may be asked again.
+READ_ONLY = frozenset(
+    {
+        "ping",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/get",
+        "completion/complete",
+    }
+)
+MAX_SENDS = 2  # a read-only request that took down two backends is not sent a third time
+MAX_QUEUED = 1000  # messages waiting for one slow client; more are dropped (and counted)
+MAX_OPEN_QUESTIONS = 1000  # server->client requests waiting for an answer
+FORWARDED_NOTIFICATIONS = frozenset({"notifications/roots/list_changed"})
 
 
-@dataclass
+@dataclass(eq=False)
 class _Exchange:
-    client: str
+    caller: Caller
     client_id: Any
-    request: Message  # as sent to the backend, for a replay
+    request: Message  # as sent to the backend, for a resend
     progress_token: Any
+    read_only: bool
     queue: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+    sends: int = 0
+    questions: set[str] = field(default_factory=set)  # server requests it was asked
+
+
+@dataclass(eq=False)
+class _Listener:
+    caller: Caller
+    queue: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
+
+
+@dataclass(frozen=True)
+class _Question:
+    backend_id: Any
+    session: str
+    exchange: _Exchange | None
 
 
 class BackendUnavailable(RuntimeError):
@@ -44,17 +85,22 @@ class BackendUnavailable(RuntimeError):
 
 
 class Multiplexer:
-    def __init__(self, name: str, attach_timeout: float = 30.0) -> None:
+    def __init__(
+        self, name: str, attach_timeout: float = 30.0, request_timeout: float = 300.0
+    ) -> None:
         self.name = name
         self.attach_timeout = attach_timeout
+        self.request_timeout = request_timeout
         self._transport: Transport | None = None
         self._attached = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Exchange] = {}
         self._progress: dict[str, _Exchange] = {}
-        self._server_requests: dict[str, tuple[Any, str]] = {}
-        self._listeners: dict[str, asyncio.Queue[Message]] = {}
+        self._questions: dict[str, _Question] = {}
+        self._listeners: dict[str, _Listener] = {}
+        self._subscriptions: dict[str, set[str]] = {}  # resource URI -> sessions
+        self.dropped: Counter[str] = Counter()  # undeliverable messages, by reason
         self.lost = asyncio.Event()  # set when the attached backend's stream ends
 
     @property
@@ -65,25 +111,44 @@ class Multiplexer:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    # -- the backend session -----------------------------------------------------------
+
     async def attach(self, transport: Transport) -> None:
-        """Serve through this (initialized) transport; resend what was in flight."""
+        """Serve through this (initialized) transport; resend the read-only requests that
+        were in flight when the previous one ended."""
         self._transport = transport
         self.lost.clear()
         self._reader = asyncio.get_running_loop().create_task(self._read(transport))
         for exchange in list(self._pending.values()):
-            with contextlib.suppress(OSError, BackendUnavailable):
-                await self._send(exchange.request)
+            await self._send_request(exchange)
         self._attached.set()
 
     async def detach(self) -> None:
+        """The backend is gone: fail what may have changed something, keep the rest."""
         self._attached.clear()
         self._transport = None
-        self._server_requests.clear()
+        for visible_id in list(self._questions):
+            self._forget_question(visible_id)
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._reader = None
+        for backend_id, exchange in list(self._pending.items()):
+            if exchange.sends == 0 or (exchange.read_only and exchange.sends < MAX_SENDS):
+                continue  # never reached it, or harmless to ask again
+            del self._pending[backend_id]
+            method = exchange.request.get("method")
+            if exchange.read_only:
+                text = f"{method} failed: server {self.name} ended twice while answering it"
+            else:
+                text = (
+                    f"server {self.name} restarted while {method} was in flight; "
+                    "it may or may not have run"
+                )
+            exchange.queue.put_nowait(
+                jsonrpc.error(exchange.client_id, jsonrpc.BACKEND_UNAVAILABLE, text)
+            )
 
     async def close(self, reason: str) -> None:
         """No backend will come back: fail everything in flight."""
@@ -99,78 +164,117 @@ class Multiplexer:
             raise BackendUnavailable(f"{self.name}: no backend session")
         await self._transport.send(message)
 
-    async def exchange(self, client: str, message: Message) -> AsyncGenerator[Message, None]:
-        """Send one client request; yield what the server sends for it, ending with the response."""
+    async def _send_request(self, exchange: _Exchange) -> None:
+        with contextlib.suppress(OSError, BackendUnavailable):
+            await self._send(exchange.request)
+            exchange.sends += 1
+
+    # -- from clients ------------------------------------------------------------------
+
+    async def exchange(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
+        """Send one client request; yield what the server sends for it, ending with the
+        response (or an error saying why there is none)."""
+        request_id = message.get("id")
         try:
             await asyncio.wait_for(self._attached.wait(), self.attach_timeout)
         except TimeoutError:
             yield jsonrpc.error(
-                message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, f"{self.name} is not running"
+                request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{self.name} is not running"
             )
             return
         backend_id = next(self._ids)
         request = {**message, "id": backend_id}
         token = jsonrpc.progress_token(message)
-        exchange = _Exchange(client, message.get("id"), request, token)
+        method = str(message.get("method"))
+        exchange = _Exchange(caller, request_id, request, token, method in READ_ONLY)
         if token is not None:
-            backend_token = f"{backend_id}"
             params = dict(request["params"])
-            params["_meta"] = {**params["_meta"], "progressToken": backend_token}
+            params["_meta"] = {**params["_meta"], "progressToken": str(backend_id)}
             request["params"] = params
-            self._progress[backend_token] = exchange
+            self._progress[str(backend_id)] = exchange
         self._pending[backend_id] = exchange
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
         answered = False
         try:
-            # If the backend just went away, this request is resent to the next one.
-            with contextlib.suppress(OSError, BackendUnavailable):
-                await self._send(request)
+            await self._send_request(exchange)  # if the backend just went, on attach
             while True:
-                item = await exchange.queue.get()
-                answered = jsonrpc.is_response(item) and item.get("id") == exchange.client_id
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    item = await asyncio.wait_for(exchange.queue.get(), max(remaining, 0))
+                except TimeoutError:
+                    yield jsonrpc.error(
+                        request_id,
+                        jsonrpc.REQUEST_TIMEOUT,
+                        f"{method} got no answer from server {self.name} within "
+                        f"{self.request_timeout:g} s; it was cancelled",
+                    )
+                    return
+                answered = jsonrpc.is_response(item) and item.get("id") == request_id
+                if answered and method == "resources/subscribe" and "result" in item:
+                    uri = str((message.get("params") or {}).get("uri"))
+                    self._subscriptions.setdefault(uri, set()).add(caller.session)
                 yield item
                 if answered:
                     return
         finally:
             self._pending.pop(backend_id, None)
-            if token is not None:
-                self._progress.pop(f"{backend_id}", None)
-            if not answered and self._transport is not None:
-                # The client went away: tell the server to stop working on it.
-                cancel = jsonrpc.notification(
-                    "notifications/cancelled", {"requestId": backend_id, "reason": "client gone"}
-                )
-                with contextlib.suppress(Exception):
-                    await self._send(cancel)
+            self._progress.pop(str(backend_id), None)
+            for visible_id in list(exchange.questions):
+                self._forget_question(visible_id)
+            if not answered and exchange.sends and self._transport is not None:
+                await self._cancel_at_backend(backend_id, "the client went away")
 
-    async def deliver(self, client: str, message: Message) -> None:
-        """A notification, or a response to a server->client request, from a client."""
+    async def _cancel_at_backend(self, backend_id: int, reason: str) -> None:
+        cancel = jsonrpc.notification(
+            "notifications/cancelled", {"requestId": backend_id, "reason": reason}
+        )
+        with contextlib.suppress(Exception):
+            await self._send(cancel)
+
+    async def deliver(self, caller: Caller, message: Message) -> None:
+        """A notification, or an answer to a server->client request, from a client."""
         if jsonrpc.is_response(message):
-            target = self._server_requests.pop(str(message["id"]), None)
-            if target is None or target[1] != client:
-                return  # unknown, or not this client's to answer: dropped
-            await self._send({**message, "id": target[0]})
+            question = self._questions.get(str(message["id"]))
+            if question is None or question.session != caller.session:
+                self.dropped["foreign_answer"] += 1
+                return  # unknown, or not this client's to answer
+            self._forget_question(str(message["id"]), answer=False)
+            await self._send({**message, "id": question.backend_id})
             return
         method = message.get("method")
-        if method == "notifications/initialized":
-            return  # the replica did the handshake with the backend itself
         if method == "notifications/cancelled":
             params = message.get("params") or {}
-            for backend_id, exchange in self._pending.items():
-                if exchange.client == client and exchange.client_id == params.get("requestId"):
-                    await self._send({**message, "params": {**params, "requestId": backend_id}})
+            for backend_id, exchange in list(self._pending.items()):
+                if exchange.caller.session == caller.session and exchange.client_id == params.get(
+                    "requestId"
+                ):
+                    del self._pending[backend_id]
+                    if exchange.sends:
+                        await self._cancel_at_backend(backend_id, "cancelled by the client")
+                    exchange.queue.put_nowait(
+                        jsonrpc.error(
+                            exchange.client_id, jsonrpc.REQUEST_CANCELLED, "cancelled by the client"
+                        )
+                    )
             return
-        await self._send(message)
+        if method in FORWARDED_NOTIFICATIONS:
+            await self._send(message)
+        # Anything else (initialized: the replica did the handshake) stays here.
 
-    async def listen(self, client: str) -> AsyncGenerator[Message, None]:
-        """Messages for `client` outside any request of its: list changes, server requests."""
-        queue: asyncio.Queue[Message] = asyncio.Queue()
-        self._listeners[client] = queue
+    async def listen(self, caller: Caller) -> AsyncGenerator[Message, None]:
+        """Messages for `caller` outside any request of its: list changes, server requests."""
+        listener = _Listener(caller)
+        self._listeners[caller.session] = listener
         try:
             while True:
-                yield await queue.get()
+                yield await listener.queue.get()
         finally:
-            if self._listeners.get(client) is queue:
-                del self._listeners[client]
+            if self._listeners.get(caller.session) is listener:
+                del self._listeners[caller.session]
+            for sessions in self._subscriptions.values():
+                sessions.discard(caller.session)
+
+    # -- from the backend --------------------------------------------------------------
 
     async def _read(self, transport: Transport) -> None:
         try:
@@ -192,42 +296,85 @@ class Multiplexer:
             await self._server_request(message)
             return
         method = message.get("method", "")
+        raw = message.get("params")
+        params: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if method == "notifications/progress":
-            params = message.get("params") or {}
             exchange = self._progress.get(str(params.get("progressToken")))
-            if exchange is not None:
-                params = {**params, "progressToken": exchange.progress_token}
-                exchange.queue.put_nowait({**message, "params": params})
+            if exchange is None:
+                self.dropped["unknown_progress"] += 1
+                return
+            params = {**params, "progressToken": exchange.progress_token}
+            self._offer(exchange.queue, {**message, "params": params})
             return
-        if method in BROADCAST_NOTIFICATIONS:
-            for queue in self._listeners.values():
-                queue.put_nowait(message)
+        if method in LIST_CHANGED:  # public: says only that a list changed
+            for listener in self._listeners.values():
+                self._offer(listener.queue, message)
             return
-        owner = self._owner()
-        if owner is not None:
-            owner.queue.put_nowait(message)
+        if method == "notifications/resources/updated":
+            for session in self._subscriptions.get(str(params.get("uri")), ()):
+                if session in self._listeners:
+                    self._offer(self._listeners[session].queue, message)
+            return
+        target = self._owner()
+        if isinstance(target, _Exchange | _Listener):
+            self._offer(target.queue, message)
         else:
-            for queue in self._listeners.values():
-                queue.put_nowait(message)
+            self.dropped[f"notification_{target}"] += 1
+            log.info("%s: dropped %s (%s)", self.name, method, target)
 
-    def _owner(self) -> _Exchange | None:
-        return next(iter(self._pending.values()), None)
+    def _offer(self, queue: asyncio.Queue[Message], message: Message) -> None:
+        if queue.qsize() >= MAX_QUEUED:
+            self.dropped["queue_full"] += 1
+            return
+        queue.put_nowait(message)
+
+    def _owner(self) -> _Exchange | _Listener | str:
+        """Whose is a message the backend did not attribute: the oldest request in flight when
+        all requests in flight are one tenant's; with none in flight, that tenant's listener
+        when only one tenant listens. Otherwise why it has no owner."""
+        exchanges = list(self._pending.values())
+        if exchanges:
+            if len({e.caller.tenant for e in exchanges}) == 1:
+                return exchanges[0]
+            return "ambiguous"
+        listeners = list(self._listeners.values())
+        if listeners and len({entry.caller.tenant for entry in listeners}) == 1:
+            return listeners[-1]
+        return "ambiguous" if listeners else "no_client"
 
     async def _server_request(self, message: Message) -> None:
         if message.get("method") == "ping":
             await self._send(jsonrpc.result(message["id"], {}))
             return
-        owner = self._owner()
-        client = owner.client if owner else next(reversed(self._listeners), None)
-        if client is None:
-            await self._send(
-                jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, "no client is connected")
-            )
+        target = self._owner()
+        if isinstance(target, str) or len(self._questions) >= MAX_OPEN_QUESTIONS:
+            reason = target if isinstance(target, str) else "too_many_questions"
+            self.dropped[f"request_{reason}"] += 1
+            text = {
+                "ambiguous": "mcpd cannot tell which client this request is for: clients of "
+                "several principals have requests in flight",
+                "no_client": "no client is connected",
+                "too_many_questions": "too many server requests are waiting for an answer",
+            }[reason]
+            await self._send(jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, text))
             return
         visible_id = f"mcpd-{next(self._ids)}"
-        self._server_requests[visible_id] = (message["id"], client)
-        forwarded = {**message, "id": visible_id}
-        if owner is not None:
-            owner.queue.put_nowait(forwarded)
-        else:
-            self._listeners[client].put_nowait(forwarded)
+        exchange = target if isinstance(target, _Exchange) else None
+        self._questions[visible_id] = _Question(message["id"], target.caller.session, exchange)
+        if exchange is not None:
+            exchange.questions.add(visible_id)
+        self._offer(target.queue, {**message, "id": visible_id})
+
+    def _forget_question(self, visible_id: str, answer: bool = True) -> None:
+        """Drop a server request nobody will answer; the backend hears so, not silence."""
+        question = self._questions.pop(visible_id, None)
+        if question is None:
+            return
+        if question.exchange is not None:
+            question.exchange.questions.discard(visible_id)
+        if answer and self._transport is not None:
+            refusal = jsonrpc.error(
+                question.backend_id, jsonrpc.REQUEST_CANCELLED, "the client went away"
+            )
+            task = asyncio.get_running_loop().create_task(self._send(refusal))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())

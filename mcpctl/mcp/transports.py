@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from abc import ABC, abstractmethod
 
+from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
-from mcpctl.orchestrators.base import Channel
+from mcpctl.orchestrators.base import MAX_LINE_BYTES, Channel, LineTooLong
 
 log = logging.getLogger(__name__)
+# The id of a response, near its start as servers write them: {"jsonrpc":"2.0","id":7,...
+RESPONSE_ID = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*,\s*"(?:result|error)"')
 
 
 class Transport(ABC):
@@ -33,7 +37,14 @@ class StdioTransport(Transport):
 
     async def receive(self) -> Message | None:
         while True:
-            line = await self.channel.readline()
+            try:
+                line = await self.channel.readline()
+            except LineTooLong as error:
+                refusal = _refusal(error.prefix)
+                if refusal is not None:
+                    return refusal
+                log.warning("skipped a message over %d bytes from the server", MAX_LINE_BYTES)
+                continue
             if not line:
                 return None
             line = line.strip()
@@ -52,3 +63,16 @@ class StdioTransport(Transport):
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+def _refusal(prefix: bytes) -> Message | None:
+    """The error that answers a response too large to read, when its start names its id."""
+    found = RESPONSE_ID.search(prefix)
+    if found is None:
+        return None
+    return jsonrpc.error(
+        json.loads(found.group(1)),
+        jsonrpc.INTERNAL_ERROR,
+        f"the server's response is larger than {MAX_LINE_BYTES // 1024**2} MiB "
+        "(the message size limit); it was dropped",
+    )

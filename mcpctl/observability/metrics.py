@@ -70,6 +70,19 @@ class Metrics:
             ["server"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "mcpctl_mcp_refused",
+            "MCP messages refused by the gateway before reaching a backend, by reason.",
+            ["target", "reason"],
+            registry=self.registry,
+        )
+        self.dropped = Gauge(
+            "mcpctl_backend_messages_dropped",
+            "Messages from a backend no client could be given without crossing tenants "
+            "(refused server requests, dropped notifications), since the host started.",
+            ["server", "reason"],
+            registry=self.registry,
+        )
         self.reconcile = Histogram(
             "mcpctl_reconcile_duration_seconds",
             "Time to hand every host its desired servers (a full resync).",

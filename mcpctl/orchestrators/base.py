@@ -5,6 +5,7 @@ Plain data crosses it: a `Workload` goes in, a `Handle` comes out.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,12 +34,46 @@ class Exit:
     reason: str
 
 
+MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON-RPC message per line; tool results can be large
+
+
+class LineTooLong(Exception):
+    """A line over MAX_LINE_BYTES was skipped; `prefix` is its start (it may name an id)."""
+
+    def __init__(self, prefix: bytes) -> None:
+        super().__init__(f"a line longer than {MAX_LINE_BYTES} bytes")
+        self.prefix = prefix
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    """One line from `reader` (b'' at its end); a line over MAX_LINE_BYTES is skipped
+    whole and reported as LineTooLong, so the stream stays usable."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as error:
+        return error.partial
+    except asyncio.LimitOverrunError as error:
+        prefix = await reader.read(256)
+        remaining = error.consumed - len(prefix)
+        while True:
+            if remaining > 0:
+                await reader.readexactly(remaining)
+            try:
+                await reader.readuntil(b"\n")
+                break
+            except asyncio.IncompleteReadError:
+                break
+            except asyncio.LimitOverrunError as more:
+                remaining = more.consumed
+        raise LineTooLong(prefix) from None
+
+
 class Channel(ABC):
     """A byte stream to a STDIO server: its stdin and stdout (pipes, exec or attach)."""
 
     @abstractmethod
     async def readline(self) -> bytes:
-        """One line, or b'' at end of stream."""
+        """One line, or b'' at end of stream; LineTooLong for one over MAX_LINE_BYTES."""
 
     @abstractmethod
     async def write(self, data: bytes) -> None: ...

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from mcpctl.controllers.workload import Workload, with_port
 from mcpctl.models.server import Source, Transport
-from mcpctl.orchestrators.base import Channel, Exit, Handle, Orchestrator, StartError
+from mcpctl.orchestrators.base import (
+    MAX_LINE_BYTES,
+    Channel,
+    Exit,
+    Handle,
+    Orchestrator,
+    StartError,
+    read_line,
+)
 from mcpctl.orchestrators.processes import (
     PidFiles,
     PidRecord,
@@ -48,7 +56,6 @@ INHERITED_ENV = (
     "PIP_INDEX_URL",
 )
 STDERR_TAIL_LINES = 20
-STREAM_LIMIT = 64 * 1024 * 1024  # one JSON-RPC message per line; tool results can be large
 
 
 class PipeChannel(Channel):
@@ -59,8 +66,8 @@ class PipeChannel(Channel):
 
     async def readline(self) -> bytes:
         try:
-            return await self._stdout.readline()
-        except (ConnectionError, ValueError):
+            return await read_line(self._stdout)
+        except ConnectionError:
             return b""
 
     async def write(self, data: bytes) -> None:
@@ -156,7 +163,7 @@ class LocalOrchestrator(Orchestrator):
                     stderr=asyncio.subprocess.PIPE,
                     env=env,
                     start_new_session=True,
-                    limit=STREAM_LIMIT,
+                    limit=MAX_LINE_BYTES,
                 )
             except OSError as error:
                 raise StartError(f"cannot start {argv[0]}: {error.strerror}") from None

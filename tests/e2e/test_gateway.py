@@ -254,10 +254,11 @@ async def test_project_access_is_checked(gateway: Gateway) -> None:
         },
     }
     as_eve = {"Authorization": f"Bearer {token}"}
-    assert (
-        httpx.post(f"{gateway.url}/mcp/projects/tools", json=init, headers=as_eve).status_code
-        == 403
-    )
+    # A project she is not in answers exactly like one that does not exist.
+    hidden = httpx.post(f"{gateway.url}/mcp/projects/tools", json=init, headers=as_eve)
+    missing = httpx.post(f"{gateway.url}/mcp/projects/nope", json=init, headers=as_eve)
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["error"]["message"] == "project 'tools' not found"
     assert (
         httpx.post(f"{gateway.url}/mcp/servers/time", json=init, headers=as_eve).status_code == 403
     )

@@ -15,6 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from mcpctl.actors.host import Host, HostConfig
+from mcpctl.mcp.caller import Caller
 from mcpctl.models.instance import Instance, InstanceStatus
 from mcpctl.models.kinds import SECRET, SERVER
 from mcpctl.store.database import Database
@@ -95,7 +96,8 @@ async def call_time(host: Host, server: str, client: str, request_id: Any) -> li
         "method": "tools/call",
         "params": {"name": "get_current_time", "arguments": {"timezone": "UTC"}},
     }
-    return [item async for item in host.exchange(server, client, message)]
+    caller = Caller(client, "admin@example.com", f"servers/{server}")
+    return [item async for item in host.exchange(server, caller, message)]
 
 
 async def test_replicas_start_and_many_clients_share_one_backend(host: ObservedHost) -> None:

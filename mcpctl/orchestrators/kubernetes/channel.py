@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Executor
 from typing import Any
 
-from mcpctl.orchestrators.base import Channel
+from mcpctl.orchestrators.base import MAX_LINE_BYTES, Channel, LineTooLong
 
 READ_TIMEOUT = 1.0
 
@@ -22,13 +22,14 @@ class WebSocketChannel(Channel):
         self._ws = ws
         self._loop = loop
         self._executor = executor
-        self._lines: asyncio.Queue[bytes] = asyncio.Queue()
+        self._lines: asyncio.Queue[bytes | LineTooLong] = asyncio.Queue()
         self._closed = threading.Event()
         self._reader = threading.Thread(target=self._pump, name="k8s-stream", daemon=True)
         self._reader.start()
 
     def _pump(self) -> None:
         pending = b""
+        skipping = False  # inside a line over the limit, reported already
         try:
             while not self._closed.is_set() and self._ws.is_open():
                 self._ws.update(timeout=READ_TIMEOUT)
@@ -38,7 +39,15 @@ class WebSocketChannel(Channel):
                 pending += data.encode() if isinstance(data, str) else data
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
+                    if skipping:
+                        skipping = False
+                        continue
                     self._loop.call_soon_threadsafe(self._lines.put_nowait, line + b"\n")
+                if len(pending) > MAX_LINE_BYTES:
+                    if not skipping:
+                        too_long = LineTooLong(pending[:256])
+                        self._loop.call_soon_threadsafe(self._lines.put_nowait, too_long)
+                    pending, skipping = b"", True
         except Exception:  # the stream broke: the session ends like an EOF
             pass
         finally:
@@ -47,6 +56,8 @@ class WebSocketChannel(Channel):
 
     async def readline(self) -> bytes:
         line = await self._lines.get()
+        if isinstance(line, LineTooLong):
+            raise line
         if not line:
             self._lines.put_nowait(b"")  # stay at EOF for later readers
         return line
