@@ -1,5 +1,6 @@
 """A replica actor: one instance of a server. It starts (or adopts) the process, holds the
-one MCP session to it, and replaces the process when it ends.
+one MCP session to it, and replaces the process when it ends, with the back-off and the
+crash-loop status that `controllers.backoff` and `controllers.status` decide.
 
 It is an in-process actor: an asyncio task that alone owns its state; the supervisor talks
 to it through `update`, `restart` and `stop`, and it reports through `report`.
@@ -12,12 +13,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from mcpctl.actors.sessions import open_transport
 from mcpctl.controllers.backoff import Backoff
-from mcpctl.controllers.status import transition
+from mcpctl.controllers.status import Phase, shown, transition
 from mcpctl.controllers.workload import Workload, WorkloadError
 from mcpctl.mcp.handshake import HandshakeError, handshake
 from mcpctl.mcp.multiplexer import Multiplexer
@@ -30,6 +32,19 @@ log = logging.getLogger(__name__)
 Report = Callable[[Instance], Awaitable[None]]
 Record = Callable[[InstanceEvent], Awaitable[None]]
 Render = Callable[[int], Awaitable[Workload]]  # may raise WorkloadError
+
+
+@dataclass(frozen=True)
+class _Life:
+    """One process from start to end, on the monotonic clock."""
+
+    started: float
+    ready: float | None  # when its handshake was answered; None if it never was
+    ended: str | None  # why it ended on its own; None when mcpd stopped or replaced it
+
+    @property
+    def phase(self) -> Phase:
+        return Phase.FAILED if self.ready is None else Phase.CRASHED
 
 
 class Replica:
@@ -117,26 +132,44 @@ class Replica:
     async def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                ran_for = await self._one_life()
+                life = await self._one_life()
                 if self._stopping.is_set():
                     break
-                delay = 0.0 if self._restart.is_set() else self.backoff.next_delay(ran_for)
-                self._restart.clear()
-                if delay:
-                    await self._pause(delay)
+                if life.ended is not None:  # it failed or crashed: back off
+                    restart = self.backoff.ended(life.started, life.ready, time.monotonic())
+                    await self._set(
+                        shown(life.phase, restart.crash_loop),
+                        last_error=restart.last_error(life.ended),
+                    )
+                    await self._pause(restart.delay)
+                if self._restart.is_set():  # replaced (new spec, instance deleted): start afresh
+                    self._restart.clear()
+                    self.backoff.reset()
         except Exception:
             log.exception("%s: replica failed", self.multiplexer.name)
         finally:
             await asyncio.shield(self._shutdown())
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        """Wait out the back-off; a stop or a restart (a new spec) ends it at once."""
+        if seconds <= 0:
+            return
+        waits = {
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._restart.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
-    async def _one_life(self) -> float:
-        """Start (or adopt), serve until the process ends; return how long it ran."""
+    async def _one_life(self) -> _Life:
+        """Start (or adopt) and serve until the process ends. In a crash loop the instance
+        keeps showing ERROR until this life has stayed up long enough."""
         began = time.monotonic()
-        await self._set(InstanceStatus.STARTING)
+        looping = self.backoff.crash_loop
+        await self._set(shown(Phase.STARTING, looping))
         try:
             workload = await self.render(self.index)
             if self.handle is None:
@@ -146,7 +179,7 @@ class Replica:
             else:
                 await self._event(EventKind.ADOPTED, self.handle.pod or f"pid {self.handle.pid}")
             await self._set(
-                InstanceStatus.STARTING,
+                shown(Phase.STARTING, looping),
                 pid=self.handle.pid,
                 pod=self.handle.pod,
                 address=self.handle.address,
@@ -158,21 +191,22 @@ class Replica:
             if self.handle is not None:  # it started: how it ended says more than the symptom
                 reason = await self._exit_reason(reason)
             await self._discard_process()
-            await self._set(
-                InstanceStatus.ERROR, last_error=reason, pid=None, pod=None, address=None
+            self.instance = self.instance.model_copy(
+                update={"pid": None, "pod": None, "address": None}
             )
             await self._event(EventKind.FAILED, reason)
-            return time.monotonic() - began
+            return _Life(began, None, reason)
         await self.multiplexer.attach(transport)
-        self.backoff.reset()
+        ready = time.monotonic()
         await self._event(EventKind.READY)
-        await self._set(InstanceStatus.RUNNING, last_error=None)
+        # A crash loop keeps its reason until the back-off resets; otherwise it is cleared.
+        await self._set(shown(Phase.READY, looping), **({} if looping else {"last_error": None}))
         ended = await self._until_ended()
         await self.multiplexer.detach()
         with contextlib.suppress(Exception):
             await transport.close()
         if self._stopping.is_set():
-            return time.monotonic() - began
+            return _Life(began, ready, None)
         replaced = self._restart.is_set()
         await self._event(EventKind.REPLACED if replaced else EventKind.CRASHED, ended)
         await self._discard_process()
@@ -185,7 +219,7 @@ class Replica:
                 "address": None,
             }
         )
-        return time.monotonic() - began
+        return _Life(began, ready, None if replaced else ended)
 
     async def _startup(
         self, workload: Workload, handle: Handle
@@ -217,17 +251,29 @@ class Replica:
         return exit_.reason
 
     async def _until_ended(self) -> str:
+        """Serve until the process ends (or is stopped or replaced); say why. Once it has
+        stayed up `healthy_after` seconds, the back-off resets and a crash loop is over."""
         assert self.handle is not None
-        waits: dict[asyncio.Task[object], str] = {
+        healthy = asyncio.ensure_future(asyncio.sleep(self.backoff.healthy_after))
+        waits: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(self.orchestrator.wait(self.handle)): "exit",
             asyncio.ensure_future(self.multiplexer.lost.wait()): "lost",
             asyncio.ensure_future(self._stopping.wait()): "stop",
             asyncio.ensure_future(self._restart.wait()): "restart",
+            healthy: "healthy",
         }
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        first = next(iter(done))
+        try:
+            while True:
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                ends = [task for task in done if task is not healthy]
+                if ends:
+                    break
+                del waits[healthy]
+                await self._healthy()
+        finally:
+            for task in waits:
+                task.cancel()
+        first = ends[0]
         kind = waits[first]
         if kind == "exit":
             result = first.result()
@@ -236,6 +282,11 @@ class Replica:
         if kind == "lost":  # stdout closed: the exit status, if it follows, says more
             return await self._exit_reason("the server closed its MCP session")
         return "restarted" if kind == "restart" else "stopped"
+
+    async def _healthy(self) -> None:
+        self.backoff.reset()
+        if self.status is not InstanceStatus.RUNNING:  # the crash loop is over
+            await self._set(shown(Phase.HEALTHY, self.backoff.crash_loop), last_error=None)
 
     async def _discard_process(self) -> None:
         if self.handle is not None:

@@ -1,4 +1,5 @@
-"""Pure runtime logic: placement, reconcile plans, back-off, workload rendering, status."""
+"""Pure runtime logic: placement, reconcile plans, workload rendering, status (back-off and
+crash loops: test_backoff.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from collections import Counter
 
 import pytest
 
-from mcpctl.controllers.backoff import Backoff
 from mcpctl.controllers.placement import host_for, pool_size
 from mcpctl.controllers.reconcile import plan
 from mcpctl.controllers.status import IllegalTransition, transition
@@ -41,13 +41,6 @@ def test_reconcile_plan() -> None:
     rolled = plan(2, "new", {0: "old", 1: "new"})
     assert (rolled.start, rolled.stop, rolled.roll) == ((), (), (0,))
     assert plan(2, "h", {0: "h", 1: "h"}).empty
-
-
-def test_backoff_grows_and_resets_after_a_healthy_run() -> None:
-    backoff = Backoff(initial=0.5, maximum=4)
-    assert [backoff.next_delay(0.1) for _ in range(5)] == [0.5, 1, 2, 4, 4]
-    assert backoff.next_delay(60) == 0
-    assert backoff.next_delay(0.1) == 0.5
 
 
 def test_command_lines() -> None:
