@@ -42,6 +42,7 @@ class HostConfig:
     data_dir: str
     orchestrator: str = "local"
     startup_timeout: float = 120.0
+    request_timeout: float = 300.0  # an MCP request's deadline at the backend
     kubernetes: KubernetesConfig | None = None
 
 
@@ -94,6 +95,7 @@ class Host:
                 self._forget,
                 self.config.startup_timeout,
                 self._record,
+                self.config.request_timeout,
             )
             self.supervisors[server] = supervisor
             supervisor.start()

@@ -58,6 +58,7 @@ class Replica:
         startup_timeout: float = 120.0,
         adopted: Handle | None = None,
         record: Record | None = None,
+        request_timeout: float = 300.0,
     ) -> None:
         self.server = server
         self.index = index
@@ -67,7 +68,7 @@ class Replica:
         self.record = record
         self.startup_timeout = startup_timeout
         self.backoff = Backoff()
-        self.multiplexer = Multiplexer(f"{server}-{index}")
+        self.multiplexer = Multiplexer(f"{server}-{index}", request_timeout=request_timeout)
         self.instance = Instance(server=server, replica=index)
         self.handle: Handle | None = adopted
         self.initialize_result: dict[str, Any] | None = None

@@ -54,6 +54,7 @@ class Supervisor:
         forget: Forget,
         startup_timeout: float = 120.0,
         record: Record | None = None,
+        request_timeout: float = 300.0,
     ) -> None:
         self.name = name
         self.orchestrator = orchestrator
@@ -62,6 +63,7 @@ class Supervisor:
         self.forget = forget
         self.startup_timeout = startup_timeout
         self.record = record
+        self.request_timeout = request_timeout
         self.spec: ServerSpec | None = None
         self.replicas: dict[int, Replica] = {}
         self._mailbox: asyncio.Queue[_Desired | _Restart | _Stop] = asyncio.Queue()
@@ -131,6 +133,7 @@ class Supervisor:
                 self.startup_timeout,
                 adopted=self._adoptable.pop(index, None),
                 record=self.record,
+                request_timeout=self.request_timeout,
             )
             self.replicas[index] = replica
             replica.start()

@@ -105,6 +105,7 @@ def serve(
         data_dir=str(settings.data_dir),
         orchestrator=settings.orchestrator,
         startup_timeout=settings.startup_timeout,
+        request_timeout=settings.request_timeout,
         kubernetes=kubernetes,
     )
     app, _ = assemble(

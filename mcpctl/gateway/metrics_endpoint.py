@@ -27,4 +27,10 @@ async def metrics(request: Request) -> Response:
         for status in InstanceStatus:
             registry.instances.labels(server, status.value).set(by_status[(server, status)])
         registry.restarts.labels(server).set(restarts[server])
+    runtime = request.app.state.runtime
+    if runtime is not None:
+        registry.dropped.clear()
+        for server, reasons in (await runtime.dropped()).items():
+            for reason, count in reasons.items():
+                registry.dropped.labels(server, reason).set(count)
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

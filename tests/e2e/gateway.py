@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import Runtime
 from mcpctl.daemon.assembly import assemble
+from mcpctl.gateway.limits import Limits
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store.database import Database
 from tests.conftest import ADMIN_TOKEN, fresh_database
@@ -62,6 +63,7 @@ def start_gateway(
     kubernetes: KubernetesConfig | None = None,
     database: Database | None = None,
     key: bytes | None = None,
+    limits: Limits | None = None,
 ) -> Gateway:
     """mcpd's app on a fresh SQLite (or the given database, to start "again" on it)."""
     start_ray()
@@ -76,8 +78,9 @@ def start_gateway(
         orchestrator="kubernetes" if kubernetes else "local",
         startup_timeout=120,
         kubernetes=kubernetes,
+        request_timeout=(limits or Limits()).request_timeout,
     )
-    app, runtime = assemble(database, config, resync_seconds, hosts, namespace=name)
+    app, runtime = assemble(database, config, resync_seconds, hosts, namespace=name, limits=limits)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=f"gateway-{name}", daemon=True)

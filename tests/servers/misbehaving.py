@@ -8,7 +8,8 @@ Tools:
   echo {text}               answers at once
   append {text}             appends to STATE_DIR/appended, answers "appended N"
   crash {text}              appends, then exits without answering (a crash after a side effect)
-  hang {}                   never answers (cancellations are logged to STATE_DIR/cancelled)
+  hang {}                   logs to STATE_DIR/hanging, never answers (cancellations are
+                            logged to STATE_DIR/cancelled)
   sample {text}             asks the client sampling/createMessage(text); answers its reply
   elicit {text}             asks elicitation/create(text); answers the action
   log {text}                sends a log notification (no related request) and answers
@@ -16,6 +17,7 @@ Tools:
   big {bytes}               answers with a text of that many bytes (one long line)
   remember {text} / recall  per-process memory: what a per-user server keeps
   pid                       the process id
+resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
 Flags: --crash-after-init exits 0.3 s after the handshake (a crash loop).
 """
@@ -95,6 +97,7 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
         record("appended", text)
         os._exit(1)
     if name == "hang":
+        record("hanging", text)
         return None
     if name == "sample":
         answer = ask(
@@ -182,6 +185,9 @@ def answer(request: dict[str, Any]) -> None:
             }
         elif method == "resources/read":
             uri = request["params"]["uri"]
+            if uri == "mem://slow":
+                record("reads", uri)
+                time.sleep(1.5)  # long enough for a crash to overtake it
             result = {"contents": [{"uri": uri, "text": f"content of {uri}"}]}
         elif method == "prompts/list":
             result = {"prompts": [{"name": "again"}], "nextCursor": "same"}
