@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import ray
 
 from mcpctl.actors.host import Host, HostConfig
+from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.controllers.placement import host_for, pool_size
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
@@ -27,19 +27,6 @@ from mcpctl.store.tables import ServerRow
 
 log = logging.getLogger(__name__)
 HostActor: Any = ray.remote(Host)  # Ray handles are untyped
-
-
-def init_ray() -> None:
-    """Join RAY_ADDRESS when set, else start a local Ray (DESIGN: measured settings)."""
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False, namespace=None)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024**2)
 
 
 async def remote_items(stream: Any) -> AsyncGenerator[Any, None]:
@@ -303,9 +290,9 @@ class Runtime:
         async for line in remote_items(host.logs.remote(server, replica, pod, follow, tail)):
             yield line
 
-    async def describe(self, server: str) -> dict[str, Any] | None:
+    async def describe(self, server: str, caller: Caller | None = None) -> dict[str, Any] | None:
         host = self._host(server)
         if host is None:
             return None
-        result: dict[str, Any] | None = await host.describe.remote(server)
+        result: dict[str, Any] | None = await host.describe.remote(server, caller)
         return result

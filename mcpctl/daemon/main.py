@@ -13,7 +13,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from mcpctl.actors.host import HostConfig
-from mcpctl.actors.runtime import init_ray
+from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.daemon.assembly import assemble
 from mcpctl.daemon.settings import Settings
 from mcpctl.gateway.limits import Limits
@@ -125,7 +125,7 @@ def serve(
         ),
     )
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
-    init_ray()
+    init_ray(settings.data_dir)
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
