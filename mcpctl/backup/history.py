@@ -1,9 +1,9 @@
 """Instance history analytics with DuckDB: restarts, crash reasons, uptime and MTBF per server.
 
-Events are few (a handful per instance per day), so all of a server's events up to the end
-of the window go to an in-memory DuckDB, which turns them into spans (from one event to the
-next) clipped to the window: time after `ready` counts as up; time after `stopped` is not
-observed at all (mcpd meant it to be down).
+The store hands over only what the window needs (each replica's last event before it, which
+says how the window opens, and every event inside it); an in-memory DuckDB turns them into
+spans (from one event to the next) clipped to the window: time after `ready` counts as up;
+time after `stopped` is not observed at all (mcpd meant it to be down).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from mcpctl.models.instance import InstanceEvent
 
 WINDOW = re.compile(r"^(\d+)([smhd])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+MAX_WINDOW = timedelta(days=3650)
 
 SUMMARY = """
 WITH spans AS (
@@ -54,10 +55,16 @@ ORDER BY server, times DESC, reason
 
 
 def parse_window(text: str) -> timedelta:
+    """`30m`, `24h`, `7d`: at most MAX_WINDOW; ValueError naming the window otherwise."""
+    shown = text if len(text) <= 40 else text[:40] + "…"
     match = WINDOW.match(text.strip())
     if not match:
-        raise ValueError(f"window {text!r}: use a number and s, m, h or d (e.g. 30m, 24h, 7d)")
-    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+        raise ValueError(f"window {shown!r}: use a number and s, m, h or d (e.g. 30m, 24h, 7d)")
+    number, unit = match.groups()
+    # A number too long for timedelta (or for int) is too long a window all the same.
+    if len(number) > 9 or timedelta(**{UNITS[unit]: int(number)}) > MAX_WINDOW:
+        raise ValueError(f"window {shown!r}: at most {MAX_WINDOW.days}d")
+    return timedelta(**{UNITS[unit]: int(number)})
 
 
 def history(events: list[InstanceEvent], start: datetime, end: datetime) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -47,6 +48,13 @@ async def on_store_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.field)
 
 
+async def on_integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    """A constraint the database enforced against a race the repositories did not foresee
+    (their own races are ConcurrentWrite): a conflict, and the transaction was rolled back."""
+    assert isinstance(exc, IntegrityError)
+    return error_response(409, "the change conflicts with a concurrent one; nothing was changed")
+
+
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     response = error_response(exc.status_code, exc.detail)
@@ -58,5 +66,6 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
 HANDLERS = {
     ValidationError: on_validation_error,
     StoreError: on_store_error,
+    IntegrityError: on_integrity_error,
     HTTPException: on_http_error,
 }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import EmailStr, Field
+from pydantic import Field
 
 from mcpctl.models.base import Model, Name
+from mcpctl.models.user import Email
 
 
 class ProjectSpec(Model):
     description: str = Field(default="", max_length=4096)
-    owner: EmailStr | None = None
+    owner: Email | None = None
     servers: list[Name] = Field(default_factory=list)
-    members: list[EmailStr] = Field(default_factory=list)
+    members: list[Email] = Field(default_factory=list)

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, EmailStr, Field, TypeAdapter, ValidationError
 
 from mcpctl.models.base import Model
 
 SYSTEM_USER_EMAIL = "system@mcpctl.io"
+
+# The one form an email is stored and compared in: validated (which strips it and normalises
+# its domain), then lower-cased whole, so `Alice@Example.COM ` and `alice@example.com` are one
+# user wherever an email appears (a user's name, a project's owner and members, a prompt's
+# owner, a token's user).
+Email = Annotated[EmailStr, AfterValidator(str.lower)]
+_EMAIL = TypeAdapter(Email)
+
+
+def normalise_email(value: str) -> str:
+    """`value` in the stored form; a text that is no email is only stripped and lower-cased
+    (it then names no user, and the lookup says so)."""
+    try:
+        return _EMAIL.validate_python(value)
+    except ValidationError:
+        return value.strip().lower()
 
 
 class Role(StrEnum):

@@ -20,6 +20,11 @@ class Conflict(StoreError):
     status = 409
 
 
+class ConcurrentWrite(Conflict):
+    """Another transaction inserted the same unique name between this one's read and its
+    insert. Running the same work again in a new transaction sees that row (and updates it)."""
+
+
 class InvalidReference(StoreError):
     """A document names something that does not exist (a server, a user, a project)."""
 

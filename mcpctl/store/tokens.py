@@ -9,7 +9,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mcpctl.models.user import SYSTEM_USER_EMAIL, ApiToken, Role, TokenRequest, UserSpec
+from mcpctl.models.user import (
+    SYSTEM_USER_EMAIL,
+    ApiToken,
+    Role,
+    TokenRequest,
+    UserSpec,
+    normalise_email,
+)
 from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories.base import spec_json
 from mcpctl.store.tables import TokenRow, UserRow, utcnow
@@ -36,6 +43,7 @@ def _as_model(row: TokenRow, token: str | None = None) -> ApiToken:
 
 
 def _user(session: Session, email: str) -> UserRow:
+    email = normalise_email(email)
     user = session.scalar(select(UserRow).where(UserRow.email == email))
     if user is None:
         raise NotFound(f"user {email!r} not found")

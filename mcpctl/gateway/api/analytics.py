@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -15,10 +14,9 @@ from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
+from mcpctl.gateway.errors import error_response
 from mcpctl.models.base import Model
-from mcpctl.store.repositories.events import events_between
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from mcpctl.store.repositories.events import events_for_window
 
 
 class History(Model):
@@ -33,10 +31,12 @@ async def server_history(request: Request, principal: Principal) -> Response:
     try:
         window = parse_window(request.query_params.get("window", "24h"))
     except ValueError as error:
-        raise HTTPException(422, str(error)) from None
+        return error_response(422, str(error), "window")
     end = datetime.now(UTC)
     start = end - window
-    events = await context_of(request).transaction(lambda s: events_between(s, EPOCH, end, server))
+    events = await context_of(request).transaction(
+        lambda s: events_for_window(s, start, end, server)
+    )
     rows = await run_in_threadpool(history, events, start, end)
     body = History(start=start, end=end, servers=rows)
     return JSONResponse(body.model_dump(mode="json", by_alias=True))

@@ -14,7 +14,8 @@ from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Model, field_error
 from mcpctl.models.kinds import PROMPT, SERVER, Kind, Resource
-from mcpctl.store.errors import Conflict, NotFound
+from mcpctl.models.user import normalise_email
+from mcpctl.store.errors import ConcurrentWrite, Conflict, NotFound
 from mcpctl.store.repositories import Outcome, Repository
 from mcpctl.store.repositories.instances import list_instances
 
@@ -61,7 +62,8 @@ def _parse(kind: Kind, raw: Any, request: Request) -> Resource[Any]:
 def _own_prompt(principal: Principal, resource: Resource[Any]) -> None:
     """Members' prompts are theirs: the owner is who writes them."""
     if resource.kind == PROMPT.name and not principal.is_admin:
-        if resource.spec.owner not in (None, principal.email):
+        owner = resource.spec.owner
+        if owner is not None and normalise_email(owner) != principal.email:
             raise policy.forbidden("members may not create prompts for others")
         resource.spec.owner = principal.email
 
@@ -136,9 +138,18 @@ def operations(kind: Kind) -> list[Operation]:
             if create_only and existing is not None:
                 raise Conflict(f"{label} {name!r} already exists")
             outcome = repo.put(session, resource, principal.email)
+            if create_only and outcome is not Outcome.CREATED:  # created since the check above
+                raise Conflict(f"{label} {name!r} already exists")
             return outcome, to_json(_with_status(session, repo.get(session, name, project)))
 
-        outcome, body = await context.transaction(work)
+        try:
+            outcome, body = await context.transaction(work)
+        except ConcurrentWrite:
+            if create_only:
+                raise
+            # A concurrent request created it after this one looked: apply again, now as an
+            # update of what that request committed.
+            outcome, body = await context.transaction(work)
         if outcome is not Outcome.UNCHANGED:
             context.token_cache.clear()  # a user's role may have changed
             context.on_change(kind, name)

@@ -11,7 +11,7 @@ from mcpctl.gateway.api.operation import Operation, json_body
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Model
-from mcpctl.models.user import ApiToken, Role, TokenRequest
+from mcpctl.models.user import ApiToken, Role, TokenRequest, normalise_email
 from mcpctl.store import tokens
 
 
@@ -25,7 +25,7 @@ class TokenList(Model):
 
 
 def _require_self_or_admin(principal: Principal, email: str) -> None:
-    if not principal.is_admin and principal.email != email:
+    if not principal.is_admin and principal.email != normalise_email(email):
         raise policy.forbidden("members may manage only their own tokens")
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mcpctl.models.base import Metadata, Model
 from mcpctl.models.kinds import Kind, Resource
+from mcpctl.store.errors import ConcurrentWrite
 
 
 class Outcome(StrEnum):
@@ -36,6 +40,19 @@ def document(
     return Resource[kind.spec].model_validate(  # type: ignore[name-defined]
         {"kind": kind.name, "metadata": metadata, "spec": spec, "status": status}
     )
+
+
+@contextmanager
+def inserting(kind: Kind, name: str) -> Iterator[None]:
+    """Around the flush that inserts a new `name`. Two requests that both found no row race to
+    insert it; the unique constraint stops the second at this flush (PostgreSQL after the first
+    commits, SQLite once it has the write lock), which is a ConcurrentWrite, never a 500."""
+    try:
+        yield
+    except IntegrityError:
+        raise ConcurrentWrite(
+            f"{kind.name.lower()} {name!r} already exists (created by a concurrent request)"
+        ) from None
 
 
 class Repository:

@@ -8,8 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mcpctl.models.kinds import PROJECT, PROMPT, Resource
+from mcpctl.models.user import normalise_email
 from mcpctl.store.errors import InvalidReference, NotFound
-from mcpctl.store.repositories.base import Outcome, Repository, document, spec_json
+from mcpctl.store.repositories.base import Outcome, Repository, document, inserting, spec_json
 from mcpctl.store.tables import (
     ProjectRow,
     ProjectServerRow,
@@ -21,6 +22,7 @@ from mcpctl.store.tables import (
 
 
 def _user(session: Session, email: str, field: str) -> UserRow:
+    email = normalise_email(email)
     row = session.scalar(select(UserRow).where(UserRow.email == email))
     if row is None:
         raise InvalidReference(f"{field}: user {email!r} not found", field)
@@ -79,7 +81,8 @@ class ProjectRepository(Repository):
         row.description = spec.description
         row.owner = owner
         row.members = members
-        session.flush()
+        with inserting(PROJECT, resource.metadata.name):
+            session.flush()
         session.query(ProjectServerRow).filter_by(project_id=row.id).delete()
         for position, server in enumerate(servers):
             session.add(ProjectServerRow(project_id=row.id, server_id=server.id, position=position))
@@ -142,7 +145,8 @@ class PromptRepository(Repository):
             session.add(
                 PromptRow(project=project, name=resource.metadata.name, owner=owner, spec=spec)
             )
-            session.flush()
+            with inserting(PROMPT, resource.metadata.name):
+                session.flush()
             return Outcome.CREATED
         if row.spec == spec and row.owner_id == owner.id:
             return Outcome.UNCHANGED

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from mcpctl.models.kinds import SECRET, Resource
 from mcpctl.store.errors import InvalidReference, NotFound
-from mcpctl.store.repositories.base import Outcome, Repository, document
+from mcpctl.store.repositories.base import Outcome, Repository, document, inserting
 from mcpctl.store.secretbox import SecretBox
 from mcpctl.store.tables import SecretRow
 
@@ -56,7 +56,8 @@ class SecretRepository(Repository):
             values[key] = value
         if row is None:
             session.add(SecretRow(name=resource.metadata.name, ciphertext=self.box.seal(values)))
-            session.flush()
+            with inserting(SECRET, resource.metadata.name):
+                session.flush()
             return Outcome.CREATED
         if values == current:
             return Outcome.UNCHANGED

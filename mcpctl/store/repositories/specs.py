@@ -8,9 +8,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mcpctl.models.kinds import SERVER, TEMPLATE, USER, Kind, Resource
-from mcpctl.models.user import SYSTEM_USER_EMAIL
+from mcpctl.models.user import SYSTEM_USER_EMAIL, Role, normalise_email
 from mcpctl.store.errors import Conflict, NotFound
-from mcpctl.store.repositories.base import Outcome, Repository, document, spec_json
+from mcpctl.store.repositories.base import Outcome, Repository, document, inserting, spec_json
 from mcpctl.store.tables import ProjectRow, PromptRow, ServerRow, TemplateRow, UserRow
 
 
@@ -46,7 +46,8 @@ class SpecRepository(Repository):
         row = session.scalar(select(self.row).where(self._column() == name))
         if row is None:
             session.add(self.row(**{self.name_column: name, "spec": spec}))
-            session.flush()
+            with inserting(self.kind, name):
+                session.flush()
             return Outcome.CREATED
         if row.spec == spec:
             return Outcome.UNCHANGED
@@ -72,12 +73,33 @@ class ServerRepository(SpecRepository):
 
 
 class UserRepository(SpecRepository):
+    """Users are named by their email, always in its normalised form."""
+
     def __init__(self) -> None:
         super().__init__(USER, UserRow, name_column="email")
 
+    def find(self, session: Session, name: str) -> Any:
+        return super().find(session, normalise_email(name))
+
+    def put(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
+        email = normalise_email(resource.metadata.name)
+        metadata = resource.metadata.model_copy(update={"name": email})
+        resource = resource.model_copy(update={"metadata": metadata})
+        if email == SYSTEM_USER_EMAIL and resource.spec.role is not Role.ADMIN:
+            raise Conflict(
+                f"spec.role: the system user {SYSTEM_USER_EMAIL} cannot be demoted: it owns "
+                "what has no owner and holds the bootstrap admin token",
+                "spec.role",
+            )
+        return super().put(session, resource, actor)
+
     def delete(self, session: Session, name: str, project: str | None = None) -> None:
+        name = normalise_email(name)
         if name == SYSTEM_USER_EMAIL:
-            raise Conflict("the system user cannot be deleted")
+            raise Conflict(
+                f"the system user {SYSTEM_USER_EMAIL} cannot be deleted: it owns what has no "
+                "owner and holds the bootstrap admin token"
+            )
         row = self.find(session, name)
         system = self.find(session, SYSTEM_USER_EMAIL)
         # What the user owned passes to the system user rather than disappearing.
