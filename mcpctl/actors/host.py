@@ -198,10 +198,22 @@ class Host:
         async for line in self.orchestrator.logs(server, replica, pod, follow, tail):
             yield line
 
-    async def describe(self, server: str, timeout: float = 30.0) -> dict[str, Any] | None:
-        """The server's cached InitializeResult, waiting up to `timeout` for a replica to run."""
+    async def describe(
+        self, server: str, caller: Caller | None = None, timeout: float = 30.0
+    ) -> dict[str, Any] | None:
+        """The server's cached InitializeResult, waiting up to `timeout` for a replica to run;
+        for an isolated server, the caller's own (started now if it has none)."""
         supervisor = self.supervisors.get(server)
-        if supervisor is None or not supervisor.replicas:
+        if supervisor is None:
+            return None
+        if caller is not None and supervisor.isolated:
+            try:
+                own = supervisor.replica_for(caller)
+            except NoReplica:
+                return None
+            await own.wait_running(self.config.startup_timeout)
+            return own.initialize_result
+        if not supervisor.replicas:
             return None
         replicas = list(supervisor.replicas.values())
         for replica in replicas:

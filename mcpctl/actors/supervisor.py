@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mcpctl.actors.replica import Record, Replica, Report
-from mcpctl.controllers import reconcile
+from mcpctl.controllers import isolation, reconcile
 from mcpctl.controllers.workload import Workload, render, spec_hash
 from mcpctl.mcp.caller import Caller
 from mcpctl.models.instance import InstanceStatus
-from mcpctl.models.server import ServerSpec
+from mcpctl.models.server import Isolation, ServerSpec
 from mcpctl.orchestrators.base import Handle, Orchestrator
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,11 @@ class _Desired:
 @dataclass(frozen=True)
 class _Restart:
     replica: int
+
+
+@dataclass(frozen=True)
+class _Reap:
+    """Stop isolated backends that have been idle for the server's idleSeconds."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +71,16 @@ class Supervisor:
         self.request_timeout = request_timeout
         self.spec: ServerSpec | None = None
         self.replicas: dict[int, Replica] = {}
-        self._mailbox: asyncio.Queue[_Desired | _Restart | _Stop] = asyncio.Queue()
+        self._mailbox: asyncio.Queue[_Desired | _Restart | _Reap | _Stop] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._adoptable: dict[int, Handle] = {}
+        self._owners: dict[str, int] = {}  # isolated backends: owner key -> replica index
+        self._reaper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"supervisor:{self.name}"
-        )
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"supervisor:{self.name}")
+        self._reaper = loop.create_task(self._reap_forever(), name=f"reaper:{self.name}")
 
     async def desire(self, spec: ServerSpec) -> None:
         """Hand over the desired spec; return once the replicas it needs exist."""
@@ -88,6 +95,8 @@ class Supervisor:
         """Stop every replica; `forget` drops their rows (the server is gone, not mcpd);
         `keep_instances` leaves pods running for the next mcpd."""
         self._mailbox.put_nowait(_Stop(forget, keep_instances))
+        if self._reaper is not None:
+            self._reaper.cancel()
         if self._task is not None:
             await self._task
 
@@ -103,6 +112,9 @@ class Supervisor:
                     if message.replica in self.replicas:
                         self.replicas[message.replica].restart()
                     continue
+                if isinstance(message, _Reap):
+                    await self._reap()
+                    continue
                 self.spec = message.spec
                 try:
                     await self._reconcile()
@@ -116,27 +128,37 @@ class Supervisor:
         assert self.spec is not None
         return render(self.name, replica, self.spec, await self.secrets(self.spec.secret_names()))
 
+    def _new_replica(self, index: int, adopted: Handle | None = None) -> Replica:
+        replica = Replica(
+            self.name,
+            index,
+            self.orchestrator,
+            self._render,
+            self.report,
+            self.startup_timeout,
+            adopted=adopted,
+            record=self.record,
+            request_timeout=self.request_timeout,
+        )
+        self.replicas[index] = replica
+        replica.start()
+        return replica
+
     async def _reconcile(self) -> None:
         assert self.spec is not None
+        if self.spec.isolation is not Isolation.SHARED:
+            await self._reconcile_isolated()
+            return
+        if self._owners:  # it was isolated: its per-owner backends go
+            await self._retire(sorted(self._owners.values()))
+            self._owners.clear()
         current = spec_hash(self.spec)
         running = {i: r.spec_hash or current for i, r in self.replicas.items()}
         plan = reconcile.plan(self.spec.replicas, current, running)
         if plan.stop:
             await self._retire(list(plan.stop))
         for index in plan.start:
-            replica = Replica(
-                self.name,
-                index,
-                self.orchestrator,
-                self._render,
-                self.report,
-                self.startup_timeout,
-                adopted=self._adoptable.pop(index, None),
-                record=self.record,
-                request_timeout=self.request_timeout,
-            )
-            self.replicas[index] = replica
-            replica.start()
+            self._new_replica(index, self._adoptable.pop(index, None))
         for index in plan.roll:
             # One at a time, so a server with several replicas keeps serving while it rolls.
             replica = self.replicas[index]
@@ -148,16 +170,85 @@ class Supervisor:
             await self.orchestrator.stop(stale)
         self._adoptable.clear()
 
+    async def _reconcile_isolated(self) -> None:
+        """Backends start on first use (`replica_for`); here only what no owner holds goes,
+        and owners' backends roll to a changed spec."""
+        assert self.spec is not None
+        owned = set(self._owners.values())
+        if self.spec.replicas == 0:
+            owned.clear()
+            self._owners.clear()
+        unowned = [i for i in self.replicas if i not in owned]
+        if unowned:
+            await self._retire(unowned, forget=not owned)  # rows of owned ones stay
+        current = spec_hash(self.spec)
+        for replica in self.replicas.values():
+            if replica.spec_hash not in (None, current):
+                replica.restart()
+                replica.spec_hash = current
+        for stale in list(self._adoptable.values()):
+            await self.orchestrator.stop(stale)  # nobody can be told whose it was
+        self._adoptable.clear()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            idle_seconds = self.spec.idle_seconds if self.spec else 300
+            await asyncio.sleep(max(0.2, min(idle_seconds / 4, 10.0)))
+            if self._owners:
+                self._mailbox.put_nowait(_Reap())
+
+    async def _reap(self) -> None:
+        assert self.spec is not None
+        idle_for = {i: r.multiplexer.idle_for() for i, r in self.replicas.items()}
+        done = isolation.idle(
+            {i: idle_for[i] for i in self._owners.values() if i in idle_for},
+            self.spec.idle_seconds,
+        )
+        if not done:
+            return
+        self._owners = {key: i for key, i in self._owners.items() if i not in done}
+        log.info("%s: stopping %d idle isolated backends", self.name, len(done))
+        await self._retire(done, forget=False)
+
     async def _retire(self, indexes: list[int], forget: bool = True, keep: bool = False) -> None:
         replicas = [self.replicas.pop(i) for i in indexes if i in self.replicas]
         await asyncio.gather(*(r.stop(keep_instance=keep) for r in replicas))
         if indexes and forget:
             await self.forget(self.name, min(indexes))
 
+    @property
+    def isolated(self) -> bool:
+        return self.spec is not None and self.spec.isolation is not Isolation.SHARED
+
     def replica_for(self, caller: Caller) -> Replica:
-        """The replica that serves a client: sticky by hash among the running ones."""
+        """The replica that serves a client: its own when the server is isolated (started on
+        first use), else sticky by hash among the running ones."""
+        key = None
+        if self.spec is not None:
+            key = isolation.owner_key(self.spec.isolation, caller.principal, caller.session)
+        if key is not None:
+            return self._isolated_for(key)
         if not self.replicas:
             raise NoReplica(f"server {self.name!r} has no replicas (it is scaled to 0)")
         ready = [r for _, r in sorted(self.replicas.items()) if r.status is InstanceStatus.RUNNING]
         pool = ready or [r for _, r in sorted(self.replicas.items())]
         return pool[hash(caller.session) % len(pool)]
+
+    def _isolated_for(self, key: str) -> Replica:
+        assert self.spec is not None
+        index = self._owners.get(key)
+        if index is not None and index in self.replicas:
+            return self.replicas[index]
+        if self.spec.replicas == 0:
+            raise NoReplica(f"server {self.name!r} is scaled to 0")
+        if len(self._owners) >= self.spec.max_instances:
+            raise NoReplica(
+                f"server {self.name!r} runs its limit of {self.spec.max_instances} isolated "
+                "instances (maxInstances); try again when one has been idle"
+            )
+        index = isolation.free_index(self.replicas)
+        self._owners[key] = index
+        replica = self._new_replica(index)
+        replica.multiplexer.attach_timeout = self.startup_timeout  # its first request waits
+        log.info("%s: started backend %d for %s", self.name, index, key.split(":", 1)[0])
+        return replica

@@ -40,9 +40,13 @@ class Workload:
         return f"{self.server}-{self.replica}"
 
 
+# What can change without replacing a running process.
+NOT_HASHED = {"replicas", "description", "isolation", "idle_seconds", "max_instances"}
+
+
 def spec_hash(spec: ServerSpec) -> str:
     """A stable hash of everything that needs a restart when it changes (not replicas)."""
-    data = spec.model_dump(mode="json", exclude={"replicas", "description"})
+    data = spec.model_dump(mode="json", exclude=NOT_HASHED)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

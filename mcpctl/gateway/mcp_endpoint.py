@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from mcpctl.controllers.isolation import SINGLE_EXCHANGE_PREFIX
 from mcpctl.gateway import policy
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
@@ -248,14 +249,15 @@ async def _initialize(
             message["id"],
         )
     try:
-        info = await target.initialize()
-    except Unavailable as error:
-        return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
-    try:
         session = registry.create(_path(target), principal.email, version, params)
     except TooManySessions as error:
         request.app.state.metrics.refused.labels(_path(target), "too_many_sessions").inc()
         return _rpc_error(429, jsonrpc.INVALID_REQUEST, str(error), message["id"])
+    try:
+        info = await target.initialize(session.caller)
+    except Unavailable as error:
+        registry.end(session.id)
+        return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
     request.app.state.metrics.sessions.set(registry.count())
     result = jsonrpc.result(message["id"], {"protocolVersion": version, **info})
     return JSONResponse(result, headers={SESSION_HEADER: session.id})
@@ -282,7 +284,7 @@ async def _single_exchange(
     if not jsonrpc.is_request(message):
         return Response(status_code=202)  # 2026-07-28 defines no client notifications here
     session = ClientSession(
-        id=f"single-{secrets.token_urlsafe(12)}",
+        id=f"{SINGLE_EXCHANGE_PREFIX}{secrets.token_urlsafe(12)}",
         target=_path(target),
         principal=principal.email,
         protocol_version=version,
@@ -291,7 +293,7 @@ async def _single_exchange(
     )
     if message.get("method") == "server/discover":
         try:
-            info = await target.initialize()
+            info = await target.initialize(session.caller)
         except Unavailable as error:
             return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
         result = {

@@ -17,6 +17,7 @@ from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.sessions import ClientSession
 from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import Resource
 from mcpctl.models.prompt import PromptSpec
@@ -32,7 +33,7 @@ class Unavailable(RuntimeError):
 class Target(Protocol):
     name: str
 
-    async def initialize(self) -> dict[str, Any]: ...
+    async def initialize(self, caller: Caller) -> dict[str, Any]: ...
 
     def handle(self, session: ClientSession, message: Message) -> AsyncGenerator[Message, None]: ...
 
@@ -46,8 +47,8 @@ class ServerTarget:
         self.runtime = runtime
         self.name = name
 
-    async def initialize(self) -> dict[str, Any]:
-        backend = await self.runtime.describe(self.name)
+    async def initialize(self, caller: Caller) -> dict[str, Any]:
+        backend = await self.runtime.describe(self.name, caller)
         if backend is None:
             raise Unavailable(f"server {self.name!r} has no running instance")
         result = {
@@ -86,9 +87,9 @@ class ProjectTarget:
         self.load = load
         self.limits = limits or Limits()
 
-    async def initialize(self) -> dict[str, Any]:
+    async def initialize(self, caller: Caller) -> dict[str, Any]:
         servers, _ = await self.load()
-        described = await asyncio.gather(*(self.runtime.describe(s) for s in servers))
+        described = await asyncio.gather(*(self.runtime.describe(s, caller) for s in servers))
         capabilities: dict[str, Any] = {"prompts": {"listChanged": True}}
         for backend in described:
             for key in ("tools", "resources", "logging", "completions"):

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class Multiplexer:
         self._listeners: dict[str, _Listener] = {}
         self._subscriptions: dict[str, set[str]] = {}  # resource URI -> sessions
         self.dropped: Counter[str] = Counter()  # undeliverable messages, by reason
+        self._last_active = time.monotonic()
         self.lost = asyncio.Event()  # set when the attached backend's stream ends
 
     @property
@@ -110,6 +112,12 @@ class Multiplexer:
     @property
     def in_flight(self) -> int:
         return len(self._pending)
+
+    def idle_for(self) -> float:
+        """Seconds since a client last used this session (0 while one is using it)."""
+        if self._pending or self._listeners:
+            return 0.0
+        return time.monotonic() - self._last_active
 
     # -- the backend session -----------------------------------------------------------
 
@@ -175,6 +183,7 @@ class Multiplexer:
         """Send one client request; yield what the server sends for it, ending with the
         response (or an error saying why there is none)."""
         request_id = message.get("id")
+        self._last_active = time.monotonic()
         try:
             await asyncio.wait_for(self._attached.wait(), self.attach_timeout)
         except TimeoutError:
@@ -217,6 +226,7 @@ class Multiplexer:
                 if answered:
                     return
         finally:
+            self._last_active = time.monotonic()
             self._pending.pop(backend_id, None)
             self._progress.pop(str(backend_id), None)
             for visible_id in list(exchange.questions):
@@ -269,6 +279,7 @@ class Multiplexer:
             while True:
                 yield await listener.queue.get()
         finally:
+            self._last_active = time.monotonic()
             if self._listeners.get(caller.session) is listener:
                 del self._listeners[caller.session]
             for sessions in self._subscriptions.values():

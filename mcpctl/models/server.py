@@ -26,6 +26,15 @@ class Runtime(StrEnum):
     PYTHON = "python"
 
 
+class Isolation(StrEnum):
+    """Who shares a backend process: everyone (multiplexed), or one per principal or session
+    (for servers that keep per-user state: logins, open files, a browser, a memory)."""
+
+    SHARED = "shared"
+    PRINCIPAL = "principal"
+    SESSION = "session"
+
+
 class Source(StrEnum):
     IMAGE = "image"
     PACKAGE = "package"
@@ -94,6 +103,10 @@ class ServerSpec(Model):
     path: str | None = Field(default=None, pattern=r"^/[^\s]*$", max_length=1024)
     env: list[EnvVar] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=0, le=1000)
+    isolation: Isolation = Isolation.SHARED
+    # isolated backends: stopped after this long without a request, at most this many at once
+    idle_seconds: int = Field(default=300, ge=1, le=86_400)
+    max_instances: int = Field(default=50, ge=1, le=1000)
     resources: Resources = Field(default_factory=Resources)
     node_selector: Labels = Field(default_factory=dict)
     labels: Labels = Field(default_factory=dict)

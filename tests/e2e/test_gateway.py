@@ -300,8 +300,13 @@ async def test_killed_backend_is_replaced_and_clients_recover(gateway: Gateway) 
             for _ in range(10)
         ]
         os.killpg(before["pid"], signal.SIGKILL)
-        answers = await asyncio.gather(*calls)
-        assert all(not a.is_error for a in answers)
+        # A tool call in flight is never sent again: answered before the kill, or it says so.
+        for answer in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(answer, BaseException):
+                assert isinstance(answer, MCPError), answer
+                assert "may or may not have run" in str(answer)
+            else:
+                assert not answer.is_error
         after = wait_running(gateway, "time")[0]
         assert after["pid"] != before["pid"]
         assert after["restartCount"] == before["restartCount"] + 1
