@@ -13,7 +13,9 @@ Why this shape:
 - Env values are never loaded: servers keep env names and secret references only. Diffs
   name changed fields and never print any value.
 - User SQL runs with DuckDB's file access switched off: a query reads the loaded backups
-  and writes nothing.
+  and writes nothing, not even into DuckDB's spill directory (which DuckDB would still
+  allow), so user SQL runs in memory. That directory is private (`mkdtemp`: mode 0700, a
+  name nobody can plant beforehand) and removed with the connection.
 """
 
 from __future__ import annotations
@@ -130,11 +132,11 @@ class Backups:
     def _open(self, files: Sequence[BackupFile]) -> None:
         self.files = list(files)
         self._locked = False
-        self.connection = _connect()
+        self.connection, self._spill = _connect()
         try:
             _load(self.connection, self.files)
         except BaseException:
-            self.connection.close()
+            self.close()
             raise
 
     def __enter__(self) -> Backups:
@@ -144,7 +146,7 @@ class Backups:
         self.close()
 
     def close(self) -> None:
-        self.connection.close()
+        _disconnect(self.connection, self._spill)
 
     def query(self, sql: str) -> Result:
         """Run user SQL over the tables; it can neither read nor write other files."""
@@ -174,6 +176,9 @@ class Backups:
     def _lock(self) -> None:
         if not self._locked:
             self.connection.execute("SET enable_external_access = false")
+            # DuckDB keeps its temp directory open to SQL even without external access; with
+            # the local file system off, user SQL can write nowhere (and runs in memory).
+            self.connection.execute("SET disabled_filesystems = 'LocalFileSystem'")
             self.connection.execute("SET lock_configuration = true")
             self._locked = True
 
@@ -223,13 +228,26 @@ def staged_directory(target: Path) -> Iterator[Path]:
 # Loading ------------------------------------------------------------------------------------
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect(":memory:")
-    connection.execute("SET TimeZone = 'UTC'")
-    # Spill (if ever) under the system temp dir, never into `.tmp` in the user's directory.
-    spill = os.path.join(tempfile.gettempdir(), f"mcpctl-duckdb-{os.getpid()}")
-    connection.execute(f"SET temp_directory = '{_sql_string(spill)}'")
-    return connection
+def _connect() -> tuple[duckdb.DuckDBPyConnection, str]:
+    """An in-memory DuckDB and the directory it spills into (if ever): a new private one under
+    the system temp dir (never `.tmp` in the user's directory, never a guessable name)."""
+    spill = tempfile.mkdtemp(prefix="mcpctl-duckdb-")
+    try:
+        connection = duckdb.connect(":memory:")
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute(f"SET temp_directory = '{_sql_string(spill)}'")
+    except BaseException:
+        shutil.rmtree(spill, ignore_errors=True)
+        raise
+    return connection, spill
+
+
+def _disconnect(connection: duckdb.DuckDBPyConnection, spill: str) -> None:
+    """Close the connection and remove its spill directory (DuckDB leaves its files there)."""
+    try:
+        connection.close()
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _glob_literal(path: str) -> str:
@@ -459,7 +477,7 @@ def diff(old: str, new: str) -> dict[str, Any]:
     compared field by field. Only field paths are reported, never values; lists (env, args)
     are compared whole, so env shows up as `spec.env` at most."""
     old_file, new_file = check(old), check(new)
-    connection = _connect()
+    connection, spill = _connect()
     try:
         for side, file in (("old", old_file), ("new", new_file)):
             connection.execute(
@@ -478,7 +496,7 @@ def diff(old: str, new: str) -> dict[str, Any]:
         ).fetchall()
         total = connection.execute("SELECT count(*) FROM new_items").fetchone()
     finally:
-        connection.close()
+        _disconnect(connection, spill)
     added, removed, changed = [], [], []
     for kind, project, name, in_old, in_new, old_spec, new_spec in pairs:
         ident = {"kind": kind, "name": name, **({"project": project} if project else {})}

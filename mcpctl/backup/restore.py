@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from mcpctl import __version__
 from mcpctl.backup.format import BACKED_UP, Backup
 from mcpctl.models.kinds import PROJECT, PROMPT, USER, Kind, Resource
-from mcpctl.models.user import SYSTEM_USER_EMAIL
+from mcpctl.models.user import SYSTEM_USER_EMAIL, normalise_email
 from mcpctl.store.repositories import Outcome, Repository
 from mcpctl.store.tables import UserRow, utcnow
 
@@ -36,11 +36,12 @@ def restore(
     """Apply every document in dependency order. The caller's transaction makes it atomic."""
     order = {kind.name: index for index, kind in enumerate(BACKED_UP)}
     known_users = {email for email in session.scalars(select(UserRow.email))}
-    known_users |= {r.metadata.name for r in resources if r.kind == USER.name}
+    known_users |= {normalise_email(r.metadata.name) for r in resources if r.kind == USER.name}
     outcomes: dict[str, Counter[str]] = {}
     for resource in sorted(resources, key=lambda r: order[r.kind]):
         kind = next(k for k in BACKED_UP if k.name == resource.kind)
-        if kind in (PROJECT, PROMPT) and resource.spec.owner not in known_users:
+        owner = resource.spec.owner if kind in (PROJECT, PROMPT) else None
+        if owner is not None and normalise_email(owner) not in known_users:
             resource.spec.owner = None  # an owner the target lacks: the system user
         outcome: Outcome = repositories[kind].put(session, resource, SYSTEM_USER_EMAIL)
         outcomes.setdefault(kind.plural, Counter())[outcome.value] += 1

@@ -31,7 +31,7 @@ from mcpctl.cli.errors import CLIError
 from mcpctl.cli.output import console
 
 app = typer.Typer(help="Back up every resource to a JSON file.", invoke_without_command=True)
-notes = Console(stderr=True, soft_wrap=True)
+notes = Console(stderr=True, soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 FilesArgument = Annotated[list[str], typer.Argument(help="Backup files (from `backup -o`).")]
 
