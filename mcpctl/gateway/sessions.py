@@ -64,6 +64,8 @@ class SessionRegistry:
             protocol_version=protocol_version,
             client_info=params.get("clientInfo") or {},
             capabilities=params.get("capabilities") or {},
+            created=time.monotonic(),
+            used=time.monotonic(),
         )
         self._sessions[session.id] = session
         self._owned[principal] += 1

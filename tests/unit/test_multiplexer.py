@@ -1,0 +1,181 @@
+"""The multiplexer's routing rules on an in-memory transport (the real server is in
+tests/e2e/test_tenancy.py): whose a backend's message is, and what happens on a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import pytest
+
+from mcpctl.mcp import jsonrpc
+from mcpctl.mcp.caller import Caller
+from mcpctl.mcp.jsonrpc import Message
+from mcpctl.mcp.multiplexer import Multiplexer
+from mcpctl.mcp.transports import Transport
+
+ALICE = Caller("s-alice", "alice@example.com", "projects/a")
+ALICE_2 = Caller("s-alice-2", "alice@example.com", "projects/a")
+BOB = Caller("s-bob", "bob@example.com", "projects/b")
+
+
+class Wire(Transport):
+    """What the multiplexer sends is recorded; the test plays the server."""
+
+    def __init__(self) -> None:
+        self.sent: asyncio.Queue[Message] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    async def send(self, message: Message) -> None:
+        self.sent.put_nowait(message)
+
+    async def receive(self) -> Message | None:
+        return await self.inbox.get()
+
+    async def close(self) -> None:
+        self.inbox.put_nowait(None)
+
+    async def next_sent(self) -> Message:
+        return await asyncio.wait_for(self.sent.get(), 5)
+
+
+def request(request_id: Any, method: str = "tools/call", **params: Any) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+async def start(mux: Multiplexer, caller: Caller, message: Message) -> tuple[Any, Any]:
+    """Begin an exchange; return its generator and the task collecting what it yields."""
+    stream = mux.exchange(caller, message)
+    items: list[Message] = []
+
+    async def collect(gen: AsyncGenerator[Message, None]) -> list[Message]:
+        async for item in gen:
+            items.append(item)
+        return items
+
+    return stream, asyncio.ensure_future(collect(stream))
+
+
+@pytest.fixture
+async def wired() -> tuple[Multiplexer, Wire]:
+    mux = Multiplexer("srv", attach_timeout=1, request_timeout=5)
+    wire = Wire()
+    await mux.attach(wire)
+    return mux, wire
+
+
+async def test_an_unattributed_question_goes_to_the_only_tenant_in_flight(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, alice = await start(mux, ALICE, request(1))
+    _, alice_again = await start(mux, ALICE_2, request(1))  # same principal, other session
+    first = await wire.next_sent()
+    await wire.next_sent()
+    wire.inbox.put_nowait(request("q", "sampling/createMessage"))
+    wire.inbox.put_nowait(jsonrpc.result(first["id"], {"ok": 1}))
+    answered = await alice
+    assert answered[0]["method"] == "sampling/createMessage"
+    assert answered[0]["id"].startswith("mcpd-")
+    assert answered[-1] == jsonrpc.result(1, {"ok": 1})
+    alice_again.cancel()
+
+
+async def test_two_tenants_in_flight_make_a_question_nobodys(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, alice = await start(mux, ALICE, request(1))
+    _, bob = await start(mux, BOB, request(1))
+    await wire.next_sent()
+    await wire.next_sent()
+    wire.inbox.put_nowait(request("q", "sampling/createMessage"))
+    refusal = await wire.next_sent()
+    assert refusal["id"] == "q" and "cannot tell which client" in refusal["error"]["message"]
+    wire.inbox.put_nowait(jsonrpc.notification("notifications/message", {"data": "private"}))
+    wire.inbox.put_nowait(jsonrpc.notification("notifications/tools/list_changed"))
+    while mux.dropped["notification_ambiguous"] == 0:  # the reader routes in its own task
+        await asyncio.sleep(0)
+    assert mux.dropped == {"request_ambiguous": 1, "notification_ambiguous": 1}
+    assert not alice.done() and not bob.done()
+    alice.cancel()
+    bob.cancel()
+
+
+async def test_an_answer_from_another_session_is_dropped(wired: tuple[Multiplexer, Wire]) -> None:
+    mux, wire = wired
+    stream = mux.exchange(ALICE, request(1))
+    first = asyncio.ensure_future(anext(stream))
+    await wire.next_sent()
+    wire.inbox.put_nowait(request("q", "roots/list"))
+    question = await asyncio.wait_for(first, 5)
+    forged = jsonrpc.result(question["id"], {"roots": [{"uri": "file:///bob"}]})
+    await mux.deliver(BOB, forged)
+    assert mux.dropped["foreign_answer"] == 1
+    await mux.deliver(ALICE, jsonrpc.result(question["id"], {"roots": []}))
+    assert await wire.next_sent() == jsonrpc.result("q", {"roots": []})
+    await stream.aclose()
+
+
+async def test_after_a_restart_only_read_only_requests_are_sent_again(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, call = await start(mux, ALICE, request(1, "tools/call", name="pay"))
+    _, listing = await start(mux, BOB, request(2, "tools/list"))
+    await wire.next_sent()
+    await wire.next_sent()
+    await mux.detach()
+    [failed] = await call
+    assert "may or may not have run" in failed["error"]["message"]
+    replacement = Wire()
+    await mux.attach(replacement)
+    resent = await replacement.next_sent()
+    assert resent["method"] == "tools/list"
+    replacement.inbox.put_nowait(jsonrpc.result(resent["id"], {"tools": []}))
+    assert (await listing)[-1] == jsonrpc.result(2, {"tools": []})
+    assert replacement.sent.empty()  # the tool call was not sent again
+
+
+async def test_a_cancelled_request_ends_at_once_and_the_backend_is_told(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, call = await start(mux, ALICE, request(7))
+    sent = await wire.next_sent()
+    await mux.deliver(BOB, jsonrpc.notification("notifications/cancelled", {"requestId": 7}))
+    assert not call.done()  # bob cannot cancel alice's request
+    await mux.deliver(ALICE, jsonrpc.notification("notifications/cancelled", {"requestId": 7}))
+    cancel = await wire.next_sent()
+    assert cancel["params"]["requestId"] == sent["id"]
+    [answer] = await call
+    assert answer["error"]["code"] == jsonrpc.REQUEST_CANCELLED
+    assert mux.in_flight == 0
+
+
+async def test_a_request_past_its_deadline_is_answered_and_cancelled() -> None:
+    mux = Multiplexer("srv", attach_timeout=1, request_timeout=0.2)
+    wire = Wire()
+    await mux.attach(wire)
+    _, call = await start(mux, ALICE, request(3))
+    sent = await wire.next_sent()
+    [answer] = await call
+    assert "got no answer from server srv within 0.2 s" in answer["error"]["message"]
+    cancel = await wire.next_sent()
+    assert cancel["method"] == "notifications/cancelled"
+    assert cancel["params"]["requestId"] == sent["id"]
+
+
+async def test_a_flood_for_a_slow_client_is_bounded(wired: tuple[Multiplexer, Wire]) -> None:
+    mux, wire = wired
+    _, call = await start(mux, ALICE, {**request(1), "params": {"_meta": {"progressToken": 1}}})
+    sent = await wire.next_sent()
+    token = sent["params"]["_meta"]["progressToken"]
+    for n in range(1500):
+        progress = {"progressToken": token, "progress": n}
+        wire.inbox.put_nowait(jsonrpc.notification("notifications/progress", progress))
+    wire.inbox.put_nowait(jsonrpc.result(sent["id"], {}))
+    items = await call
+    assert len(items) == 1001  # 1,000 queued notifications and the answer
+    assert mux.dropped["queue_full"] == 500
