@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.text import Text
 
 from mcpctl.cli.context import client
 from mcpctl.cli.errors import CLIError
@@ -42,9 +43,10 @@ def _server(doc: dict[str, Any]) -> None:
         ("Updated", meta.get("updatedAt", "-")),
     ]
     width = max(len(label) for label, _ in rows) + 1
-    for label, value in rows:
-        console.print(f"[bold]{label + ':':<{width}}[/bold] {value}", highlight=False)
-    console.print("\n[bold]Instances:[/bold]")
+    for label, value in rows:  # values are stored text: printed as they are, never as markup
+        console.print(Text.assemble((f"{label + ':':<{width}}", "bold"), " ", value))
+    console.print()
+    console.print(Text("Instances:", style="bold"))
     table("instances", status.get("instances", []), wide=True)
 
 
@@ -63,4 +65,4 @@ def describe(
     if resolved is SERVER:
         _server(doc)
     else:
-        console.print(yaml.safe_dump(doc, sort_keys=False), highlight=False, end="")
+        console.print(Text(yaml.safe_dump(doc, sort_keys=False)), end="")

@@ -11,10 +11,13 @@ from typing import Any
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mcpctl.cli.errors import CLIError
 
-console = Console(soft_wrap=True)
+# Names, descriptions and errors come from the store: never read them as markup, emoji codes
+# or highlights. Styling is given explicitly (rich.text.Text, a table's header_style).
+console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
 
 Row = Callable[[dict[str, Any]], list[str]]
 
@@ -163,7 +166,7 @@ def print_rows(headers: list[str], rows: list[list[str]], empty: str) -> None:
     for header in headers:
         grid.add_column(header, overflow="fold")
     for row in rows:
-        grid.add_row(*row)
+        grid.add_row(*(Text(cell) for cell in row))
     console.print(grid)
 
 
