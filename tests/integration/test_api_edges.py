@@ -112,6 +112,37 @@ def test_concurrent_puts_of_one_name_one_creates_the_others_update(
     assert lenient.get(item).status_code == 200
 
 
+@pytest.mark.parametrize("plural", list(DOCUMENTS))
+def test_concurrent_deletes_of_one_name_one_204_the_others_404(
+    lenient: TestClient, plural: str
+) -> None:
+    if plural == "prompts":
+        create(lenient, "projects", {"metadata": {"name": "home"}, "spec": {}})
+    document = DOCUMENTS[plural](0)
+    assert lenient.post(collection(plural), json=document).status_code == 201
+    item = f"{collection(plural)}/{document['metadata']['name']}"
+    responses = all_at_once(lambda n: lenient.delete(item))
+    statuses = Counter(response.status_code for response in responses)
+    assert statuses == {204: 1, 404: CLIENTS - 1}, [r.text for r in responses]
+    assert lenient.get(item).status_code == 404
+
+
+@pytest.mark.parametrize("plural", ["servers", "projects", "users"])
+def test_puts_racing_deletes_of_one_name_are_never_a_500(lenient: TestClient, plural: str) -> None:
+    document = DOCUMENTS[plural]
+    item = f"{collection(plural)}/{document(0)['metadata']['name']}"
+
+    def put_or_delete(n: int) -> httpx.Response:
+        return lenient.delete(item) if n % 2 else lenient.put(item, json=document(n))
+
+    for _ in range(3):
+        assert lenient.put(item, json=document(0)).status_code in (200, 201)
+        responses = all_at_once(put_or_delete)
+        statuses = Counter(response.status_code for response in responses)
+        assert set(statuses) <= {200, 201, 204, 404, 409}, [r.text for r in responses]
+        assert statuses[204] >= 1
+
+
 # The built-in system user -------------------------------------------------------------------
 
 

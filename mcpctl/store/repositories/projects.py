@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from mcpctl.models.kinds import PROJECT, PROMPT, Resource
 from mcpctl.models.user import normalise_email
 from mcpctl.store.errors import InvalidReference, NotFound
-from mcpctl.store.repositories.base import Outcome, Repository, document, inserting, spec_json
+from mcpctl.store.repositories.base import Outcome, Repository, document, remove, spec_json
 from mcpctl.store.tables import (
     ProjectRow,
     ProjectServerRow,
@@ -55,7 +55,7 @@ class ProjectRepository(Repository):
     def get(self, session: Session, name: str, project: str | None = None) -> Resource[Any]:
         return self.to_resource(find_project(session, name))
 
-    def put(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
+    def apply(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
         spec = resource.spec
         owner = _user(session, spec.owner or actor, "spec.owner")
         servers = []
@@ -81,13 +81,12 @@ class ProjectRepository(Repository):
         row.description = spec.description
         row.owner = owner
         row.members = members
-        with inserting(PROJECT, resource.metadata.name):
-            session.flush()
+        session.flush()
         session.query(ProjectServerRow).filter_by(project_id=row.id).delete()
         for position, server in enumerate(servers):
             session.add(ProjectServerRow(project_id=row.id, server_id=server.id, position=position))
         session.flush()
-        session.refresh(row)
+        session.expire(row, ["servers"])  # reloaded from project_servers, in the new order
         if outcome is Outcome.CONFIGURED:
             if spec_json(self.to_resource(row).spec) == before:
                 return Outcome.UNCHANGED
@@ -96,8 +95,7 @@ class ProjectRepository(Repository):
         return outcome
 
     def delete(self, session: Session, name: str, project: str | None = None) -> None:
-        session.delete(find_project(session, name))
-        session.flush()
+        remove(session, find_project(session, name), f"project {name!r}")
 
 
 class PromptRepository(Repository):
@@ -126,7 +124,7 @@ class PromptRepository(Repository):
     def get(self, session: Session, name: str, project: str | None = None) -> Resource[Any]:
         return self.to_resource(self.find(session, name, project))
 
-    def put(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
+    def apply(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
         project_name = resource.metadata.project
         project = session.scalar(select(ProjectRow).where(ProjectRow.name == project_name))
         if project is None:
@@ -145,8 +143,7 @@ class PromptRepository(Repository):
             session.add(
                 PromptRow(project=project, name=resource.metadata.name, owner=owner, spec=spec)
             )
-            with inserting(PROMPT, resource.metadata.name):
-                session.flush()
+            session.flush()
             return Outcome.CREATED
         if row.spec == spec and row.owner_id == owner.id:
             return Outcome.UNCHANGED
@@ -156,8 +153,8 @@ class PromptRepository(Repository):
         return Outcome.CONFIGURED
 
     def delete(self, session: Session, name: str, project: str | None = None) -> None:
-        session.delete(self.find(session, name, project))
-        session.flush()
+        row = self.find(session, name, project)
+        remove(session, row, f"prompt {name!r} in project {project!r}")
 
 
 PROJECTS = ProjectRepository()

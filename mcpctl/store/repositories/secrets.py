@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from mcpctl.models.kinds import SECRET, Resource
 from mcpctl.store.errors import InvalidReference, NotFound
-from mcpctl.store.repositories.base import Outcome, Repository, document, inserting
+from mcpctl.store.repositories.base import Outcome, Repository, document, remove
 from mcpctl.store.secretbox import SecretBox
 from mcpctl.store.tables import SecretRow
 
@@ -42,7 +42,7 @@ class SecretRepository(Repository):
         """The clear values, for the orchestrator that starts a server; never for the API."""
         return self.box.open(self.find(session, name).ciphertext)
 
-    def put(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
+    def apply(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
         # A null value keeps the stored one, so `get -o yaml | apply -f -` is a no-op.
         row = session.scalar(select(SecretRow).where(SecretRow.name == resource.metadata.name))
         current = self.box.open(row.ciphertext) if row is not None else {}
@@ -56,8 +56,7 @@ class SecretRepository(Repository):
             values[key] = value
         if row is None:
             session.add(SecretRow(name=resource.metadata.name, ciphertext=self.box.seal(values)))
-            with inserting(SECRET, resource.metadata.name):
-                session.flush()
+            session.flush()
             return Outcome.CREATED
         if values == current:
             return Outcome.UNCHANGED
@@ -66,5 +65,4 @@ class SecretRepository(Repository):
         return Outcome.CONFIGURED
 
     def delete(self, session: Session, name: str, project: str | None = None) -> None:
-        session.delete(self.find(session, name))
-        session.flush()
+        remove(session, self.find(session, name), f"secret {name!r}")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from mcpctl.models.kinds import SERVER, TEMPLATE, USER, Kind, Resource
 from mcpctl.models.user import SYSTEM_USER_EMAIL, Role, normalise_email
 from mcpctl.store.errors import Conflict, NotFound
-from mcpctl.store.repositories.base import Outcome, Repository, document, inserting, spec_json
+from mcpctl.store.repositories.base import Outcome, Repository, document, remove, spec_json
 from mcpctl.store.tables import ProjectRow, PromptRow, ServerRow, TemplateRow, UserRow
 
 
@@ -40,14 +40,13 @@ class SpecRepository(Repository):
     def get(self, session: Session, name: str, project: str | None = None) -> Resource[Any]:
         return self.to_resource(self.find(session, name))
 
-    def put(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
+    def apply(self, session: Session, resource: Resource[Any], actor: str) -> Outcome:
         name = resource.metadata.name
         spec = spec_json(resource.spec)
         row = session.scalar(select(self.row).where(self._column() == name))
         if row is None:
             session.add(self.row(**{self.name_column: name, "spec": spec}))
-            with inserting(self.kind, name):
-                session.flush()
+            session.flush()
             return Outcome.CREATED
         if row.spec == spec:
             return Outcome.UNCHANGED
@@ -59,8 +58,7 @@ class SpecRepository(Repository):
         row.spec = spec
 
     def delete(self, session: Session, name: str, project: str | None = None) -> None:
-        session.delete(self.find(session, name))
-        session.flush()
+        remove(session, self.find(session, name), f"{self.kind.name.lower()} {name!r}")
 
 
 class ServerRepository(SpecRepository):
@@ -107,8 +105,7 @@ class UserRepository(SpecRepository):
             session.execute(
                 update(owned).where(owned.owner_id == row.id).values(owner_id=system.id)
             )
-        session.delete(row)
-        session.flush()
+        remove(session, row, f"user {name!r}")
 
 
 TEMPLATES = SpecRepository(TEMPLATE, TemplateRow)
