@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from mcpctl.actors.supervisor import NoReplica, Supervisor
+from mcpctl.dataplane.frames import token_for
+from mcpctl.dataplane.server import StreamServer
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
@@ -31,7 +35,6 @@ from mcpctl.store.repositories.secrets import SecretRepository
 from mcpctl.store.secretbox import SecretBox
 
 log = logging.getLogger(__name__)
-OPEN_STREAM_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,19 @@ class Host:
         self.secrets = SecretRepository(SecretBox(config.secret_key))
         self.orchestrator = make_orchestrator(config)
         self.supervisors: dict[str, Supervisor] = {}
-        self._open: dict[str, AsyncGenerator[Message, None]] = {}
+        tcp_host = ray.util.get_node_ip_address() if os.environ.get("RAY_ADDRESS") else None
+        self._dataplane = StreamServer(self, token_for(config.secret_key), tcp_host)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def ready(self) -> str:
         return self.incarnation
+
+    async def dataplane_address(self) -> dict[str, Any]:
+        """Where gateways reach this host's data plane (started on first ask): its Unix socket,
+        TCP when mcpd joined a cluster of several nodes, and the Ray node it runs on."""
+        address = await self._dataplane.start()
+        return {**address, "node": ray.get_runtime_context().get_node_id()}
 
     async def process_id(self) -> int:
         return os.getpid()
@@ -131,6 +141,7 @@ class Host:
         )
         self.supervisors.clear()
         await self.orchestrator.close()
+        await self._dataplane.close()
 
     # -- MCP traffic -------------------------------------------------------------------
 
@@ -145,36 +156,11 @@ class Host:
         async for item in replica.multiplexer.exchange(caller, message):
             yield item
 
-    async def call(
-        self, server: str, caller: Caller, message: Message
-    ) -> tuple[list[Message], str | None]:
-        """One Ray hop for the usual request: everything up to the response. When the server
-        sends something first (progress, a log line, a question for the client), return that
-        and a token; `resume` then streams the rest live."""
-        stream = self.exchange(server, caller, message)
-        async for item in stream:
-            if jsonrpc.is_response(item):
-                return [item], None
-            token = uuid.uuid4().hex
-            self._open[token] = stream
-            asyncio.get_running_loop().call_later(OPEN_STREAM_SECONDS, self._expire, token)
-            return [item], token
-        return [], None
-
-    async def resume(self, token: str) -> AsyncGenerator[Message, None]:
-        stream = self._open.pop(token, None)
-        if stream is None:
-            return
-        async for item in stream:
-            yield item
-
-    def _expire(self, token: str) -> None:
-        stream = self._open.pop(token, None)
-        if stream is not None:  # nobody came for the rest: close it (the server is told)
-            asyncio.get_running_loop().create_task(stream.aclose())
-
     async def deliver(self, server: str, caller: Caller, message: Message) -> None:
-        replica = self._supervisor(server).replica_for(caller)
+        try:
+            replica = self._supervisor(server).replica_for(caller)
+        except NoReplica:
+            return  # nothing runs that could be told
         await replica.multiplexer.deliver(caller, message)
 
     async def listen(self, server: str, caller: Caller) -> AsyncGenerator[Message, None]:

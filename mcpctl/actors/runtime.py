@@ -15,6 +15,8 @@ import ray
 from mcpctl.actors.host import Host, HostConfig
 from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.controllers.placement import host_for, pool_size
+from mcpctl.dataplane.client import HostLink, HostLost
+from mcpctl.dataplane.frames import token_for
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
@@ -63,6 +65,7 @@ class Runtime:
         self._placed: dict[str, int] = {}  # server -> host index it runs on
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._links: dict[int, HostLink] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -81,6 +84,9 @@ class Runtime:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*(h.shutdown.remote() for h in self.hosts))
+        for link in self._links.values():
+            await link.close()
+        self._links.clear()
         for host in self.hosts:
             ray.kill(host)
         self.hosts.clear()
@@ -221,53 +227,61 @@ class Runtime:
         index = self._placed.get(server)
         return None if index is None else self.hosts[index]
 
+    def _link(self, server: str) -> HostLink | None:
+        """The data-plane connection to the host that runs `server` (made on first use)."""
+        index = self._placed.get(server)
+        if index is None:
+            return None
+        link = self._links.get(index)
+        if link is None:
+            host = self.hosts[index]
+            node = ray.get_runtime_context().get_node_id()
+
+            async def resolve() -> dict[str, Any]:
+                address: dict[str, Any] = await host.dataplane_address.remote()
+                self._links[index].local = address["node"] == node
+                return address
+
+            token = token_for(self.host_config.secret_key)
+            link = self._links[index] = HostLink(f"host {index}", resolve, token)
+        return link
+
     async def exchange(
         self, server: str, caller: Caller, message: Message
     ) -> AsyncGenerator[Message, None]:
-        """What the server sends for one request, ending with the response: one Ray call,
-        plus a stream only when the server sends something before it answers."""
-        host = self._host(server)
+        """What the server sends for one request, ending with the response, over the data
+        plane (no Ray call per message)."""
+        link = self._link(server)
         request_id = message.get("id")
-        if host is None:
+        if link is None:
             yield jsonrpc.error(
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"server {server!r} is not running"
             )
             return
-        call = host.call.remote(server, caller, message)
         try:
-            items, token = await call
-        except asyncio.CancelledError:  # the client left or its deadline passed: so does the host
-            ray.cancel(call)
-            raise
-        except ray.exceptions.RayError as error:
-            yield jsonrpc.error(
-                request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
-            )
-            return
-        for item in items:
-            yield item
-        if token is None:
-            return
-        try:
-            async for item in remote_items(host.resume.remote(token)):
+            async for item in link.stream(server, caller, message):
                 yield item
-        except ray.exceptions.RayError as error:
+        except (HostLost, OSError, ray.exceptions.RayError) as error:
             yield jsonrpc.error(
-                request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{server}: {type(error).__name__}"
+                request_id,
+                jsonrpc.BACKEND_UNAVAILABLE,
+                f"server {server}: the host that runs it went away ({error}); "
+                f"{message.get('method')} may or may not have run",
             )
 
     async def deliver(self, server: str, caller: Caller, message: Message) -> None:
-        host = self._host(server)
-        if host is not None:
-            with contextlib.suppress(ray.exceptions.RayError):
-                await host.deliver.remote(server, caller, message)
+        link = self._link(server)
+        if link is not None:
+            with contextlib.suppress(HostLost, OSError, ray.exceptions.RayError):
+                await link.deliver(server, caller, message)
 
     async def listen(self, server: str, caller: Caller) -> AsyncGenerator[Message, None]:
-        host = self._host(server)
-        if host is None:
+        link = self._link(server)
+        if link is None:
             return
-        async for item in remote_items(host.listen.remote(server, caller)):
-            yield item
+        with contextlib.suppress(HostLost, OSError, ray.exceptions.RayError):
+            async for item in link.stream(server, caller, None):
+                yield item
 
     async def dropped(self) -> dict[str, dict[str, int]]:
         """Messages from backends that no client could be given, per server and reason."""

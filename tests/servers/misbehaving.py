@@ -14,6 +14,7 @@ Tools:
   elicit {text}             asks elicitation/create(text); answers the action
   log {text}                sends a log notification (no related request) and answers
   progress {text}           sends progress with the request's token, then answers
+  flood {count, pad}        sends `count` progress notifications of `pad` bytes, then answers
   big {bytes}               answers with a text of that many bytes (one long line)
   remember {text} / recall  per-process memory: what a per-user server keeps
   pid                       the process id
@@ -50,6 +51,7 @@ TOOLS = [
     "log",
     "progress",
     "big",
+    "flood",
     "remember",
     "recall",
     "pid",
@@ -138,6 +140,13 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
                 }
             )
         return text_result("progressed")
+    if name == "flood":
+        token = (params.get("_meta") or {}).get("progressToken")
+        pad = "p" * int(arguments.get("pad", 0))
+        for n in range(int(arguments.get("count", 0))):
+            note = {"progressToken": token, "progress": n, "message": pad}
+            send({"jsonrpc": "2.0", "method": "notifications/progress", "params": note})
+        return text_result("flooded")
     if name == "big":
         return text_result("x" * int(arguments.get("bytes", 0)))
     if name == "remember":

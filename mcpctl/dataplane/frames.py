@@ -1,0 +1,60 @@
+"""The wire between a gateway and a host: length-prefixed JSON frames (orjson).
+
+A frame is a JSON array `[kind, stream, ...]`. Gateway to host: HELLO (the first frame, with
+the token), CALL and LISTEN open a stream, MORE grants it credit, CANCEL ends it, DELIVER
+carries a client's notification or answer. Host to gateway: ITEM on a stream, END of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import struct
+from typing import Any
+
+import orjson
+
+HELLO = "h"
+CALL = "c"
+LISTEN = "l"
+MORE = "m"
+CANCEL = "x"
+DELIVER = "d"
+ITEM = "i"
+END = "e"
+
+HEADER = struct.Struct(">I")
+MAX_FRAME = 64 * 1024 * 1024  # above the 16 MiB a backend message may take
+WINDOW = 64  # items a stream may send before the gateway grants more
+
+
+class FrameError(ConnectionError):
+    pass
+
+
+def encode(*frame: Any) -> bytes:
+    body = orjson.dumps(frame)
+    return HEADER.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> list[Any] | None:
+    """The next frame, or None when the peer closed the connection."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+        (size,) = HEADER.unpack(header)
+        if size > MAX_FRAME:
+            raise FrameError(f"a frame of {size} bytes is over the limit")
+        frame = orjson.loads(await reader.readexactly(size))
+    except (asyncio.IncompleteReadError, ConnectionError) as error:
+        if isinstance(error, FrameError):
+            raise
+        return None
+    if not isinstance(frame, list) or len(frame) < 2:
+        raise FrameError("a frame must be [kind, stream, ...]")
+    return frame
+
+
+def token_for(secret_key: bytes) -> str:
+    """The cluster's data-plane token, derived from the key every mcpd process shares."""
+    return hmac.new(secret_key, b"mcpd-dataplane-v1", hashlib.sha256).hexdigest()
