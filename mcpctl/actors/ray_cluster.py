@@ -67,9 +67,13 @@ def join_ray(address: str) -> None:
 
 
 def start_local_ray(data_dir: Path | None) -> None:
-    temp_dir = Path(tempfile.mkdtemp(prefix="mcpd-ray-"))  # 0700, unpredictable, empty
-    atexit.register(remove_local_ray, temp_dir)
-    token = ensure_token((data_dir or temp_dir) / TOKEN_FILE)
+    # 0700, unpredictable, empty; below RAY_TMPDIR when set, as Ray's own files would be.
+    # Ray makes the directories it creates world-writable (0777, for machines it shares):
+    # those live one level down, where only this user can reach them.
+    private = Path(tempfile.mkdtemp(prefix="mcpd-ray-", dir=os.environ.get("RAY_TMPDIR")))
+    atexit.register(remove_local_ray, private)
+    temp_dir = private / "r"
+    token = ensure_token((data_dir or private) / TOKEN_FILE)
     os.environ.pop("RAY_AUTH_TOKEN", None)  # it would win over our token file
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -11,12 +13,24 @@ from typing import Annotated
 import typer
 import uvicorn
 from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from mcpctl.actors.host import HostConfig
 from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.daemon.assembly import assemble
+from mcpctl.daemon.data_dir import create_private_file, make_private
+from mcpctl.daemon.http_protocol import bounded_h11
 from mcpctl.daemon.settings import Settings
+from mcpctl.daemon.shutdown import (
+    BACKSTOP_SECONDS,
+    GracefulServer,
+    SecondaryServer,
+    ShutdownGate,
+    serve_all,
+)
 from mcpctl.gateway.limits import Limits
+from mcpctl.gateway.metrics_endpoint import metrics_app
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
@@ -24,12 +38,15 @@ from mcpctl.store.database import Database, migrate
 from mcpctl.store.secretbox import SecretBox
 
 log = logging.getLogger("mcpd")
+METRICS_CONNECTIONS = 16  # scrapers, not clients
 cli = typer.Typer(add_completion=False, help="mcpd: the mcpctl daemon (gateway + controllers).")
 
 
 def open_database(settings: Settings) -> tuple[Database, str | None]:
     """Migrate and bootstrap; return the database and a newly created admin token."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir.expanduser())
+    if not settings.database_url:
+        create_private_file(settings.sqlite_file)
     database = Database(settings.database)
     migrate(database.engine)
     with database.transaction() as session:
@@ -121,13 +138,45 @@ def serve(
             max_batch=settings.max_batch,
             session_idle_seconds=settings.session_idle_seconds,
             max_sessions_per_principal=settings.max_sessions_per_principal,
-            metrics_require_token=settings.metrics_require_token,
+            # With a metrics port of its own, /metrics on the main port needs a token.
+            metrics_require_token=settings.metrics_require_token
+            or settings.metrics_port is not None,
         ),
     )
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
-    init_ray(settings.data_dir)
+    init_ray(settings.data_dir.expanduser())
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    serve_http(app, settings)
+
+
+def http_config(app: ASGIApp, settings: Settings, port: int, connections: int) -> uvicorn.Config:
+    """uvicorn bounded (DESIGN: everything is bounded): connections, request heads and bodies
+    that stall, idle keep-alive connections, header size, and the stop."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        log_level=settings.log_level,
+        http=bounded_h11(settings.read_timeout),
+        limit_concurrency=connections,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds + BACKSTOP_SECONDS),
+    )
+
+
+def serve_http(app: Starlette, settings: Settings) -> None:
+    """The gateway on MCPD_PORT and, with MCPD_METRICS_PORT, /metrics alone on that port
+    (no token); SIGTERM stops both within MCPD_SHUTDOWN_SECONDS (+ a short backstop)."""
+    others: list[uvicorn.Server] = []
+    if settings.metrics_port is not None:
+        config = http_config(metrics_app(app), settings, settings.metrics_port, METRICS_CONNECTIONS)
+        others.append(SecondaryServer(config))
+    gate = ShutdownGate(app)
+    config = http_config(gate, settings, settings.port, settings.max_connections)
+    main = GracefulServer(config, gate, settings.shutdown_seconds, others)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(serve_all(main, others))
 
 
 def main() -> None:

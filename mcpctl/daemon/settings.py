@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     session_idle_seconds: float = Field(default=3600.0, gt=0)
     max_sessions_per_principal: int = Field(default=100, ge=1)
     shutdown_seconds: float = Field(default=15.0, ge=0)
+    # HTTP connections: how many at once (more get 503), how long a request head may take to
+    # arrive (and a body may pause), how long an idle keep-alive connection stays, head size.
+    max_connections: int = Field(default=1000, ge=1)
+    read_timeout: float = Field(default=10.0, gt=0)
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     # /metrics: on a port of its own (no token) when set, else on the main port.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_require_token: bool = False
@@ -51,7 +57,11 @@ class Settings(BaseSettings):
     def database(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.data_dir.expanduser() / 'mcpd.db'}"
+        return f"sqlite:///{self.sqlite_file}"
+
+    @property
+    def sqlite_file(self) -> Path:
+        return self.data_dir.expanduser() / "mcpd.db"
 
     @property
     def secret_key_file(self) -> Path:

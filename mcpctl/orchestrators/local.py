@@ -34,6 +34,8 @@ from mcpctl.orchestrators.processes import (
     PidRecord,
     is_alive,
     kill_group,
+    open_private,
+    private_dir,
     start_ticks,
     wait_for_exit,
 )
@@ -109,9 +111,10 @@ def _pdeathsig_wrapper() -> list[str]:
 
 class LocalOrchestrator(Orchestrator):
     def __init__(self, data_dir: Path) -> None:
+        private_dir(data_dir)
         self.pids = PidFiles(data_dir / "run")
         self.log_dir = data_dir / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         self._children: dict[str, _Child] = {}
         self._wrapper = _pdeathsig_wrapper()
 
@@ -150,7 +153,7 @@ class LocalOrchestrator(Orchestrator):
         if executable is None:
             raise StartError(f"command not found: {argv[0]}")
         log_path = self.log_path(workload.server, workload.replica)
-        with log_path.open("ab") as stderr:
+        with open_private(log_path, "ab") as stderr:
             try:
                 process = await asyncio.create_subprocess_exec(
                     *self._wrapper,
@@ -188,7 +191,7 @@ class LocalOrchestrator(Orchestrator):
 
     async def _capture_stderr(self, child: _Child) -> None:
         assert child.process.stderr is not None
-        with child.log_path.open("ab") as sink:
+        with open_private(child.log_path, "ab") as sink:
             async for line in child.process.stderr:
                 sink.write(line)
                 sink.flush()
@@ -288,10 +291,14 @@ class LocalOrchestrator(Orchestrator):
                     await asyncio.sleep(0.2)
 
     async def close(self) -> None:
-        for key, child in list(self._children.items()):
+        """Stop every server at once (in parallel, so the stop takes one grace, not one each)."""
+
+        async def stop(key: str, child: _Child) -> None:
             with contextlib.suppress(ProcessLookupError):
                 await kill_group(child.process.pid, grace=3)
             await child.process.wait()
             server, _, replica = key.rpartition("-")
             self.pids.remove(server, int(replica))
+
+        await asyncio.gather(*(stop(key, child) for key, child in list(self._children.items())))
         self._children.clear()

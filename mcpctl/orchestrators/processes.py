@@ -9,6 +9,7 @@ import os
 import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,22 @@ def is_alive(record: PidRecord) -> bool:
     return start_ticks(record.pid) == record.start_ticks
 
 
+def private_dir(directory: Path) -> None:
+    """`directory` exists with mode 0700 (pid files and logs are no one else's business)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+
+
+def open_private(path: Path, mode: str) -> IO[bytes]:
+    """`path` opened for writing ("wb" or "ab"), created with mode 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
 class PidFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
 
     def _path(self, server: str, replica: int) -> Path:
         return self.directory / f"{server}-{replica}.json"
@@ -45,7 +58,8 @@ class PidFiles:
     def write(self, record: PidRecord) -> None:
         path = self._path(record.server, record.replica)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(record)))
+        with open_private(temporary, "wb") as file:
+            file.write(json.dumps(asdict(record)).encode())
         temporary.replace(path)
 
     def remove(self, server: str, replica: int) -> None:
