@@ -544,6 +544,73 @@ def test_observability_values(helm: str) -> None:
     assert extra == [{"name": "RAY_memory_usage_threshold", "value": "0.9"}]
 
 
+def secret_refs(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    env = mcpd_container(docs)["env"]
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+
+
+def test_an_external_ray_gets_the_token_from_a_secret(helm: str) -> None:
+    external = {"mcpd.rayAddress": "ray-head.ray.svc:6379"}
+    docs = render(helm, **external, **{"ray.auth.namespaces": "{ray}"})
+    assert settings(docs)["RAY_AUTH_MODE"] == "token"
+    assert secret_refs(docs)["RAY_AUTH_TOKEN"] == {"name": "mcpctl-ray-token", "key": "token"}
+    # one token, for mcpd and (a copy in its namespace) for the Ray cluster's pods
+    secrets = [s for s in kinds(docs, "Secret") if s["metadata"]["name"] == "mcpctl-ray-token"]
+    assert sorted(s["metadata"]["namespace"] for s in secrets) == ["mcpctl", "ray"]
+    [token] = {base64.b64decode(s["data"]["token"]).decode() for s in secrets}
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", token)
+    assert secrets[0]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    given = render(helm, **external, **{"ray.auth.token": "t0ken"})
+    assert secret_value(given, "mcpctl-ray-token", "token") == "t0ken"
+    existing = render(
+        helm,
+        **external,
+        **{"ray.auth.existingSecret": "kuberay", "ray.auth.existingSecretKey": "auth_token"},
+    )
+    assert secret_refs(existing)["RAY_AUTH_TOKEN"] == {"name": "kuberay", "key": "auth_token"}
+    assert "mcpctl-ray-token" not in {s["metadata"]["name"] for s in kinds(existing, "Secret")}
+    disabled = render(helm, **external, **{"ray.auth.mode": "disabled"})
+    assert settings(disabled)["RAY_AUTH_MODE"] == "disabled"
+    assert "RAY_AUTH_TOKEN" not in secret_refs(disabled)
+    assert "mcpctl-ray-token" not in {s["metadata"]["name"] for s in kinds(disabled, "Secret")}
+    # mcpd's local Ray makes its own token (in its data directory)
+    local = render(helm)
+    assert "RAY_AUTH_MODE" not in settings(local) and "RAY_AUTH_TOKEN" not in secret_refs(local)
+
+
+def test_metrics_on_a_port_of_their_own_or_behind_a_token(helm: str) -> None:
+    docs = render(helm, **{"mcpd.metricsPort": "9090", "serviceMonitor.enabled": "true"})
+    assert settings(docs)["MCPD_METRICS_PORT"] == "9090"
+    ports = {p["name"]: p["containerPort"] for p in mcpd_container(docs)["ports"]}
+    assert ports == {"http": 8420, "metrics": 9090}
+    service = only(docs, "Service", "mcpctl")["spec"]["ports"]
+    assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in service
+    [endpoint] = only(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and "authorization" not in endpoint
+    scrape = {"ports": [{"protocol": "TCP", "port": "metrics"}]}
+    assert scrape in policy(docs, "mcpctl-mcpd")["ingress"]
+    assert scrape not in policy(render(helm), "mcpctl-mcpd")["ingress"]
+    token = {"mcpd.metricsRequireToken": "true", "serviceMonitor.enabled": "true"}
+    docs = render(helm, **token, **{"serviceMonitor.tokenSecret.name": "prometheus-token"})
+    assert settings(docs)["MCPD_METRICS_REQUIRE_TOKEN"] == "true"
+    [endpoint] = only(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["port"] == "http"
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "prometheus-token", "key": "token"},
+    }
+    result = run_helm(helm, *template_args(None, "mcpctl", token, "mcpctl"), check=False)
+    assert result.returncode != 0 and "serviceMonitor.tokenSecret.name" in result.stderr
+
+
+def test_shutdown_seconds_bound_mcpd_and_its_pod(helm: str) -> None:
+    assert settings(render(helm))["MCPD_SHUTDOWN_SECONDS"] == "15"
+    docs = render(helm, **{"mcpd.shutdownSeconds": "40"})
+    assert settings(docs)["MCPD_SHUTDOWN_SECONDS"] == "40"
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 55
+
+
 # ------------------------------------------------------------------ dashboards
 
 BUILTIN_VARIABLES = {"__rate_interval", "__range", "__interval"}

@@ -144,3 +144,21 @@ pod-security.kubernetes.io/warn: {{ . }}
 pod-security.kubernetes.io/audit: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{/* mcpd joins a Ray cluster that wants a token: "true" or "". */}}
+{{- define "mcpctl.rayNeedsToken" -}}
+{{- if and .Values.mcpd.rayAddress (eq .Values.ray.auth.mode "token") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the external Ray's token, and its key. */}}
+{{- define "mcpctl.raySecret" -}}
+{{- default (printf "%s-ray-token" (include "mcpctl.fullname" .)) .Values.ray.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "mcpctl.raySecretKey" -}}
+{{- if .Values.ray.auth.existingSecret -}}
+{{- .Values.ray.auth.existingSecretKey -}}
+{{- else -}}
+token
+{{- end -}}
+{{- end -}}
