@@ -11,96 +11,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
-import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx2
-from mcp.client import Client
-from mcp.client.stdio import StdioServerParameters
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.common import TOKEN, Mcpd, free_port, table
+from bench.common import TOKEN, Mcpd, free_port, sdk_calls, start, stop, table, wait_listening
 
 PACKAGE = "@modelcontextprotocol/server-everything"
-
-
-async def measure(
-    connect: Callable[[], AbstractAsyncContextManager[Any]], calls: int, concurrency: int
-) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    async with Client(connect(), mode="legacy") as client:
-        await client.call_tool("echo", {"message": "warm-up"})
-        queue = iter(range(calls))
-
-        async def worker() -> None:
-            for i in queue:
-                started = time.perf_counter()
-                result = await client.call_tool("echo", {"message": f"m{i}"})
-                latencies.append(time.perf_counter() - started)
-                assert result.content[0].text == f"Echo: m{i}"
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    return calls / elapsed, latencies
-
-
-def wait_listening(port: int) -> None:
-    import socket
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 async def run(calls: int, concurrency: int) -> list[tuple[str, float, list[float]]]:
     results = []
     stdio = StdioServerParameters(command="npx", args=["-y", PACKAGE, "stdio"])
-    from mcp.client.stdio import stdio_client
-
     results.append(
-        ("direct, STDIO", *await measure(lambda: stdio_client(stdio), calls, concurrency))
+        ("direct, STDIO", *await sdk_calls(lambda: stdio_client(stdio), calls, concurrency))
     )
 
     port = free_port()
-    server = subprocess.Popen(
-        ["npx", "-y", PACKAGE, "streamableHttp"],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start(["npx", "-y", PACKAGE, "streamableHttp"], PORT=str(port))
     try:
-        wait_listening(port)
+        wait_listening(port, server)
         url = f"http://127.0.0.1:{port}/mcp"
         results.append(
             (
                 "direct, Streamable HTTP",
-                *await measure(lambda: streamable_http_client(url), calls, concurrency),
+                *await sdk_calls(lambda: streamable_http_client(url), calls, concurrency),
             )
         )
     finally:
-        server.terminate()
-        server.wait()
+        stop(server)
 
     mcpd = Mcpd()
     try:
-        spec = {"package": PACKAGE, "runtime": "node", "args": ["stdio"]}
-        mcpd.http.post(
-            "/api/v1/servers", json={"metadata": {"name": "everything"}, "spec": spec}
-        ).raise_for_status()
-        while not any(
-            i["status"] == "RUNNING" for i in mcpd.http.get("/api/v1/instances").json()["items"]
-        ):
-            time.sleep(0.2)
+        mcpd.create_server("everything", {"package": PACKAGE, "runtime": "node", "args": ["stdio"]})
         gateway = f"{mcpd.url}/mcp/servers/everything"
 
         def through_mcpd() -> AbstractAsyncContextManager[Any]:
@@ -108,7 +55,7 @@ async def run(calls: int, concurrency: int) -> list[tuple[str, float, list[float
             return streamable_http_client(gateway, http_client=http)
 
         results.append(
-            ("through mcpd (Ray hop, STDIO)", *await measure(through_mcpd, calls, concurrency))
+            ("through mcpd (Ray hop, STDIO)", *await sdk_calls(through_mcpd, calls, concurrency))
         )
     finally:
         mcpd.stop()
