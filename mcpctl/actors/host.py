@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from mcpctl.actors.replica import Replica
 from mcpctl.actors.supervisor import NoReplica, Supervisor
 from mcpctl.dataplane.frames import token_for
 from mcpctl.dataplane.server import StreamServer
@@ -149,12 +150,30 @@ class Host:
         self, server: str, caller: Caller, message: Message
     ) -> AsyncGenerator[Message, None]:
         try:
-            replica = self._supervisor(server).replica_for(caller)
+            replica = await self._replica(server, caller)
         except NoReplica as error:
             yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
             return
         async for item in replica.multiplexer.exchange(caller, message):
             yield item
+
+    async def _replica(self, server: str, caller: Caller, wait: float = 30.0) -> Replica:
+        """The replica for `caller`; right after this host (re)started, mcpd is still handing
+        it its servers: wait for that rather than fail."""
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                return self._supervisor(server).replica_for(caller)
+            except NoReplica:
+                supervisor = self.supervisors.get(server)
+                final = (
+                    supervisor is not None
+                    and supervisor.spec is not None
+                    and (supervisor.spec.replicas == 0 or supervisor.isolated)
+                )
+                if final or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     async def deliver(self, server: str, caller: Caller, message: Message) -> None:
         try:
@@ -164,7 +183,7 @@ class Host:
         await replica.multiplexer.deliver(caller, message)
 
     async def listen(self, server: str, caller: Caller) -> AsyncGenerator[Message, None]:
-        replica = self._supervisor(server).replica_for(caller)
+        replica = await self._replica(server, caller)
         async for item in replica.multiplexer.listen(caller):
             yield item
 

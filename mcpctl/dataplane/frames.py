@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from mcpctl.mcp import jsonrpc
+
 HELLO = "h"
 CALL = "c"
 LISTEN = "l"
@@ -34,7 +36,7 @@ class FrameError(ConnectionError):
 
 
 def encode(*frame: Any) -> bytes:
-    body = orjson.dumps(frame)
+    body = jsonrpc.dumps(frame)
     return HEADER.pack(len(body)) + body
 
 

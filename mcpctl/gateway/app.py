@@ -52,8 +52,8 @@ def build_app(
     )
     app = Starlette(
         routes=[
+            *mcp_endpoint.routes(),  # first: the router tries routes in order, MCP is hot
             *(op.route() for op in [*operations, docs]),
-            *mcp_endpoint.routes(),
             Route("/metrics", metrics, methods=["GET"]),
         ],
         middleware=[
@@ -68,7 +68,11 @@ def build_app(
                 on_error=on_auth_error,
             ),
         ],
-        exception_handlers={**errors.HANDLERS, BodyTooLarge: on_body_too_large},
+        exception_handlers={
+            **errors.HANDLERS,
+            BodyTooLarge: on_body_too_large,
+            mcp_endpoint.ClientGone: mcp_endpoint.on_client_gone,
+        },
         lifespan=lifespan,
     )
     app.state.context = context

@@ -27,6 +27,15 @@ class GatewayContext:
     token_cache: dict[str, Any] = field(default_factory=dict)
     # Called after an instance was deleted, so its supervisor replaces it.
     on_instance_deleted: Callable[[str, int], None] = field(default=lambda server, replica: None)
+    # Projects as the MCP endpoints loaded them (no database round trip per MCP request);
+    # emptied on every committed change, and kept a few seconds at most.
+    project_cache: dict[str, Any] = field(default_factory=dict)
+
+    def changed(self, kind: Kind, name: str) -> None:
+        """After a committed change: forget what the caches hold, and tell the runtime."""
+        self.token_cache.clear()
+        self.project_cache.clear()
+        self.on_change(kind, name)
 
     async def transaction(self, work: Callable[[Session], T]) -> T:
         """Run `work` in one transaction on a worker thread (the database calls block)."""

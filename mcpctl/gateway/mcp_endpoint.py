@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -27,7 +28,13 @@ from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
-from mcpctl.gateway.targets import ProjectTarget, ServerTarget, Target, Unavailable
+from mcpctl.gateway.targets import (
+    BACKEND_VERSION,
+    ProjectTarget,
+    ServerTarget,
+    Target,
+    Unavailable,
+)
 from mcpctl.mcp import bridge, jsonrpc, validation, versions
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import PROMPT, Resource
@@ -40,16 +47,24 @@ from mcpctl.store.repositories.specs import SERVERS
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
 KEEPALIVE_SECONDS = 15.0
+# A project loaded for an MCP request serves the next ones this long, unless it changes here
+# first (then at once); changes made through another mcpd replica apply within this.
+PROJECT_CACHE_SECONDS = 5.0
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 T = TypeVar("T")
 
 
+class FastJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return jsonrpc.dumps(content)
+
+
 def _rpc_error(status: int, code: int, message: str, request_id: Any = None) -> JSONResponse:
-    return JSONResponse(jsonrpc.error(request_id, code, message), status_code=status)
+    return FastJSONResponse(jsonrpc.error(request_id, code, message), status_code=status)
 
 
 def _sse(message: Message) -> bytes:
-    return f"event: message\ndata: {json.dumps(message, separators=(',', ':'))}\n\n".encode()
+    return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
 
 
 async def _target(request: Request, principal: Principal) -> Target | Response:
@@ -73,16 +88,22 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
                 return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
         return ServerTarget(runtime, name)
 
-    def load_project(session: Session) -> tuple[list[str], list[Resource[PromptSpec]]]:
+    def load_project(session: Session) -> tuple[Any, list[Resource[PromptSpec]]]:
         project = PROJECTS.get(session, name)
-        if not policy.in_project(principal, project):
-            raise NotFound(f"project {name!r} not found")
-        return list(project.spec.servers), context.repositories[PROMPT].list(session, name)
+        return project, context.repositories[PROMPT].list(session, name)
 
-    try:
-        loaded = await context.transaction(load_project)
-    except NotFound:
+    now = time.monotonic()
+    cached = context.project_cache.get(name)
+    if cached is None or cached[0] < now:
+        try:
+            project, prompts = await context.transaction(load_project)
+        except NotFound:
+            return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
+        cached = context.project_cache[name] = (now + PROJECT_CACHE_SECONDS, project, prompts)
+    _, project, prompts = cached
+    if not policy.in_project(principal, project):
         return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
+    loaded = (list(project.spec.servers), prompts)
 
     async def load() -> tuple[list[str], list[Resource[PromptSpec]]]:
         return loaded
@@ -145,8 +166,8 @@ async def post(request: Request) -> Response:
     limits: Limits = request.app.state.limits
     metrics = request.app.state.metrics
     try:
-        body = json.loads(await request.body())
-    except ValueError as error:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as error:
         return _rpc_error(400, jsonrpc.PARSE_ERROR, f"Parse error: {error}")
     messages = body if isinstance(body, list) else [body]
     if not messages:
@@ -194,32 +215,46 @@ async def post(request: Request) -> Response:
         answers = await _unless_disconnected(
             request, asyncio.gather(*(_final(request, target, session, r) for r in requests))
         )
-        return JSONResponse(answers)
+        return FastJSONResponse(answers)
     return await _respond(request, target, session, requests[0])
 
 
 def _invalid(request: Request, target: Target, error: validation.Invalid) -> Response:
     """A malformed message: answered here, never forwarded to the shared backend."""
     request.app.state.metrics.refused.labels(_path(target), "invalid").inc()
-    return JSONResponse(error.response(), status_code=400)
+    return FastJSONResponse(error.response(), status_code=400)
+
+
+class ClientGone(Exception):
+    """The client closed its connection while its request was in flight."""
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`work`'s result; if the client disconnects first, `work` is cancelled (and with it the
-    request at the backend) and so is this handler."""
-    task = asyncio.ensure_future(work)
+    """`work`'s result; if the client disconnects first, this handler is cancelled where it
+    waits, and with it the request at the backend."""
+    handler = asyncio.current_task()
+    assert handler is not None
     gone = asyncio.ensure_future(_disconnected(request))
+    waiting = True
+
+    def cancel_handler(watcher: asyncio.Future[None]) -> None:
+        if waiting and not watcher.cancelled():
+            handler.cancel("the client disconnected")
+
+    gone.add_done_callback(cancel_handler)
     try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone.done() and not gone.cancelled():
+            raise ClientGone() from None
+        raise
     finally:
+        waiting = False
         gone.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-    if not task.done():
-        raise asyncio.CancelledError("the client disconnected")
-    return task.result()
+
+
+async def on_client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
 
 
 async def _disconnected(request: Request) -> None:
@@ -259,8 +294,9 @@ async def _initialize(
         registry.end(session.id)
         return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
     request.app.state.metrics.sessions.set(registry.count())
+    session.backend_version = info.pop(BACKEND_VERSION, None)
     result = jsonrpc.result(message["id"], {"protocolVersion": version, **info})
-    return JSONResponse(result, headers={SESSION_HEADER: session.id})
+    return FastJSONResponse(result, headers={SESSION_HEADER: session.id})
 
 
 async def _single_exchange(
@@ -276,7 +312,7 @@ async def _single_exchange(
             "Unsupported protocol version",
             {"supported": list(versions.SUPPORTED), "requested": version},
         )
-        return JSONResponse(body, status_code=400)
+        return FastJSONResponse(body, status_code=400)
     try:
         validation.check(message, version)
     except validation.Invalid as error:
@@ -305,7 +341,7 @@ async def _single_exchange(
             "ttlMs": 0,
             "_meta": {bridge.SERVER_INFO_KEY: info.get("serverInfo", {})},
         }
-        return JSONResponse(
+        return FastJSONResponse(
             jsonrpc.result(message["id"], {k: v for k, v in result.items() if v is not None})
         )
     return await _respond(request, target, session, bridge.without_envelope(message))
@@ -336,9 +372,9 @@ async def _observed(
     deadline = asyncio.get_running_loop().time() + limits.request_timeout
     try:
         while True:
-            remaining = deadline - asyncio.get_running_loop().time()
             try:
-                item = await asyncio.wait_for(anext(stream), max(remaining, 0))
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(stream)
             except StopAsyncIteration:
                 return
             except TimeoutError:
@@ -359,7 +395,8 @@ async def _observed(
                 await target.deliver(session, refusal)
                 continue
             if jsonrpc.is_response(item):
-                item = bridge.response_for(method, session.protocol_version, item)
+                if session.backend_version != session.protocol_version:
+                    item = bridge.response_for(method, session.protocol_version, item)
                 metrics.latency.labels(*labels).observe(time.perf_counter() - started)
                 metrics.requests.labels(*labels).inc()
                 if "error" in item:
@@ -380,7 +417,7 @@ async def _respond(
     first = await _unless_disconnected(request, anext(stream))
     if jsonrpc.is_response(first):
         await stream.aclose()
-        return JSONResponse(first)
+        return FastJSONResponse(first)
     if not wants_sse:
 
         async def response() -> Message | None:
@@ -392,7 +429,7 @@ async def _respond(
         final = await _unless_disconnected(request, response())
         await stream.aclose()
         if final is not None:
-            return JSONResponse(final)
+            return FastJSONResponse(final)
         return _rpc_error(
             502, jsonrpc.INTERNAL_ERROR, "the backend sent no response", message.get("id")
         )

@@ -26,6 +26,8 @@ class ClientSession:
     capabilities: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
     used: float = field(default_factory=time.monotonic)
+    # the revision the backends behind it speak, when it is one: results need no reshaping
+    backend_version: str | None = None
     # project endpoints: which member server owns each resource URI listed to this client
     resource_owners: dict[str, str] = field(default_factory=dict)
 

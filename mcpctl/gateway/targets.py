@@ -23,6 +23,7 @@ from mcpctl.models.kinds import Resource
 from mcpctl.models.prompt import PromptSpec
 
 log = logging.getLogger(__name__)
+BACKEND_VERSION = "mcpd/backendVersion"  # in what `initialize` returns: the backends' revision
 SEPARATOR = "__"
 
 
@@ -54,6 +55,7 @@ class ServerTarget:
         result = {
             "capabilities": backend.get("capabilities", {}),
             "serverInfo": backend.get("serverInfo", {}),
+            BACKEND_VERSION: backend.get("protocolVersion"),
         }
         if backend.get("instructions"):
             result["instructions"] = backend["instructions"]
@@ -95,7 +97,9 @@ class ProjectTarget:
             for key in ("tools", "resources", "logging", "completions"):
                 if backend and key in backend.get("capabilities", {}):
                     capabilities.setdefault(key, {})
+        spoken = {backend.get("protocolVersion") for backend in described if backend}
         return {
+            BACKEND_VERSION: spoken.pop() if len(spoken) == 1 else None,
             "capabilities": capabilities,
             "serverInfo": {"name": f"mcpctl-project-{self.name}", "version": __version__},
             "instructions": f"Tools of project {self.name}, named <server>__<tool>.",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import orjson
 
 Message = dict[str, Any]
 
@@ -15,6 +18,14 @@ INTERNAL_ERROR = -32603
 BACKEND_UNAVAILABLE = -32001
 REQUEST_TIMEOUT = -32001  # as the official SDK says it
 REQUEST_CANCELLED = -32800
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, fast; integers past 64 bits (which orjson refuses) the slow way."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def is_request(message: Message) -> bool:

@@ -207,9 +207,9 @@ class Multiplexer:
         try:
             await self._send_request(exchange)  # if the backend just went, on attach
             while True:
-                remaining = deadline - asyncio.get_running_loop().time()
                 try:
-                    item = await asyncio.wait_for(exchange.queue.get(), max(remaining, 0))
+                    async with asyncio.timeout_at(deadline):
+                        item = await exchange.queue.get()
                 except TimeoutError:
                     yield jsonrpc.error(
                         request_id,

@@ -7,6 +7,8 @@ import logging
 import re
 from abc import ABC, abstractmethod
 
+import orjson
+
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.orchestrators.base import MAX_LINE_BYTES, Channel, LineTooLong
@@ -33,7 +35,7 @@ class StdioTransport(Transport):
         self.channel = channel
 
     async def send(self, message: Message) -> None:
-        await self.channel.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        await self.channel.write(jsonrpc.dumps(message) + b"\n")
 
     async def receive(self) -> Message | None:
         while True:
@@ -51,7 +53,7 @@ class StdioTransport(Transport):
             if not line:
                 continue
             try:
-                message = json.loads(line)
+                message = _loads(line)
             except ValueError:
                 # Some servers print banners on stdout; they are not protocol.
                 log.debug("ignoring non-JSON line from server: %.200r", line)
@@ -76,3 +78,11 @@ def _refusal(prefix: bytes) -> Message | None:
         f"the server's response is larger than {MAX_LINE_BYTES // 1024**2} MiB "
         "(the message size limit); it was dropped",
     )
+
+
+def _loads(line: bytes) -> object:
+    """JSON fast; what orjson refuses (NaN, huge integers) the standard way."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)

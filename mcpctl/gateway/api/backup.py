@@ -44,7 +44,9 @@ async def post_restore(request: Request, principal: Principal) -> Response:
     outcomes = await context.transaction(work)
     for resource in resources:
         if resource.kind == SERVER.name:
-            context.on_change(SERVER, resource.metadata.name)
+            context.changed(SERVER, resource.metadata.name)
+    context.token_cache.clear()  # users and projects may have changed too
+    context.project_cache.clear()
     return JSONResponse({"restored": {kind: dict(counts) for kind, counts in outcomes.items()}})
 
 

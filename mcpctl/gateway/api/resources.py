@@ -151,8 +151,7 @@ def operations(kind: Kind) -> list[Operation]:
             # update of what that request committed.
             outcome, body = await context.transaction(work)
         if outcome is not Outcome.UNCHANGED:
-            context.token_cache.clear()  # a user's role may have changed
-            context.on_change(kind, name)
+            context.changed(kind, name)  # a user's role or a project's members may have too
         status = 201 if outcome is Outcome.CREATED else 200
         return JSONResponse(body, status_code=status, headers={OUTCOME_HEADER: outcome.value})
 
@@ -174,8 +173,7 @@ def operations(kind: Kind) -> list[Operation]:
             repo.delete(session, name, project)
 
         await context.transaction(work)
-        context.token_cache.clear()  # the user and their tokens may be gone
-        context.on_change(kind, name)
+        context.changed(kind, name)  # the user and their tokens may be gone
         return Response(status_code=204)
 
     tag = kind.plural

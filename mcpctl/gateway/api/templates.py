@@ -41,7 +41,7 @@ async def instantiate(request: Request, principal: Principal) -> Response:
         return to_json(servers.get(session, ask.name))
 
     body = await context.transaction(work)
-    context.on_change(SERVER, ask.name)
+    context.changed(SERVER, ask.name)
     return JSONResponse(body, status_code=201)
 
 

@@ -57,7 +57,7 @@ async def revoke_token(request: Request, principal: Principal) -> Response:
     _require_self_or_admin(principal, email)
     context = context_of(request)
     await context.transaction(lambda s: tokens.revoke(s, email, token_id))
-    context.token_cache.clear()
+    context.token_cache.clear()  # the token stops working at once
     return Response(status_code=204)
 
 
