@@ -20,7 +20,7 @@ from mcpctl.actors.host import HostConfig
 from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.daemon.assembly import assemble
 from mcpctl.daemon.data_dir import create_private_file, make_private
-from mcpctl.daemon.http_protocol import bounded_h11
+from mcpctl.daemon.http_protocol import bounded_http
 from mcpctl.daemon.settings import Settings
 from mcpctl.daemon.shutdown import (
     BACKSTOP_SECONDS,
@@ -157,10 +157,10 @@ def http_config(app: ASGIApp, settings: Settings, port: int, connections: int) -
         host=settings.host,
         port=port,
         log_level=settings.log_level,
-        http=bounded_h11(settings.read_timeout),
+        http=bounded_http(settings.read_timeout, settings.max_header_bytes),
+        loop="uvloop",
         limit_concurrency=connections,
         timeout_keep_alive=settings.keep_alive_seconds,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_seconds + BACKSTOP_SECONDS),
     )
 

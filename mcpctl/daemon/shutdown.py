@@ -28,18 +28,28 @@ DISCONNECT: Message = {"type": "http.disconnect"}
 class ShutdownGate:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.stopping = asyncio.Event()  # streams end
-        self.expired = asyncio.Event()  # everything else ends
+        # Futures, not Events: a request races its receive against one of them without a
+        # task of its own (the hot path pays one task per request, not three).
+        self._stopping: asyncio.Future[None] | None = None  # streams end
+        self._expired: asyncio.Future[None] | None = None  # everything else ends
+
+    def _gates(self) -> tuple[asyncio.Future[None], asyncio.Future[None]]:
+        if self._stopping is None or self._expired is None:
+            loop = asyncio.get_running_loop()
+            self._stopping, self._expired = loop.create_future(), loop.create_future()
+        return self._stopping, self._expired
 
     def begin(self, grace: float) -> None:
-        self.stopping.set()
-        asyncio.get_running_loop().call_later(grace, self.expired.set)
+        stopping, expired = self._gates()
+        _open(stopping)
+        asyncio.get_running_loop().call_later(grace, _open, expired)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = _Request(self.stopping if scope["method"] == "GET" else self.expired, receive)
+        stopping, expired = self._gates()
+        request = _Request(stopping if scope["method"] == "GET" else expired, receive)
         response = _Response(send)
         try:
             await self.app(scope, request.receive, response.send)
@@ -57,7 +67,7 @@ class _Request:
     """The request's receive: the body passes through; after it, a wait for the client to
     leave also ends when `stop` is set (the client is then told it left)."""
 
-    def __init__(self, stop: asyncio.Event, receive: Receive) -> None:
+    def __init__(self, stop: asyncio.Future[None], receive: Receive) -> None:
         self.stop = stop
         self._receive = receive
         self.body = bytearray()
@@ -72,11 +82,16 @@ class _Request:
                     self.body += message.get("body", b"")
                 self.body_done = not message.get("more_body", False)
             return message
-        if not self.stop.is_set():
-            with _racing(self._receive(), self.stop.wait()) as (received, stopped):
-                await asyncio.wait({received, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                if received.done():
-                    return received.result()
+        if not self.stop.done():
+            received = asyncio.ensure_future(self._receive())
+            try:
+                either: set[asyncio.Future[Any]] = {received, self.stop}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not received.done():
+                    received.cancel()
+            if received.done() and not received.cancelled():
+                return received.result()
         self.cut = True
         return DISCONNECT
 
@@ -90,14 +105,9 @@ class _Request:
         return message.get("id") if isinstance(message, dict) else None
 
 
-@contextlib.contextmanager
-def _racing(*awaitables: Any) -> Iterator[tuple[asyncio.Future[Any], ...]]:
-    futures = tuple(asyncio.ensure_future(a) for a in awaitables)
-    try:
-        yield futures
-    finally:
-        for future in futures:
-            future.cancel()
+def _open(gate: asyncio.Future[None]) -> None:
+    if not gate.done():
+        gate.set_result(None)
 
 
 class _Response:

@@ -226,10 +226,14 @@ def _invalid(request: Request, target: Target, error: validation.Invalid) -> Res
 
 
 class ClientGone(Exception):
-    """The client closed its connection while its request was in flight."""
+    """The client left (or mcpd is stopping) while its request was in flight."""
+
+    def __init__(self, request_id: Any) -> None:
+        super().__init__("the client went away")
+        self.request_id = request_id
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def _unless_disconnected(request: Request, work: Awaitable[T], request_id: Any = None) -> T:
     """`work`'s result; if the client disconnects first, this handler is cancelled where it
     waits, and with it the request at the backend."""
     handler = asyncio.current_task()
@@ -246,7 +250,7 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         return await work
     except asyncio.CancelledError:
         if gone.done() and not gone.cancelled():
-            raise ClientGone() from None
+            raise ClientGone(request_id) from None
         raise
     finally:
         waiting = False
@@ -254,7 +258,13 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 async def on_client_gone(request: Request, exc: Exception) -> Response:
-    return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
+    """Read only when mcpd is shutting down (a client that left reads nothing)."""
+    assert isinstance(exc, ClientGone)
+    text = (
+        "the request was cancelled: the client went away or mcpd is shutting down; "
+        "it may or may not have run"
+    )
+    return _rpc_error(503, jsonrpc.INTERNAL_ERROR, text, exc.request_id)
 
 
 async def _disconnected(request: Request) -> None:
@@ -414,7 +424,7 @@ async def _respond(
 ) -> Response:
     stream = _observed(request, target, session, message)
     wants_sse = "text/event-stream" in request.headers.get("accept", "")
-    first = await _unless_disconnected(request, anext(stream))
+    first = await _unless_disconnected(request, anext(stream), message.get("id"))
     if jsonrpc.is_response(first):
         await stream.aclose()
         return FastJSONResponse(first)
@@ -426,7 +436,7 @@ async def _respond(
                     return item
             return None
 
-        final = await _unless_disconnected(request, response())
+        final = await _unless_disconnected(request, response(), message.get("id"))
         await stream.aclose()
         if final is not None:
             return FastJSONResponse(final)

@@ -30,6 +30,9 @@ FULL_SERVER = {
             {"name": "GITHUB_TOKEN", "secretRef": {"name": "github", "key": "token"}},
         ],
         "replicas": 2,
+        "isolation": "principal",
+        "idleSeconds": 120,
+        "maxInstances": 5,
         "resources": {
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "256Mi"},
