@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from mcpctl.actors.heap import settle_heap
 from mcpctl.actors.replica import Replica
 from mcpctl.actors.supervisor import NoReplica, Supervisor
 from mcpctl.dataplane.frames import token_for
@@ -84,6 +85,8 @@ class Host:
     async def dataplane_address(self) -> dict[str, Any]:
         """Where gateways reach this host's data plane (started on first ask): its Unix socket,
         TCP when mcpd joined a cluster of several nodes, and the Ray node it runs on."""
+        if not self._dataplane.address:
+            settle_heap()  # the host is set up: what it allocated so far lives as long as it
         address = await self._dataplane.start()
         return {**address, "node": ray.get_runtime_context().get_node_id()}
 

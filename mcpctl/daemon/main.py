@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from mcpctl.actors.heap import settle_heap
 from mcpctl.actors.host import HostConfig
 from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.daemon.assembly import assemble
@@ -146,6 +147,7 @@ def serve(
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
     init_ray(settings.data_dir.expanduser())
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
+    settle_heap()
     serve_http(app, settings)
 
 

@@ -95,12 +95,15 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     now = time.monotonic()
     cached = context.project_cache.get(name)
     if cached is None or cached[0] < now:
-        try:
-            project, prompts = await context.transaction(load_project)
-        except NotFound:
-            return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
-        cached = context.project_cache[name] = (now + PROJECT_CACHE_SECONDS, project, prompts)
-    _, project, prompts = cached
+        # One load for all the requests that find it missing (no stampede on the store).
+        loading = asyncio.ensure_future(context.transaction(load_project))
+        cached = context.project_cache[name] = (now + PROJECT_CACHE_SECONDS, loading)
+    try:
+        project, prompts = await asyncio.shield(cached[1])
+    except NotFound:
+        if context.project_cache.get(name) is cached:
+            del context.project_cache[name]
+        return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
     if not policy.in_project(principal, project):
         return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
     loaded = (list(project.spec.servers), prompts)

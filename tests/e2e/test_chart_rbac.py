@@ -436,6 +436,7 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
             "externalDatabase.url": database_url,
             "mcpd.port": str(port),
             "mcpd.rayAddress": ray.get_runtime_context().gcs_address,
+            "ray.auth.mode": "disabled",  # the suite's Ray runs without token auth
             "servers.runnerImage": RUNNER,
             "servers.nodeSelector.kubernetes\\.io/arch": "amd64",
         },
