@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 
 from mcpctl.gateway.auth import Principal
 from mcpctl.models.kinds import PROJECT, PROMPT, Kind, Resource
+from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories.projects import PROJECTS
 
 
@@ -42,13 +43,20 @@ def require_admin(principal: Principal, what: str) -> None:
         raise forbidden(f"only admins may {what}")
 
 
+def require_project_visible(session: Session, principal: Principal, project: str) -> None:
+    """A project the principal is not in answers exactly like a missing one: nobody learns
+    which projects exist."""
+    found = PROJECTS.get(session, project)  # NotFound when missing
+    if not in_project(principal, found):
+        raise NotFound(f"project {project!r} not found")
+
+
 def require_prompt_write(
     session: Session, principal: Principal, project: str, existing: Resource[Any] | None
 ) -> None:
     """A member writes prompts only in a project of theirs, and only prompts they own."""
     if principal.is_admin:
         return
-    if not in_project(principal, PROJECTS.get(session, project)):
-        raise forbidden(f"not a member of project {project!r}")
+    require_project_visible(session, principal, project)
     if existing is not None and existing.spec.owner != principal.email:
         raise forbidden(f"prompt {existing.metadata.name!r} belongs to {existing.spec.owner}")

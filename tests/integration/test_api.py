@@ -206,7 +206,15 @@ def test_members_manage_their_own_prompts(api: TestClient) -> None:
     made = alice.post("/api/v1/projects/mine/prompts", json=prompt)
     assert made.status_code == 201
     assert made.json()["spec"]["owner"] == "alice@example.com"
-    assert alice.post("/api/v1/projects/other/prompts", json=prompt).status_code == 403
+    # A project she is not in answers exactly like a missing one, whatever she does with it.
+    for path in ("other", "missing"):
+        posted = alice.post(f"/api/v1/projects/{path}/prompts", json=prompt)
+        listed = alice.get(f"/api/v1/projects/{path}/prompts")
+        read = alice.get(f"/api/v1/projects/{path}/prompts/p1")
+        project = alice.get(f"/api/v1/projects/{path}")
+        for answer in (posted, listed, read, project):
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["message"] == f"project {path!r} not found"
     create(api, "prompts", {"metadata": {"name": "admins"}, "spec": {"text": "x"}}, project="mine")
     assert alice.delete("/api/v1/projects/mine/prompts/admins").status_code == 403
     assert alice.delete("/api/v1/projects/mine/prompts/p1").status_code == 204

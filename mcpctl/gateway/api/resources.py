@@ -103,6 +103,8 @@ def operations(kind: Kind) -> list[Operation]:
 
         def work(session: Session) -> list[dict[str, Any]]:
             repo = context_of(request).repositories[kind]
+            if project is not None:
+                policy.require_project_visible(session, principal, project)
             items = repo.list(session, project)
             return [
                 to_json(_with_status(session, r))
@@ -119,6 +121,8 @@ def operations(kind: Kind) -> list[Operation]:
         project = request.path_params.get("project")
 
         def work(session: Session) -> dict[str, Any]:
+            if project is not None:
+                policy.require_project_visible(session, principal, project)
             resource = context_of(request).repositories[kind].get(session, name, project)
             if not policy.can_read(session, principal, resource):
                 raise NotFound(f"{label} {name!r} not found")
