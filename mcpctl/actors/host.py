@@ -76,6 +76,7 @@ class Host:
         self.supervisors: dict[str, Supervisor] = {}
         tcp_host = ray.util.get_node_ip_address() if os.environ.get("RAY_ADDRESS") else None
         self._dataplane = StreamServer(self, token_for(config.secret_key), tcp_host)
+        self._synced = asyncio.Event()  # until then, a server not here yet may be on its way
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -89,6 +90,10 @@ class Host:
             settle_heap()  # the host is set up: what it allocated so far lives as long as it
         address = await self._dataplane.start()
         return {**address, "node": ray.get_runtime_context().get_node_id()}
+
+    async def synced(self) -> None:
+        """The controller handed this host all its servers (after every full sync)."""
+        self._synced.set()
 
     async def process_id(self) -> int:
         return os.getpid()
@@ -161,8 +166,8 @@ class Host:
             yield item
 
     async def _replica(self, server: str, caller: Caller, wait: float = 30.0) -> Replica:
-        """The replica for `caller`; right after this host (re)started, mcpd is still handing
-        it its servers: wait for that rather than fail."""
+        """The replica for `caller`; right after this host (re)started, the controller is
+        still handing it its servers: wait for that rather than fail."""
         deadline = asyncio.get_running_loop().time() + wait
         while True:
             try:
@@ -173,7 +178,7 @@ class Host:
                     supervisor is not None
                     and supervisor.spec is not None
                     and (supervisor.spec.replicas == 0 or supervisor.isolated)
-                )
+                ) or (supervisor is None and self._synced.is_set())
                 if final or asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.05)

@@ -1,20 +1,21 @@
-"""The runtime in mcpd's process: starts or joins Ray, keeps the pool of host actors, places
-each server's supervisor on a host and routes the gateway's MCP traffic to it."""
+"""The runtime in a gateway process: starts or joins Ray, finds or creates the controller,
+learns from it where each server runs, and carries the gateway's MCP traffic to those hosts
+over the data plane. Any number of gateway processes share one controller."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from mcpctl.actors.host import Host, HostConfig
+from mcpctl.actors.controller import RAY_NAMESPACE, Controller, controller_name
+from mcpctl.actors.host import HostConfig
 from mcpctl.actors.ray_cluster import init_ray
-from mcpctl.controllers.placement import host_for, pool_size
 from mcpctl.dataplane.client import HostLink, HostLost
 from mcpctl.dataplane.frames import token_for
 from mcpctl.mcp import jsonrpc
@@ -23,12 +24,10 @@ from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import SERVER, Kind
 from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
-from mcpctl.store.errors import NotFound
-from mcpctl.store.repositories.specs import SERVERS
-from mcpctl.store.tables import ServerRow
 
 log = logging.getLogger(__name__)
-HostActor: Any = ray.remote(Host)  # Ray handles are untyped
+ControllerActor: Any = ray.remote(Controller)  # Ray handles are untyped
+PLACEMENT_SECONDS = 1.0  # how often a gateway asks the controller where servers run
 
 
 async def remote_items(stream: Any) -> AsyncGenerator[Any, None]:
@@ -54,117 +53,88 @@ class Runtime:
         hosts: int | None = None,
         namespace: str = "mcpd",
         metrics: Metrics | None = None,
+        shared: bool = False,
     ) -> None:
         self.database = database
         self.host_config = host_config
         self.resync_seconds = resync_seconds
         self.configured_hosts = hosts
-        self.namespace = namespace
+        self.namespace = namespace  # the prefix of this deployment's actor names
         self.metrics = metrics
+        # One of several gateway replicas: the controller and hosts are detached, and outlive
+        # any gateway (stopped or killed). Otherwise they live and die with this process.
+        self.shared = shared
+        self.controller: Any = None
         self.hosts: list[Any] = []
         self._placed: dict[str, int] = {}  # server -> host index it runs on
-        self._lock = asyncio.Lock()
+        self._syncs = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._links: dict[int, HostLink] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        init_ray()
-        await self.sync()
-        if self.hosts:
-            stopped = await self.hosts[0].stop_orphans.remote(list(self._placed))
-            if stopped:
-                log.info("stopped %d processes left by an earlier mcpd", stopped)
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._resync_forever()))
+    async def start(self, data_dir: Path | None = None) -> None:
+        init_ray(data_dir)
+        self.controller = ControllerActor.options(
+            name=controller_name(self.namespace),
+            namespace=RAY_NAMESPACE,
+            get_if_exists=True,  # one per deployment: the first gateway creates it
+            lifetime="detached" if self.shared else None,
+            max_restarts=-1,
+            max_task_retries=-1,  # its methods are safe to run again
+            num_cpus=0,
+            max_concurrency=1000,
+        ).remote(
+            self.host_config,
+            self.resync_seconds,
+            self.configured_hosts,
+            self.namespace,
+            self.shared,
+        )
+        await self.controller.ready.remote()
+        await self.refresh()
+        self._tasks.append(asyncio.get_running_loop().create_task(self._follow()))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*(h.shutdown.remote() for h in self.hosts))
         for link in self._links.values():
             await link.close()
         self._links.clear()
-        for host in self.hosts:
-            ray.kill(host)
+        if not self.shared and self.controller is not None:
+            with contextlib.suppress(Exception):
+                await self.controller.shutdown.remote()
+            ray.kill(self.controller, no_restart=True)
         self.hosts.clear()
 
-    def _desired(self) -> dict[str, dict[str, Any]]:
-        with self.database.transaction() as session:
-            return {r.metadata.name: r.spec.model_dump(mode="json") for r in SERVERS.list(session)}
+    async def refresh(self) -> None:
+        """Learn from the controller where servers run (and time its resyncs)."""
+        placement = await self.controller.placement.remote()
+        names: list[str] = placement["hosts"]
+        while len(self.hosts) < len(names):
+            name = names[len(self.hosts)]
+            self.hosts.append(ray.get_actor(name, namespace=RAY_NAMESPACE))
+        self._placed = placement["placed"]
+        if self.metrics is not None and placement["syncs"] != self._syncs:
+            self.metrics.reconcile.observe(placement["last_sync_seconds"])
+        self._syncs = placement["syncs"]
 
-    async def _grow_pool(self, servers: int) -> None:
-        cpus = ray.cluster_resources().get("CPU", 2)
-        wanted = pool_size(cpus, servers, self.configured_hosts)
-        while len(self.hosts) < wanted:
-            index = len(self.hosts)
-            config = HostConfig(**{**self.host_config.__dict__, "index": index})
-            host: Any = HostActor.options(
-                name=f"{self.namespace}-host-{index}",
-                max_restarts=-1,
-                max_task_retries=0,
-                num_cpus=0,
-                max_concurrency=10_000,
-            ).remote(config)
-            await host.ready.remote()
-            self.hosts.append(host)
-            self._tasks.append(asyncio.get_running_loop().create_task(self._watch(index)))
-
-    async def sync(self) -> None:
-        """Make every host run exactly the servers placed on it (the resync backstop)."""
-        started = time.perf_counter()
-        async with self._lock:
-            desired = await asyncio.to_thread(self._desired)
-            await self._grow_pool(len(desired))
-            calls: list[Any] = []
-            for name in [n for n in self._placed if n not in desired]:
-                calls.append(self.hosts[self._placed.pop(name)].remove.remote(name))
-            for name, spec in desired.items():
-                index = host_for(name, len(self.hosts))
-                previous = self._placed.get(name)
-                self._placed[name] = index
-                if previous is not None and previous != index:
-                    calls.append(self._move(name, spec, previous, index))
-                else:
-                    calls.append(self.hosts[index].ensure.remote(name, spec))
-            await asyncio.gather(*calls)
-        if self.metrics is not None:
-            self.metrics.reconcile.observe(time.perf_counter() - started)
-
-    async def _move(self, name: str, spec: dict[str, Any], old: int, new: int) -> None:
-        """A grown pool moved this server: the old host lets go (pods stay, to be adopted;
-        local processes cannot move and stop), then the new host takes it."""
-        await self.hosts[old].release.remote(name)
-        await self.hosts[new].ensure.remote(name, spec)
-
-    async def _resync_forever(self) -> None:
+    async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(self.resync_seconds)
+            await asyncio.sleep(PLACEMENT_SECONDS)
             try:
-                await self.sync()
+                await self.refresh()
             except Exception:
-                log.exception("resync failed")
+                log.warning("the controller did not answer; it is restarting", exc_info=True)
 
-    async def _watch(self, index: int) -> None:
-        """A host that dies fails its pending `wait_forever` at once; hand it its servers again."""
-        while True:
-            host = self.hosts[index]
-            try:
-                await host.wait_forever.remote()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("host %d died; waiting for Ray to restart it", index)
-            while True:
-                try:
-                    await host.ready.remote()
-                    break
-                except Exception:
-                    await asyncio.sleep(0.2)
-            log.info("host %d is back; re-adopting its servers", index)
-            await self.sync()
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Starlette lifespan: the runtime lives as long as the app serves."""
+        await self.start(Path(self.host_config.data_dir))
+        try:
+            yield
+        finally:
+            await self.stop()
 
     # -- changes from the API ----------------------------------------------------------
 
@@ -173,53 +143,14 @@ class Runtime:
             asyncio.get_running_loop().create_task(self._apply(name))
 
     async def _apply(self, name: str) -> None:
-        """Hand one changed server to its host (a full sync only when the pool must grow)."""
         try:
-            async with self._lock:
-                spec, count = await asyncio.to_thread(self._one, name)
-                wanted = pool_size(
-                    ray.cluster_resources().get("CPU", 2), count, self.configured_hosts
-                )
-            if wanted > len(self.hosts):
-                await self.sync()
-                return
-            async with self._lock:
-                previous = self._placed.get(name)
-                if spec is None:
-                    if previous is not None:
-                        del self._placed[name]
-                        await self.hosts[previous].remove.remote(name)
-                    return
-                index = host_for(name, len(self.hosts))
-                self._placed[name] = index
-                if previous is not None and previous != index:
-                    await self._move(name, spec, previous, index)
-                else:
-                    await self.hosts[index].ensure.remote(name, spec)
+            await self.controller.apply.remote(name)
+            await self.refresh()
         except Exception:
             log.exception("applying server %s failed", name)
 
-    def _one(self, name: str) -> tuple[dict[str, Any] | None, int]:
-        with self.database.transaction() as session:
-            try:
-                spec = SERVERS.get(session, name).spec.model_dump(mode="json")
-            except NotFound:
-                spec = None
-            return spec, session.query(ServerRow).count()
-
     def on_instance_deleted(self, server: str, replica: int) -> None:
-        index = self._placed.get(server)
-        if index is not None:
-            self.hosts[index].restart_replica.remote(server, replica)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: object) -> AsyncIterator[None]:
-        """Starlette lifespan: the runtime lives as long as the app serves."""
-        await self.start()
-        try:
-            yield
-        finally:
-            await self.stop()
+        self.controller.instance_deleted.remote(server, replica)
 
     # -- MCP traffic -------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ def assemble(
     hosts: int | None,
     namespace: str,
     limits: Limits | None = None,
+    shared: bool = False,
 ) -> tuple[Starlette, Runtime]:
     """The app and the runtime it starts and stops with (its lifespan)."""
     metrics = Metrics()
@@ -32,6 +33,7 @@ def assemble(
         hosts=hosts,
         namespace=namespace,
         metrics=metrics,
+        shared=shared,
     )
     context = GatewayContext(
         database,
@@ -39,4 +41,11 @@ def assemble(
         on_change=runtime.on_change,
         on_instance_deleted=runtime.on_instance_deleted,
     )
-    return build_app(context, runtime, metrics, lifespan=runtime.lifespan, limits=limits), runtime
+    return build_app(
+        context,
+        runtime,
+        metrics,
+        lifespan=runtime.lifespan,
+        limits=limits,
+        session_key=host_config.secret_key,
+    ), runtime

@@ -131,7 +131,8 @@ def serve(
         host_config,
         settings.resync_seconds,
         settings.actor_hosts,
-        namespace=f"mcpd-{settings.port}",
+        namespace=settings.deployment or f"mcpd-{settings.port}",
+        shared=settings.shared,
         limits=Limits(
             request_timeout=settings.request_timeout,
             max_body_bytes=settings.max_body_bytes,

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # /metrics: on a port of its own (no token) when set, else on the main port.
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_require_token: bool = False
+    # One of several mcpd replicas on one Ray cluster: the controller and hosts outlive any one.
+    shared: bool = False
+    # The deployment's name among Ray's actors; replicas of one deployment share it.
+    deployment: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 
     @property
     def node_selector_labels(self) -> dict[str, str]:

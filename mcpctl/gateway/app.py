@@ -38,6 +38,7 @@ def build_app(
     registry: Metrics | None = None,
     lifespan: Any = None,
     limits: Limits | None = None,
+    session_key: bytes | None = None,
 ) -> Starlette:
     """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints."""
     operations = api_operations()
@@ -78,7 +79,7 @@ def build_app(
     app.state.context = context
     app.state.runtime = runtime
     app.state.sessions = SessionRegistry(
-        limits.session_idle_seconds, limits.max_sessions_per_principal
+        limits.session_idle_seconds, limits.max_sessions_per_principal, session_key
     )
     app.state.metrics = registry or Metrics()
     app.state.limits = limits

@@ -1,17 +1,26 @@
-"""Client sessions of the MCP endpoints (`Mcp-Session-Id`), held in the gateway's memory.
+"""Client sessions of the MCP endpoints (`Mcp-Session-Id`).
 
-Bounded: a session unused for `idle_seconds` expires, and a principal holds at most
-`per_principal` sessions (a new one beyond that is refused until one ends or expires).
-After an mcpd restart they are gone and clients get the spec's 404, then initialize again.
+A session id is self-contained: the session (endpoint, principal, revision, client
+capabilities) encrypted and authenticated with a key derived from the cluster key (Fernet),
+so any mcpd replica serves it and a restarted mcpd keeps it (DESIGN: sessions are
+self-contained). The principal's rights are still checked on every request.
+
+Bounded, per replica: a session unused for `idle_seconds` expires here, and a principal opens
+at most `per_principal` sessions here. Ids older than `max_age` are refused everywhere.
 """
 
 from __future__ import annotations
 
-import secrets
+import base64
+import hashlib
+import hmac
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
 
 from mcpctl.mcp.caller import Caller
 
@@ -33,7 +42,9 @@ class ClientSession:
 
     @property
     def caller(self) -> Caller:
-        return Caller(self.id, self.principal, self.target)
+        """Who asks, for the hosts: the session by a short digest of its (long) id."""
+        digest = hashlib.sha256(self.id.encode()).digest()[:16]
+        return Caller(base64.urlsafe_b64encode(digest).decode(), self.principal, self.target)
 
 
 class TooManySessions(RuntimeError):
@@ -41,9 +52,18 @@ class TooManySessions(RuntimeError):
 
 
 class SessionRegistry:
-    def __init__(self, idle_seconds: float = 3600.0, per_principal: int = 100) -> None:
+    def __init__(
+        self,
+        idle_seconds: float = 3600.0,
+        per_principal: int = 100,
+        cluster_key: bytes | None = None,
+        max_age: float = 7 * 86400.0,
+    ) -> None:
         self.idle_seconds = idle_seconds
         self.per_principal = per_principal
+        self.max_age = max_age
+        self._fernet = Fernet(_session_key(cluster_key or Fernet.generate_key()))
+        self._ended: dict[str, float] = {}  # ids ended here (DELETE, idle): not reopened
         self._sessions: dict[str, ClientSession] = {}
         self._owned: Counter[str] = Counter()
         self._next_sweep = time.monotonic() + idle_seconds
@@ -59,13 +79,17 @@ class SessionRegistry:
                 f"{principal} already holds {self.per_principal} sessions: end one with "
                 f"DELETE, or wait until one is idle for {self.idle_seconds:g} s"
             )
+        client_info = params.get("clientInfo") or {}
+        capabilities = params.get("capabilities") or {}
+        sealed = {"t": target, "p": principal, "v": protocol_version, "i": client_info}
+        sealed["c"] = capabilities
         session = ClientSession(
-            id=secrets.token_urlsafe(24),
+            id=self._fernet.encrypt(orjson.dumps(sealed)).decode(),
             target=target,
             principal=principal,
             protocol_version=protocol_version,
-            client_info=params.get("clientInfo") or {},
-            capabilities=params.get("capabilities") or {},
+            client_info=client_info,
+            capabilities=capabilities,
             created=time.monotonic(),
             used=time.monotonic(),
         )
@@ -74,7 +98,7 @@ class SessionRegistry:
         return session
 
     def get(self, session_id: str, target: str) -> ClientSession | None:
-        session = self._sessions.get(session_id)
+        session = self._sessions.get(session_id) or self._open(session_id)
         if session is None or session.target != target:
             return None
         now = time.monotonic()
@@ -84,11 +108,32 @@ class SessionRegistry:
         session.used = now
         return session
 
+    def _open(self, session_id: str) -> ClientSession | None:
+        """A session another replica (or an earlier mcpd) began: known from its id alone."""
+        if not session_id or len(session_id) > 16384 or session_id in self._ended:
+            return None
+        try:
+            sealed = orjson.loads(self._fernet.decrypt(session_id, ttl=int(self.max_age)))
+        except (InvalidToken, orjson.JSONDecodeError, ValueError):
+            return None
+        session = ClientSession(
+            id=session_id,
+            target=sealed["t"],
+            principal=sealed["p"],
+            protocol_version=sealed["v"],
+            client_info=sealed["i"],
+            capabilities=sealed["c"],
+        )
+        self._sessions[session_id] = session  # not counted against its principal's opens here
+        return session
+
     def end(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
-        self._owned[session.principal] -= 1
+        self._ended[session_id] = time.monotonic()
+        if self._owned[session.principal] > 0:
+            self._owned[session.principal] -= 1
         if not self._owned[session.principal]:
             del self._owned[session.principal]
         return True
@@ -104,5 +149,12 @@ class SessionRegistry:
         if now < self._next_sweep and not force:
             return
         self._next_sweep = now + self.idle_seconds
+        self._ended = {i: at for i, at in self._ended.items() if now - at < self.max_age}
         for session in [s for s in self._sessions.values() if now - s.used > self.idle_seconds]:
             self.end(session.id)
+
+
+def _session_key(cluster_key: bytes) -> bytes:
+    """The sessions' own Fernet key, derived from the cluster key (never the key itself)."""
+    derived = hmac.new(cluster_key, b"mcpd-sessions-v1", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(derived)

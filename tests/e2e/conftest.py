@@ -114,3 +114,15 @@ class Run:
         out, err = self.capsys.readouterr()
         assert exited.value.code == code, (out, err)
         return out, err
+
+
+@pytest.fixture
+def run(
+    mcpd: Mcpd, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Run:
+    """The CLI against the module's mcpd, with a config file of its own and wide tables."""
+    monkeypatch.setenv("MCPCTL_SERVER", mcpd.url)
+    monkeypatch.setenv("MCPCTL_TOKEN", mcpd.token)
+    monkeypatch.setenv("MCPCTL_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.setattr("mcpctl.cli.output.console.width", 200)
+    return Run(capsys)

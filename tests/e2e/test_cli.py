@@ -13,17 +13,6 @@ import yaml
 from tests.e2e.conftest import Mcpd, Run
 
 
-@pytest.fixture
-def run(
-    mcpd: Mcpd, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Run:
-    monkeypatch.setenv("MCPCTL_SERVER", mcpd.url)
-    monkeypatch.setenv("MCPCTL_TOKEN", mcpd.token)
-    monkeypatch.setenv("MCPCTL_CONFIG", str(tmp_path / "config.yaml"))
-    monkeypatch.setattr("mcpctl.cli.output.console.width", 200)
-    return Run(capsys)
-
-
 def test_create_get_and_apply_round_trip(run: Run, tmp_path: Path) -> None:
     out, _ = run(
         "create",

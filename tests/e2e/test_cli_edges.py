@@ -3,8 +3,6 @@ Rich markup or emoji codes), and a huge history window is refused by name."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 import yaml
@@ -13,17 +11,6 @@ from tests.e2e.conftest import Mcpd, Run
 
 # Markup that Rich would style, link, turn into an emoji, or refuse ("[/]" closes nothing).
 MARKUP = "[bold red]alert[/] [link=https://evil.example]click[/link] :warning: [/]"
-
-
-@pytest.fixture
-def run(
-    mcpd: Mcpd, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Run:
-    monkeypatch.setenv("MCPCTL_SERVER", mcpd.url)
-    monkeypatch.setenv("MCPCTL_TOKEN", mcpd.token)
-    monkeypatch.setenv("MCPCTL_CONFIG", str(tmp_path / "config.yaml"))
-    monkeypatch.setattr("mcpctl.cli.output.console.width", 200)
-    return Run(capsys)
 
 
 @pytest.fixture

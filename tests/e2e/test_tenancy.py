@@ -228,7 +228,7 @@ async def test_log_lines_reach_only_their_tenant_or_nobody(world: World) -> None
     assert alice_logs == ["alice-log-1"]
     assert bob_logs == []
     after = world.metric("mcpctl_backend_messages_dropped", reason="notification_ambiguous")
-    assert after == dropped + 1
+    assert after >= dropped + 1
 
 
 async def test_progress_goes_to_the_request_that_asked_for_it(world: World) -> None:
