@@ -158,6 +158,17 @@ class Runtime:
         index = self._placed.get(server)
         return None if index is None else self.hosts[index]
 
+    async def _knows(self, server: str) -> bool:
+        """Whether `server` is placed; a server this gateway has not heard of yet (created
+        through another replica a moment ago) makes it ask the controller again."""
+        if server not in self._placed:
+            with contextlib.suppress(Exception):
+                await self.refresh()
+        return server in self._placed
+
+    async def _placed_link(self, server: str) -> HostLink | None:
+        return self._link(server) if await self._knows(server) else None
+
     def _link(self, server: str) -> HostLink | None:
         """The data-plane connection to the host that runs `server` (made on first use)."""
         index = self._placed.get(server)
@@ -182,7 +193,7 @@ class Runtime:
     ) -> AsyncGenerator[Message, None]:
         """What the server sends for one request, ending with the response, over the data
         plane (no Ray call per message)."""
-        link = self._link(server)
+        link = await self._placed_link(server)
         request_id = message.get("id")
         if link is None:
             yield jsonrpc.error(
@@ -201,13 +212,13 @@ class Runtime:
             )
 
     async def deliver(self, server: str, caller: Caller, message: Message) -> None:
-        link = self._link(server)
+        link = await self._placed_link(server)
         if link is not None:
             with contextlib.suppress(HostLost, OSError, ray.exceptions.RayError):
                 await link.deliver(server, caller, message)
 
     async def listen(self, server: str, caller: Caller) -> AsyncGenerator[Message, None]:
-        link = self._link(server)
+        link = await self._placed_link(server)
         if link is None:
             return
         with contextlib.suppress(HostLost, OSError, ray.exceptions.RayError):
@@ -236,7 +247,7 @@ class Runtime:
             yield line
 
     async def describe(self, server: str, caller: Caller | None = None) -> dict[str, Any] | None:
-        host = self._host(server)
+        host = self._host(server) if await self._knows(server) else None
         if host is None:
             return None
         result: dict[str, Any] | None = await host.describe.remote(server, caller)

@@ -1,0 +1,171 @@
+"""Two mcpd gateway replicas on one Ray and one database (MCPD_SHARED): a session begun on one
+is served by the other, survives the kill of the replica that began it and its restart, and
+the controller actor's death costs nothing but a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import ray
+from cryptography.fernet import Fernet
+
+from mcpctl.actors.controller import RAY_NAMESPACE, controller_name
+from tests.conftest import exited
+from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
+from tests.e2e.gateway import start_ray
+from tests.e2e.test_tenancy import INIT, SCRIPT, SERVER, call
+
+DEPLOYMENT = "replicas-test"
+MCP = {"Accept": "application/json, text/event-stream"}
+
+
+@dataclass
+class Pair:
+    a: Mcpd
+    b: Mcpd
+    env: dict[str, str]
+    root: Path
+    state: Path
+
+    def headers(self, session: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.a.token}", **MCP}
+        return {**headers, "Mcp-Session-Id": session} if session else headers
+
+
+def answer_of(response: httpx.Response) -> dict[str, Any]:
+    text = response.text
+    if text.startswith("event:") or "data: " in text:
+        text = text.rsplit("data: ", 1)[-1]
+    return dict(json.loads(text))
+
+
+def instances(mcpd: Mcpd) -> list[dict[str, Any]]:
+    answer = httpx.get(
+        f"{mcpd.url}/api/v1/instances",
+        params={"server": SERVER},
+        headers={"Authorization": f"Bearer {mcpd.token}"},
+    )
+    return list(answer.json()["items"])
+
+
+def until_running(mcpd: Mcpd, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [i for i in instances(mcpd) if i["status"] == "RUNNING"]
+        if running:
+            return running[0]
+        assert time.monotonic() < deadline, instances(mcpd)
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    start_ray()
+    root = tmp_path_factory.mktemp("replicas")
+    state = root / "state"
+    state.mkdir()
+    env = {
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "MCPD_SHARED": "true",
+        "MCPD_DEPLOYMENT": DEPLOYMENT,
+        "MCPD_ACTOR_HOSTS": "1",
+        "MCPD_DATABASE_URL": f"sqlite:///{root / 'shared.db'}",
+        "MCPD_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+    a = start_mcpd(root / "a", env)
+    b = start_mcpd(root / "b", env)
+    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    created = httpx.post(
+        f"{a.url}/api/v1/servers",
+        headers={"Authorization": f"Bearer {a.token}"},
+        json={"metadata": {"name": SERVER}, "spec": spec},
+    )
+    assert created.status_code == 201, created.text
+    until_running(b)
+    yield Pair(a, b, env, root, state)
+    for mcpd in (a, b):
+        if mcpd.process.poll() is None:
+            stop_mcpd(mcpd)
+    controller = ray.get_actor(controller_name(DEPLOYMENT), namespace=RAY_NAMESPACE)
+    ray.get(controller.shutdown.remote())  # shared: no replica stops the deployment
+    ray.kill(controller, no_restart=True)
+
+
+def test_a_session_begun_on_one_replica_is_served_by_the_other(pair: Pair) -> None:
+    path = f"/mcp/servers/{SERVER}"
+    begun = httpx.post(f"{pair.a.url}{path}", json=INIT, headers=pair.headers())
+    session = begun.headers["Mcp-Session-Id"]
+    echoed = httpx.post(
+        f"{pair.b.url}{path}", json=call(1, "echo", text="on b"), headers=pair.headers(session)
+    )
+    assert "echo: on b" in echoed.text, echoed.text
+    # A question from the server on A's stream, answered through B: the call completes.
+    sample = call(2, "sample", text="q")
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream(
+            "POST", f"{pair.a.url}{path}", json=sample, headers=pair.headers(session)
+        ) as stream,
+    ):
+        lines = stream.iter_lines()
+        question = next(json.loads(line[6:]) for line in lines if line.startswith("data: "))
+        assert question["method"] == "sampling/createMessage"
+        reply = {
+            "jsonrpc": "2.0",
+            "id": question["id"],
+            "result": {"role": "assistant", "content": {"type": "text", "text": "via b"}},
+        }
+        reply["result"]["model"] = "test"
+        delivered = httpx.post(f"{pair.b.url}{path}", json=reply, headers=pair.headers(session))
+        assert delivered.status_code == 202
+        final = next(json.loads(line[6:]) for line in lines if line.startswith("data: "))
+    assert final["result"]["content"][0]["text"] == "sampled: via b"
+
+
+def test_a_killed_replica_loses_no_session_and_no_backend(pair: Pair) -> None:
+    path = f"/mcp/servers/{SERVER}"
+    begun = httpx.post(f"{pair.a.url}{path}", json=INIT, headers=pair.headers())
+    session = begun.headers["Mcp-Session-Id"]
+    backend = until_running(pair.b)
+    pair.a.process.send_signal(signal.SIGKILL)
+    pair.a.process.wait()
+    on_b = httpx.post(
+        f"{pair.b.url}{path}", json=call(3, "pid", text=""), headers=pair.headers(session)
+    )
+    assert answer_of(on_b)["result"]["content"][0]["text"] == str(backend["pid"])
+    pair.a = start_mcpd(pair.root / "a", pair.env)  # the replica comes back: same session
+    again = httpx.post(
+        f"{pair.a.url}{path}", json=call(4, "pid", text=""), headers=pair.headers(session)
+    )
+    assert answer_of(again)["result"]["content"][0]["text"] == str(backend["pid"])
+    assert [i["pid"] for i in instances(pair.a)] == [backend["pid"]]  # nothing duplicated
+
+
+def test_the_controller_killed_is_restarted_and_duplicates_nothing(pair: Pair) -> None:
+    path = f"/mcp/servers/{SERVER}"
+    backend = until_running(pair.b)
+    controller = ray.get_actor(controller_name(DEPLOYMENT), namespace=RAY_NAMESPACE)
+    old = ray.get(controller.process_id.remote())
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    begun = httpx.post(f"{pair.b.url}{path}", json=INIT, headers=pair.headers())
+    session = begun.headers["Mcp-Session-Id"]
+    during = httpx.post(
+        f"{pair.b.url}{path}", json=call(5, "echo", text="x"), headers=pair.headers(session)
+    )
+    assert answer_of(during)["result"]["content"][0]["text"] == "echo: x"  # hosts serve on
+    new = ray.get(controller.process_id.remote())  # waits for Ray's restart
+    assert new != old and exited(old)
+    print(f"controller back in {time.monotonic() - killed:.2f} s")
+    ray.get(controller.placement.remote())
+    assert [i["pid"] for i in instances(pair.b)] == [backend["pid"]]
