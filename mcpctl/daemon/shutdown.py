@@ -6,7 +6,8 @@ itself, and an MCP request may wait on a backend that never answers. `ShutdownGa
 app so that, once the stop began, a GET request sees its client leave at once, and any other
 request gets `grace` seconds to finish before it sees its client leave too: the MCP endpoint
 then cancels it at the backend, and a client that got no answer yet gets a JSON-RPC error
-(503). uvicorn's own graceful timeout, a little later, is the backstop.
+(503). uvicorn's own graceful timeout, a little later, is the backstop. Requests that reach
+the app after the stop began carry `shutting_down` in their state: `/readyz` answers 503.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class ShutdownGate:
             await self.app(scope, receive, send)
             return
         stopping, expired = self._gates()
+        if stopping.done():  # /readyz answers 503 from now on (gateway/health.py)
+            scope.setdefault("state", {})["shutting_down"] = True
         request = _Request(stopping if scope["method"] == "GET" else expired, receive)
         response = _Response(send)
         try:

@@ -21,7 +21,10 @@ async def healthz(request: Request, principal: Principal) -> Response:
 
 
 async def readyz(request: Request, principal: Principal) -> Response:
-    """Ready when the database answers."""
+    """Ready when the database answers, until the stop began (SIGTERM: the server's shutdown
+    gate marks every request after it, so load balancers stop sending new work here)."""
+    if getattr(request.state, "shutting_down", False):
+        return JSONResponse({"status": "shutting down"}, 503)
     try:
         await context_of(request).transaction(lambda s: s.execute(text("SELECT 1")))
     except Exception as error:  # any database failure means not ready

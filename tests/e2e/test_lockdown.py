@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -451,3 +452,57 @@ async def test_sigterm_ends_streams_gives_requests_their_grace_and_exits(tmp_pat
     assert b'"id":7' in answer_bytes.replace(b" ", b"") and b"shutting down" in answer_bytes
     assert exited - signalled < GRACE + 12, exited - signalled
     assert code in (0, -signal.SIGTERM, signal.SIGTERM)
+
+
+def http_responses(data: bytes) -> list[tuple[int, bytes]]:
+    """(status, body) of each HTTP/1.1 response in `data` (bodies with Content-Length)."""
+    responses = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        fields = dict(line.split(b": ", 1) for line in lines[1:])
+        length = int(fields.get(b"content-length", fields.get(b"Content-Length", b"0")))
+        responses.append((int(lines[0].split()[1]), rest[:length]))
+        data = rest[length:]
+    return responses
+
+
+async def test_readyz_turns_503_once_sigterm_began(tmp_path: Path) -> None:
+    """After SIGTERM, a request that still reaches mcpd's app (new connections are refused, so:
+    one pipelined behind a request in its grace period) finds /readyz answering 503."""
+    mcpd = joined_mcpd(tmp_path, MCPD_SHUTDOWN_SECONDS=str(GRACE))
+    try:
+        create_misbehaving(mcpd, tmp_path / "state")
+        assert httpx.get(f"{mcpd.url}/readyz").json() == {"status": "ok"}
+        path = f"/mcp/servers/{SERVER}"
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": REVISION,
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        }
+        base = {**headers(mcpd), **MCP_HEADERS}
+        answer = httpx.post(f"{mcpd.url}{path}", json=init, headers=base)
+        session = {"Mcp-Session-Id": answer.headers["Mcp-Session-Id"]}
+        session["MCP-Protocol-Version"] = REVISION
+        # the backend takes 1.5 s to read mem://slow: well inside the grace period
+        slow = b'{"jsonrpc":"2.0","id":5,"method":"resources/read","params":{"uri":"mem://slow"}}'
+        sock = raw_post(mcpd.url, path, slow, {**base, **session})
+        sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: mcpd\r\n\r\n")  # pipelined behind it
+        await asyncio.sleep(0.5)  # the read is at the backend
+        mcpd.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(refused_soon, mcpd.url, GRACE / 2)
+        data = await asyncio.to_thread(read_all, sock, GRACE + 10)
+        sock.close()
+        await asyncio.to_thread(mcpd.process.wait, GRACE + 15)
+    finally:
+        if mcpd.process.poll() is None:
+            stop_mcpd(mcpd)
+    [(read_status, read_body), (ready_status, ready_body)] = http_responses(data)
+    assert read_status == 200 and b"content of mem://slow" in read_body, read_body
+    assert ready_status == 503, ready_body
+    assert json.loads(ready_body) == {"status": "shutting down"}
