@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -169,3 +170,67 @@ def test_the_controller_killed_is_restarted_and_duplicates_nothing(pair: Pair) -
     print(f"controller back in {time.monotonic() - killed:.2f} s")
     ray.get(controller.placement.remote())
     assert [i["pid"] for i in instances(pair.b)] == [backend["pid"]]
+
+
+class Traffic:
+    """A client that calls through both replicas in turn, and retries on the other one when a
+    replica is away (connection refused or closed, 503 while it stops): what a load balancer
+    in front of the replicas does."""
+
+    def __init__(self, pair: Pair, session: str) -> None:
+        self.pair, self.session = pair, session
+        self.answered = 0
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        path = f"/mcp/servers/{SERVER}"
+        turn = 0
+        while not self.stop.is_set():
+            turn += 1
+            replicas = [self.pair.a, self.pair.b] if turn % 2 else [self.pair.b, self.pair.a]
+            errors = []
+            for mcpd in replicas:
+                try:
+                    answer = httpx.post(
+                        f"{mcpd.url}{path}",
+                        json=call(turn, "echo", text=str(turn)),
+                        headers=self.pair.headers(self.session),
+                        timeout=30,
+                    )
+                except httpx.TransportError as error:
+                    errors.append(repr(error))
+                    continue
+                if answer.status_code == 503:
+                    errors.append("503")
+                    continue
+                if f'"echo: {turn}"' in answer.text:
+                    self.answered += 1
+                else:
+                    self.failed.append(answer.text)
+                break
+            else:
+                self.failed.append(f"both replicas away: {errors}")
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def test_a_rolling_restart_under_traffic_fails_no_call(pair: Pair) -> None:
+    path = f"/mcp/servers/{SERVER}"
+    begun = httpx.post(f"{pair.a.url}{path}", json=INIT, headers=pair.headers())
+    with Traffic(pair, begun.headers["Mcp-Session-Id"]) as traffic:
+        for name in ("a", "b"):
+            old = getattr(pair, name)
+            before = traffic.answered
+            stop_mcpd(old)  # SIGTERM: it drains, the client goes to the other replica
+            setattr(pair, name, start_mcpd(pair.root / name, pair.env))
+            assert traffic.answered > before
+    assert traffic.failed == []
+    assert traffic.answered > 50
