@@ -7,11 +7,16 @@ validation, Pod Security admission on the pods the workloads would create)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,8 +31,11 @@ from kubernetes.client.rest import ApiException
 
 from mcpctl.controllers.manifests import KEEP_ALIVE, PodEnv, PodOptions, render_pod
 from mcpctl.controllers.workload import Workload
+from mcpctl.daemon.shutdown import BACKSTOP_SECONDS
 from mcpctl.models.server import Source, Transport
 from mcpctl.observability.metrics import Metrics
+from tests.e2e.conftest import free_port
+from tests.e2e.test_lockdown import REFUSAL_PROBE
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mcpctl"
@@ -52,6 +60,9 @@ MCPD_SELECTOR = {
     "app.kubernetes.io/instance": "mcpctl",
     "app.kubernetes.io/component": "mcpd",
 }
+HEAD_SELECTOR = {**MCPD_SELECTOR, "app.kubernetes.io/component": "ray-head"}
+WORKER_SELECTOR = {**MCPD_SELECTOR, "app.kubernetes.io/component": "ray-worker"}
+LOCAL_RAY = {"ray.enabled": "false", "mcpd.replicas": "1"}  # one mcpd with a Ray of its own
 CLUSTER_SCOPED = {"Namespace"}  # the only cluster-scoped kind the chart may render
 
 
@@ -120,10 +131,30 @@ def _ref(doc: dict[str, Any]) -> str:
     return f"{doc['kind']}/{meta.get('namespace', '')}/{meta.get('name') or meta['generateName']}"
 
 
+def workload(docs: list[dict[str, Any]], component: str = "mcpd") -> dict[str, Any]:
+    """The one Deployment of a component: mcpd, ray-head or ray-worker."""
+    found = [
+        d
+        for d in kinds(docs, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    assert len(found) == 1, f"expected one {component} Deployment, got {len(found)}"
+    return found[0]
+
+
+def pod_spec(docs: list[dict[str, Any]], component: str = "mcpd") -> dict[str, Any]:
+    return dict(workload(docs, component)["spec"]["template"]["spec"])
+
+
+def container(docs: list[dict[str, Any]], component: str = "mcpd") -> dict[str, Any]:
+    [found] = pod_spec(docs, component)["containers"]
+    return dict(found)
+
+
 def mcpd_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
-    [container] = [c for c in pod["containers"] if c["name"] == "mcpd"]
-    return container
+    found = container(docs, "mcpd")
+    assert found["name"] == "mcpd"
+    return found
 
 
 def settings(docs: list[dict[str, Any]]) -> dict[str, str]:
@@ -208,9 +239,18 @@ def test_role_grants_exactly_the_verbs_mcpd_uses_in_the_data_plane(helm: str, va
         }
     ]
     assert account["automountServiceAccountToken"] is False
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == account["metadata"]["name"]
-    assert pod["automountServiceAccountToken"] is True
+    # Only the pods where mcpd's host actors run mount its token: the chart's Ray workers, or
+    # mcpd's own pod when it runs a Ray of its own (or joins mcpd.rayAddress).
+    chart_values = yaml.safe_load(VALUES[values].read_text()) if VALUES[values] else {}
+    hosts = "ray-worker" if chart_values.get("ray", {}).get("enabled", True) else "mcpd"
+    for deployment in kinds(docs, "Deployment") + kinds(docs, "StatefulSet"):
+        pod = deployment["spec"]["template"]["spec"]
+        if deployment["metadata"]["labels"]["app.kubernetes.io/component"] == hosts:
+            assert pod["serviceAccountName"] == account["metadata"]["name"]
+            assert pod["automountServiceAccountToken"] is True
+        else:
+            assert "serviceAccountName" not in pod, _ref(deployment)
+            assert pod["automountServiceAccountToken"] is False, _ref(deployment)
 
 
 def test_namespaces_the_chart_creates(helm: str) -> None:
@@ -256,31 +296,33 @@ def test_default_values_run_mcpd_as_a_hardened_kubernetes_operator(helm: str) ->
     assert env["MCPD_RESYNC_SECONDS"] == "30"
     assert env["MCPD_NODE_SELECTOR"] == ""
     assert env["MCPD_RUNNER_IMAGE"] == "ghcr.io/mcpctl/runner:0.1.0"
-    assert "RAY_ADDRESS" not in env and "MCPD_K8S_CONTEXT" not in env
-    deployment = only(docs, "Deployment")
-    # A singleton: two mcpds would both operate the same pods.
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    pod = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["enableServiceLinks"] is False
-    for container in pod["containers"] + pod.get("initContainers", []):
-        security = container["securityContext"]
-        assert security["allowPrivilegeEscalation"] is False
-        assert security["readOnlyRootFilesystem"] is True
-        assert security["runAsNonRoot"] is True
-        assert security["capabilities"] == {"drop": ["ALL"]}
-        assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert "MCPD_K8S_CONTEXT" not in env
+    # Every pod of the chart (mcpd, the Ray head and workers, PostgreSQL) is hardened.
+    workloads = kinds(docs, "Deployment") + kinds(docs, "StatefulSet")
+    assert len(workloads) == 4
+    for deployment in workloads:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["enableServiceLinks"] is False
+        for container in pod["containers"] + pod.get("initContainers", []):
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["runAsNonRoot"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert container["resources"]["limits"] and container["resources"]["requests"]
+    deployment = workload(docs)
+    pod = pod_spec(docs)
     mcpd = mcpd_container(docs)
     assert mcpd["image"] == "ghcr.io/mcpctl/mcpd:0.1.0"
-    assert "command" not in mcpd and "args" not in mcpd  # the image's entrypoint: mcpd
     assert mcpd["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert mcpd["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert mcpd["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert mcpd["ports"] == [{"name": "http", "containerPort": 8420, "protocol": "TCP"}]
-    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd["env"]}
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in secret_refs_of(mcpd)}
     assert secret_env == {
+        "RAY_AUTH_TOKEN": {"name": "mcpctl-ray-token", "key": "token"},
         "MCPD_DATABASE_URL": {"name": "mcpctl-database", "key": "url"},
         "MCPD_ADMIN_TOKEN": {"name": "mcpctl-auth", "key": "admin-token"},
         "MCPD_SECRET_KEY": {"name": "mcpctl-auth", "key": "secret-key"},
@@ -296,11 +338,152 @@ def test_default_values_run_mcpd_as_a_hardened_kubernetes_operator(helm: str) ->
     assert service["spec"]["selector"] == MCPD_SELECTOR
     assert deployment["spec"]["selector"]["matchLabels"] == MCPD_SELECTOR
     assert service["spec"]["ports"][0]["targetPort"] == "http"
-    budget = only(docs, "PodDisruptionBudget")["spec"]
-    assert budget["selector"]["matchLabels"] == MCPD_SELECTOR
-    assert budget["maxUnavailable"] == 0
-    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     assert kinds(docs, "ServiceMonitor") == []
+
+
+def secret_refs_of(container: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+
+
+def test_mcpd_replicas_roll_one_at_a_time_and_drain_before_they_stop(helm: str) -> None:
+    docs = render(helm)
+    deployment = workload(docs)
+    # Gateway replicas on a shared Ray: a new one ready before an old one stops.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    budget = only(docs, "PodDisruptionBudget", "mcpctl")["spec"]
+    assert budget == {
+        "minAvailable": 1,
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        "selector": {"matchLabels": MCPD_SELECTOR},
+    }
+    pod = pod_spec(docs)
+    [spread] = pod["topologySpreadConstraints"]
+    assert spread["labelSelector"] == {"matchLabels": MCPD_SELECTOR}
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still works
+    # Drain: the pod sleeps while endpoints drop it, then SIGTERM (/readyz 503, requests in
+    # flight get MCPD_SHUTDOWN_SECONDS, a 2 s backstop); the kubelet's SIGKILL comes later.
+    mcpd = mcpd_container(docs)
+    assert mcpd["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+    shutdown = float(settings(docs)["MCPD_SHUTDOWN_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] > 5 + shutdown + BACKSTOP_SECONDS
+    assert pod["terminationGracePeriodSeconds"] == 35
+    assert mcpd["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    docs = render(helm, **{"mcpd.preStopSeconds": "12", "mcpd.shutdownSeconds": "20"})
+    assert mcpd_container(docs)["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "12"]
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] == 12 + 20 + 15
+    # More replicas, a budget of your own.
+    docs = render(helm, **{"mcpd.replicas": "4", "podDisruptionBudget.minAvailable": "3"})
+    assert workload(docs)["spec"]["replicas"] == 4
+    assert only(docs, "PodDisruptionBudget", "mcpctl")["spec"]["minAvailable"] == 3
+
+
+def test_one_mcpd_with_a_ray_of_its_own_is_a_singleton(helm: str) -> None:
+    """Without a shared Ray, mcpd starts a local Ray in its pod: one replica, replaced with
+    Recreate (two would both operate the same pods), with the ServiceAccount's token."""
+    docs = render(helm, VALUES["local-ray"])
+    deployment = workload(docs)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    assert kinds(docs, "Deployment") == [deployment]
+    env = settings(docs)
+    assert not {"RAY_ADDRESS", "RAY_AUTH_MODE", "MCPD_RAY_HOST_RESOURCE"} & set(env)
+    mcpd = mcpd_container(docs)
+    assert "command" not in mcpd and "args" not in mcpd  # the image's entrypoint: mcpd
+    assert "RAY_AUTH_TOKEN" not in {e["name"] for e in mcpd["env"]}
+    assert "mcpctl-ray-token" not in {s["metadata"]["name"] for s in kinds(docs, "Secret")}
+    assert pod_spec(docs)["serviceAccountName"] == "mcpctl"
+    assert "topologySpreadConstraints" not in pod_spec(docs)
+    # The default budget of a singleton lets no eviction take it down.
+    single = render(helm, **LOCAL_RAY)
+    assert only(single, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 0
+    for sets, message in (
+        ({"ray.enabled": "false"}, "mcpd.replicas > 1 needs a Ray cluster the replicas share"),
+        (
+            {"mcpd.rayAddress": "ray-head.ray.svc:6379"},
+            "mcpd.rayAddress joins an existing Ray cluster: set ray.enabled=false with it",
+        ),
+    ):
+        result = run_helm(helm, *template_args(None, "mcpctl", sets, "mcpctl"), check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_the_charts_ray_cluster(helm: str) -> None:
+    """A head (GCS only) and workers (where mcpd's host actors run) from mcpd's image, with
+    token authentication; mcpd's replicas join it through a raylet of their own."""
+    docs = render(helm)
+    env = settings(docs)
+    assert env["RAY_ADDRESS"] == "mcpctl-ray-head.mcpctl.svc:6379"
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["MCPD_RAY_HOST_RESOURCE"] == "mcpd-host"
+    service = only(docs, "Service", "mcpctl-ray-head")["spec"]
+    assert service["selector"] == HEAD_SELECTOR
+    assert service["ports"] == [
+        {"name": "gcs", "port": 6379, "targetPort": "gcs", "protocol": "TCP"}
+    ]
+    head, worker = workload(docs, "ray-head"), workload(docs, "ray-worker")
+    assert head["spec"]["replicas"] == 1 and head["spec"]["strategy"] == {"type": "Recreate"}
+    assert worker["spec"]["replicas"] == 2
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    token = {"name": "mcpctl-ray-token", "key": "token"}
+    for component in ("ray-head", "ray-worker"):
+        ray = container(docs, component)
+        assert ray["image"] == mcpd_container(docs)["image"]  # one Ray version everywhere
+        assert ray["command"] == ["ray"]
+        args = ray["args"]
+        assert args[0] == "start" and "--block" in args
+        assert "--node-ip-address=$(POD_IP)" in args
+        # pods have a 64 MB /dev/shm: a small object store in a memory-backed one
+        assert "--object-store-memory=83886080" in args
+        mounts = {m["mountPath"]: m["name"] for m in ray["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod_spec(docs, component)["volumes"]}
+        assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", "sizeLimit": "128Mi"}
+        assert "emptyDir" in volumes[mounts["/tmp"]]
+        values = {e["name"]: e.get("value") for e in ray["env"]}
+        assert values["RAY_AUTH_MODE"] == "token" and values["HOME"] == "/tmp"
+        assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in secret_refs_of(ray)} == {
+            "RAY_AUTH_TOKEN": token
+        }
+    head_args = container(docs, "ray-head")["args"]
+    # The head runs the GCS and no work: no CPUs, no mcpd-host resource.
+    assert {"--head", "--port=6379", "--num-cpus=0", "--include-dashboard=false"} <= set(head_args)
+    assert not [a for a in head_args if a.startswith("--resources")]
+    assert container(docs, "ray-head")["readinessProbe"] == {
+        "tcpSocket": {"port": "gcs"},
+        "periodSeconds": 5,
+    }
+    worker_args = container(docs, "ray-worker")["args"]
+    assert "--address=$(RAY_ADDRESS)" in worker_args
+    assert '--resources={"mcpd-host": 1000}' in worker_args
+    assert {e["name"]: e.get("value") for e in container(docs, "ray-worker")["env"]}[
+        "RAY_ADDRESS"
+    ] == env["RAY_ADDRESS"]  # the actors started there inherit it
+    # mcpd's pod: a raylet without CPUs joins first (a Ray driver needs one), then mcpd.
+    mcpd = mcpd_container(docs)
+    assert mcpd["command"] == ["sh", "-c"]
+    [script] = mcpd["args"]
+    assert 'ray start --address="$RAY_ADDRESS" --node-ip-address="$POD_IP"' in script
+    assert "--num-cpus=0" in script and script.rstrip().endswith("exec mcpd")
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in secret_refs_of(mcpd)}[
+        "RAY_AUTH_TOKEN"
+    ] == token
+    # The token is generated into one Secret and appears nowhere else in plain text.
+    secret = secret_value(docs, "mcpctl-ray-token", "token")
+    assert re.fullmatch(r"[A-Za-z0-9]{64}", secret)
+    rendered = run_helm(
+        helm, *template_args(None, "mcpctl", {"ray.auth.token": "Tok3n-xyz"}, "mcpctl")
+    )
+    assert "Tok3n-xyz" not in rendered.stdout
+    assert base64.b64encode(b"Tok3n-xyz").decode() in rendered.stdout  # only in the Secret
+    # Budgets: the head waits for you, the workers go one at a time.
+    assert only(docs, "PodDisruptionBudget", "mcpctl-ray-head")["spec"]["maxUnavailable"] == 0
+    worker_budget = only(docs, "PodDisruptionBudget", "mcpctl-ray-worker")["spec"]
+    assert worker_budget["maxUnavailable"] == 1
+    assert worker_budget["selector"] == {"matchLabels": WORKER_SELECTOR}
 
 
 def test_default_values_bundle_postgresql_on_a_volume(helm: str) -> None:
@@ -321,7 +504,7 @@ def test_default_values_bundle_postgresql_on_a_volume(helm: str) -> None:
     assert url == f"postgresql+psycopg://mcpd:{password}@mcpctl-postgresql.mcpctl.svc:5432/mcpd"
     service = only(docs, "Service", "mcpctl-postgresql")
     assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
-    init = only(docs, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    init = pod_spec(docs)["initContainers"]
     assert init[0]["name"] == "wait-for-database"
     # Generated secrets are kept by helm (a new Fernet key could not read stored secrets).
     for name in ("mcpctl-database", "mcpctl-auth"):
@@ -342,29 +525,178 @@ def test_generated_admin_token_and_secret_key_are_usable(helm: str) -> None:
     assert secret_value(given, "mcpctl-auth", "admin-token") == "mcp_given"
     assert secret_value(given, "mcpctl-auth", "secret-key") == key
     existing = render(helm, **{"auth.existingSecret": "my-auth"})
-    assert [s["metadata"]["name"] for s in kinds(existing, "Secret")] == ["mcpctl-database"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd_container(existing)["env"]}
+    assert [s["metadata"]["name"] for s in kinds(existing, "Secret")] == [
+        "mcpctl-database",
+        "mcpctl-ray-token",
+    ]
+    refs = secret_refs(existing)
     assert refs["MCPD_SECRET_KEY"] == {"name": "my-auth", "key": "secret-key"}
+
+
+# ------------------------------------------------------------------ the chart's Ray, run
+
+DRIVER_PROBE = """
+import json, os, ray
+ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+
+@ray.remote
+class Probe:
+    def where(self):
+        return ray.get_runtime_context().get_node_id(), os.environ.get("RAY_ADDRESS")
+
+resource = os.environ["MCPD_RAY_HOST_RESOURCE"]
+probes = [Probe.options(num_cpus=0, resources={resource: 0.001}).remote() for _ in range(4)]
+nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
+print(json.dumps({"nodes": nodes, "placed": ray.get([p.where.remote() for p in probes])}))
+"""
+
+
+def pod_env(
+    docs: list[dict[str, Any]], component: str, directory: Path, marker: str
+) -> dict[str, str]:
+    """The container's environment as the kubelet would set it (ConfigMap, Secrets, the pod's
+    IP), on this machine: the suite's own RAY_*/MCPD_* removed, Ray's files in `directory`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MCPD_", "KUBE"))}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    spec = container(docs, component)
+    for source in spec.get("envFrom", []):
+        env.update(only(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in spec.get("env", []):
+        source = item.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            env[item["name"]] = secret_value(docs, ref["name"], ref["key"])
+        elif source.get("fieldRef", {}).get("fieldPath") == "status.podIP":
+            env[item["name"]] = "127.0.0.1"  # the test cluster's pods share the host's
+        elif "value" in item:
+            env[item["name"]] = item["value"]
+    env["HOME"] = env["RAY_TMPDIR"] = str(directory)  # each node's files apart
+    env["MCPCTL_TEST_RAY_MARKER"] = marker
+    return env
+
+
+def expand(args: list[str], env: dict[str, str]) -> list[str]:
+    """$(VAR) in command and args, as Kubernetes expands them."""
+    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a) for a in args]
+
+
+def kill_marked(marker: str) -> None:
+    """Every process that carries `marker` in its environment (Ray starts some in process
+    groups of their own)."""
+    needle = f"MCPCTL_TEST_RAY_MARKER={marker}".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+def test_the_rendered_ray_commands_form_a_cluster_that_keeps_host_actors_on_workers(
+    helm: str,
+) -> None:
+    """The head's, a worker's and mcpd's containers as rendered, run on this machine (the head
+    Service's address becomes 127.0.0.1): they form one Ray cluster with token
+    authentication; mcpd's raylet joins it and `exec mcpd` (here a Ray driver that creates
+    actors as mcpd's hosts do) finds actors asking for MCPD_RAY_HOST_RESOURCE placed on the
+    worker only, with RAY_ADDRESS set; the head and mcpd's node have no CPUs; a client with
+    another token is refused."""
+    port = free_port()
+    docs = render(helm, **{"ray.head.port": str(port), "ray.auth.token": "t" * 64})
+    marker = uuid.uuid4().hex
+    address = f"127.0.0.1:{port}"
+    root = Path(tempfile.mkdtemp(prefix="rc"))  # short: Ray's socket paths live below it
+    stub = root / "bin"
+    stub.mkdir()
+    (stub / "mcpd").write_text(f"#!{sys.executable}\n{DRIVER_PROBE}")
+    (stub / "mcpd").chmod(0o755)
+    processes = []
+
+    def start(component: str) -> subprocess.Popen[str]:
+        directory = root / component
+        directory.mkdir()
+        env = pod_env(docs, component, directory, marker)
+        env["RAY_ADDRESS"] = address  # the head Service, resolved
+        env["PATH"] = f"{stub}:{env['PATH']}"
+        spec = container(docs, component)
+        command = expand(spec["command"] + spec["args"], env)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    try:
+        start("ray-head")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Ray head did not listen"
+                time.sleep(0.5)
+        start("ray-worker")
+        mcpd = start("mcpd")  # `until ray start ...; done; exec mcpd`
+        output, _ = mcpd.communicate(timeout=180)
+        assert mcpd.returncode == 0, output
+        report = json.loads(output.strip().splitlines()[-1])
+        refused = subprocess.run(
+            [sys.executable, "-c", REFUSAL_PROBE, address],
+            env={**pod_env(docs, "ray-head", root, marker), "RAY_AUTH_TOKEN": "0" * 64},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        kill_marked(marker)
+        shutil.rmtree(root, ignore_errors=True)
+    nodes = report["nodes"]
+    workers = [n for n, resources in nodes.items() if "mcpd-host" in resources]
+    assert len(nodes) == 3 and len(workers) == 1, nodes  # head, worker, mcpd's raylet
+    assert nodes[workers[0]]["mcpd-host"] == 1000
+    for node, resources in nodes.items():
+        if node not in workers:
+            assert resources.get("CPU", 0) == 0, resources  # no work lands there
+    assert [where for where, _ in report["placed"]] == workers * 4
+    assert {ray_address for _, ray_address in report["placed"]} == {address}
+    assert refused.stdout.strip() == "refused AuthenticationError"
 
 
 def test_external_database_values(helm: str) -> None:
     docs = render(helm, VALUES["external-database"])
     assert kinds(docs, "StatefulSet") == []
-    assert [s["metadata"]["name"] for s in kinds(docs, "Service")] == ["mcpctl"]
+    assert [s["metadata"]["name"] for s in kinds(docs, "Service")] == ["mcpctl-ray-head", "mcpctl"]
     assert secret_value(docs, "mcpctl-database", "url") == (
         "postgresql+psycopg://mcpd:s3cret@db.example.internal:5432/mcpd"
     )
-    assert "initContainers" not in only(docs, "Deployment")["spec"]["template"]["spec"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd_container(docs)["env"]}
+    assert "initContainers" not in pod_spec(docs)
+    refs = secret_refs(docs)
     assert refs["MCPD_DATABASE_URL"] == {"name": "mcpctl-database", "key": "url"}
     assert secret_value(docs, "mcpctl-auth", "admin-token") == "mcp_ci-admin-token"
-    egress = policy(docs, "mcpctl-mcpd")["egress"]
-    assert {
+    database = {
         "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
         "ports": [{"protocol": "TCP", "port": 5432}],
-    } in egress
+    }
+    # mcpd (the store behind the REST API) and the host actors on the workers (instances)
+    assert database in policy(docs, "mcpctl-mcpd")["egress"]
+    assert database in policy(docs, "mcpctl-ray-worker")["egress"]
+    assert database not in policy(docs, "mcpctl-ray-head")["egress"]
     assert [p["metadata"]["name"] for p in kinds(docs, "NetworkPolicy")] == [
         "mcpctl-mcpd",
+        "mcpctl-ray-head",
+        "mcpctl-ray-worker",
         "default-deny",
         "allow-dns",
         "servers-ingress-from-mcpd",
@@ -380,8 +712,11 @@ def test_external_database_from_an_existing_secret(helm: str) -> None:
             "externalDatabase.existingSecretKey": "uri",
         },
     )
-    assert [s["metadata"]["name"] for s in kinds(docs, "Secret")] == ["mcpctl-auth"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mcpd_container(docs)["env"]}
+    assert [s["metadata"]["name"] for s in kinds(docs, "Secret")] == [
+        "mcpctl-auth",
+        "mcpctl-ray-token",
+    ]
+    refs = secret_refs(docs)
     assert refs["MCPD_DATABASE_URL"] == {"name": "db-credentials", "key": "uri"}
 
 
@@ -405,16 +740,24 @@ def test_custom_namespaces_and_node_selector(helm: str) -> None:
     assert env["MCPD_RESYNC_SECONDS"] == "15"
     assert env["MCPD_ACTOR_HOSTS"] == "4"
     assert env["MCPD_K8S_CONTEXT"] == "prod-eu"
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = pod_spec(docs)
     assert pod["nodeSelector"] == {"node.example.com/pool": "control"}
-    assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
-    assert mcpd_container(docs)["image"] == "registry.example.internal/mcpctl/mcpd:0.1.0"
+    assert pod["terminationGracePeriodSeconds"] == 10 + 30 + 15  # preStop + shutdown + Ray
+    for component in ("mcpd", "ray-head", "ray-worker"):
+        assert pod_spec(docs, component)["imagePullSecrets"] == [{"name": "registry-credentials"}]
+        assert container(docs, component)["image"] == "registry.example.internal/mcpctl/mcpd:0.1.0"
+    # the host actors' Ray workers on a pool of their own
+    assert workload(docs, "ray-worker")["spec"]["replicas"] == 3
+    assert pod_spec(docs, "ray-worker")["nodeSelector"] == {"node.example.com/pool": "mcp-hosts"}
+    assert "nodeSelector" not in pod_spec(docs, "ray-head")
+    assert env["RAY_ADDRESS"] == "mcpctl-ray-head.team-mcp.svc:6379"
     url = secret_value(docs, "mcpctl-database", "url")
     assert "@mcpctl-postgresql.team-mcp.svc:5432/" in url
-    # The server pods accept mcpd from the custom control plane.
+    # The server pods accept mcpd's host actors (Ray workers) from the custom control plane.
     ingress = policy(docs, "servers-ingress-from-mcpd")["ingress"]
     peer = ingress[0]["from"][0]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "team-mcp"}
+    assert peer["podSelector"]["matchLabels"] == WORKER_SELECTOR
     # Per-server egress, in the Server resource's egress shape.
     fetch = policy(docs, "server-fetch-egress")
     assert fetch["podSelector"]["matchLabels"] == {
@@ -434,7 +777,9 @@ def test_custom_namespaces_and_node_selector(helm: str) -> None:
         "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
         "ports": [{"protocol": "TCP", "port": 443}],
     }
-    assert api in policy(docs, "mcpctl-mcpd")["egress"]
+    # the host actors call the API server from the workers; mcpd's gateways never do
+    assert api in policy(docs, "mcpctl-ray-worker")["egress"]
+    assert api not in policy(docs, "mcpctl-mcpd")["egress"]
 
 
 def test_server_egress_keys_must_be_server_names(helm: str) -> None:
@@ -446,33 +791,50 @@ def test_server_egress_keys_must_be_server_names(helm: str) -> None:
     assert "is not a server name" in result.stderr
 
 
+DNS_EGRESS = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+API_EGRESS = {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+SERVERS_EGRESS = {
+    "to": [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mcpctl-servers"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "mcpd"}},
+        }
+    ]
+}
+POSTGRES_SELECTOR = {**MCPD_SELECTOR, "app.kubernetes.io/component": "postgresql"}
+DATABASE_EGRESS = {
+    "to": [{"podSelector": {"matchLabels": POSTGRES_SELECTOR}}],
+    "ports": [{"protocol": "TCP", "port": 5432}],
+}
+
+
 def test_network_policies_of_the_default_values(helm: str) -> None:
     docs = render(helm)
     mcpd_pods = {"matchLabels": MCPD_SELECTOR}
-    postgres_pods = {"matchLabels": {**MCPD_SELECTOR, "app.kubernetes.io/component": "postgresql"}}
-    server_pods = {"matchLabels": {"app.kubernetes.io/managed-by": "mcpd"}}
-    dns = {
-        "to": [
-            {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                },
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-            }
-        ],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-    }
-    # Data plane: deny everything, then DNS for all, and mcpd → servers.
+    ray_members = [
+        {"podSelector": {"matchLabels": selector}}
+        for selector in (MCPD_SELECTOR, HEAD_SELECTOR, WORKER_SELECTOR)
+    ]
+    # Data plane: deny everything, then DNS for all, and the host actors (on the Ray workers,
+    # not mcpd's gateways) → servers.
     deny = only(docs, "NetworkPolicy", "default-deny")
     assert deny["metadata"]["namespace"] == "mcpctl-servers"
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     assert policy(docs, "allow-dns") == {
         "podSelector": {},
         "policyTypes": ["Egress"],
-        "egress": [dns],
+        "egress": [DNS_EGRESS],
     }
     assert policy(docs, "servers-ingress-from-mcpd") == {
-        "podSelector": server_pods,
+        "podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "mcpd"}},
         "policyTypes": ["Ingress"],
         "ingress": [
             {
@@ -481,43 +843,86 @@ def test_network_policies_of_the_default_values(helm: str) -> None:
                         "namespaceSelector": {
                             "matchLabels": {"kubernetes.io/metadata.name": "mcpctl"}
                         },
-                        "podSelector": mcpd_pods,
+                        "podSelector": {"matchLabels": WORKER_SELECTOR},
                     }
                 ]
             }
         ],
     }
-    # mcpd: its port in; DNS, the API server, its database, the server pods (and itself) out.
+    # mcpd's gateways: their port in, Ray's members both ways (its raylet and driver, the
+    # head's GCS, the hosts' data-plane streams: random ports); DNS and the database out. No
+    # API server, no server pods: the host actors on the workers make those calls.
     mcpd = policy(docs, "mcpctl-mcpd")
     assert mcpd["podSelector"] == mcpd_pods and mcpd["policyTypes"] == ["Ingress", "Egress"]
+    assert mcpd["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": "http"}]},
+        {"from": ray_members},
+    ]
+    assert mcpd["egress"] == [DNS_EGRESS, DATABASE_EGRESS, {"to": ray_members}]
+    # The Ray head: its cluster's members only, both ways (and DNS).
+    assert policy(docs, "mcpctl-ray-head") == {
+        "podSelector": {"matchLabels": HEAD_SELECTOR},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": ray_members}],
+        "egress": [DNS_EGRESS, {"to": ray_members}],
+    }
+    # The workers (host actors): the API server, the server pods, the database, the members.
+    assert policy(docs, "mcpctl-ray-worker") == {
+        "podSelector": {"matchLabels": WORKER_SELECTOR},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": ray_members}],
+        "egress": [DNS_EGRESS, API_EGRESS, SERVERS_EGRESS, DATABASE_EGRESS, {"to": ray_members}],
+    }
+    # The database: only mcpd and the workers in, nothing out.
+    assert policy(docs, "mcpctl-postgresql") == {
+        "podSelector": {"matchLabels": POSTGRES_SELECTOR},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": mcpd_pods},
+                    {"podSelector": {"matchLabels": WORKER_SELECTOR}},
+                ],
+                "ports": [{"protocol": "TCP", "port": 5432}],
+            }
+        ],
+    }
+
+
+def test_network_policies_of_one_mcpd_with_a_ray_of_its_own(helm: str) -> None:
+    """Without the chart's Ray, mcpd's pod runs the host actors itself: it reaches the API
+    server and the server pods, and they accept it."""
+    docs = render(helm, VALUES["local-ray"])
+    mcpd_pods = {"matchLabels": MCPD_SELECTOR}
+    mcpd = policy(docs, "mcpctl-mcpd")
     assert mcpd["ingress"] == [
         {"ports": [{"protocol": "TCP", "port": "http"}]},
         {"from": [{"podSelector": mcpd_pods}]},
     ]
     assert mcpd["egress"] == [
-        dns,
-        {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
-        {
-            "to": [
-                {
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": "mcpctl-servers"}
-                    },
-                    "podSelector": server_pods,
-                }
-            ]
-        },
-        {"to": [{"podSelector": postgres_pods}], "ports": [{"protocol": "TCP", "port": 5432}]},
+        DNS_EGRESS,
+        API_EGRESS,
+        SERVERS_EGRESS,
+        DATABASE_EGRESS,
         {"to": [{"podSelector": mcpd_pods}]},
     ]
-    # The database: only mcpd in, nothing out.
-    assert policy(docs, "mcpctl-postgresql") == {
-        "podSelector": postgres_pods,
-        "policyTypes": ["Ingress", "Egress"],
-        "ingress": [
-            {"from": [{"podSelector": mcpd_pods}], "ports": [{"protocol": "TCP", "port": 5432}]}
-        ],
-    }
+    [peer] = policy(docs, "servers-ingress-from-mcpd")["ingress"][0]["from"]
+    assert peer["podSelector"] == mcpd_pods
+    names = [p["metadata"]["name"] for p in kinds(docs, "NetworkPolicy")]
+    assert "mcpctl-ray-head" not in names and "mcpctl-ray-worker" not in names
+    ingress = policy(docs, "mcpctl-postgresql")["ingress"]
+    assert ingress[0]["from"] == [{"podSelector": mcpd_pods}]
+    # An existing Ray's nodes call mcpd's raylet back: extraIngress opens that way.
+    extra = {"from": [{"namespaceSelector": {"matchLabels": {"name": "ray"}}}]}
+    docs = render(
+        helm,
+        **{
+            "ray.enabled": "false",
+            "mcpd.rayAddress": "ray-head.ray.svc:6379",
+            "networkPolicy.mcpd.extraIngress[0].from[0].namespaceSelector.matchLabels.name": "ray",
+        },
+    )
+    assert policy(docs, "mcpctl-mcpd")["ingress"][-1] == extra
 
 
 def test_observability_values(helm: str) -> None:
@@ -539,18 +944,25 @@ def test_observability_values(helm: str) -> None:
     assert dashboards["metadata"]["annotations"] == {"grafana_folder": "MCP"}
     assert settings(docs)["RAY_ADDRESS"] == "ray-head.ray.svc:6379"
     assert kinds(docs, "NetworkPolicy") == []
-    assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    # three gateway replicas on the existing Ray, a budget keeping two; no Ray of the chart's
+    assert workload(docs)["spec"]["replicas"] == 3
+    assert workload(docs)["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+    assert [d["metadata"]["name"] for d in kinds(docs, "Deployment")] == ["mcpctl"]
+    assert "MCPD_RAY_HOST_RESOURCE" not in settings(docs)
+    # mcpd's raylet joins it first (a Ray driver needs one on its node)
+    assert mcpd_container(docs)["command"] == ["sh", "-c"]
     extra = [e for e in mcpd_container(docs)["env"] if "value" in e]
     assert extra == [{"name": "RAY_memory_usage_threshold", "value": "0.9"}]
 
 
 def secret_refs(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    env = mcpd_container(docs)["env"]
-    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+    refs = secret_refs_of(mcpd_container(docs))
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in refs}
 
 
 def test_an_external_ray_gets_the_token_from_a_secret(helm: str) -> None:
-    external = {"mcpd.rayAddress": "ray-head.ray.svc:6379"}
+    external = {"mcpd.rayAddress": "ray-head.ray.svc:6379", "ray.enabled": "false"}
     docs = render(helm, **external, **{"ray.auth.namespaces": "{ray}"})
     assert settings(docs)["RAY_AUTH_MODE"] == "token"
     assert secret_refs(docs)["RAY_AUTH_TOKEN"] == {"name": "mcpctl-ray-token", "key": "token"}
@@ -574,8 +986,19 @@ def test_an_external_ray_gets_the_token_from_a_secret(helm: str) -> None:
     assert "RAY_AUTH_TOKEN" not in secret_refs(disabled)
     assert "mcpctl-ray-token" not in {s["metadata"]["name"] for s in kinds(disabled, "Secret")}
     # mcpd's local Ray makes its own token (in its data directory)
-    local = render(helm)
+    local = render(helm, **LOCAL_RAY)
     assert "RAY_AUTH_MODE" not in settings(local) and "RAY_AUTH_TOKEN" not in secret_refs(local)
+    # The chart's own Ray: the same Secret, for mcpd, the head and the workers.
+    existing = render(
+        helm, **{"ray.auth.existingSecret": "mine", "ray.auth.existingSecretKey": "t"}
+    )
+    assert "mcpctl-ray-token" not in {s["metadata"]["name"] for s in kinds(existing, "Secret")}
+    for component in ("mcpd", "ray-head", "ray-worker"):
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in secret_refs_of(container(existing, component))
+        }
+        assert refs["RAY_AUTH_TOKEN"] == {"name": "mine", "key": "t"}
 
 
 def test_metrics_on_a_port_of_their_own_or_behind_a_token(helm: str) -> None:
@@ -607,8 +1030,7 @@ def test_shutdown_seconds_bound_mcpd_and_its_pod(helm: str) -> None:
     assert settings(render(helm))["MCPD_SHUTDOWN_SECONDS"] == "15"
     docs = render(helm, **{"mcpd.shutdownSeconds": "40"})
     assert settings(docs)["MCPD_SHUTDOWN_SECONDS"] == "40"
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] == 55
+    assert pod_spec(docs)["terminationGracePeriodSeconds"] == 5 + 40 + 15
 
 
 # ------------------------------------------------------------------ dashboards
@@ -971,14 +1393,18 @@ def test_data_plane_admits_mcpds_pods_and_refuses_escalated_ones(
 def test_generated_secrets_survive_upgrade_uninstall_and_reinstall(
     helm: str, kube: client.ApiClient
 ) -> None:
-    """A real `helm install` of the default values, `helm upgrade`, `helm uninstall` and a new
-    install: the admin token, the Fernet key and the database password stay the same (a new
-    key could not read the stored secrets; a kept volume needs its password)."""
+    """A real `helm install` (one mcpd with its own Ray), `helm upgrade`, `helm uninstall` and
+    a new install: the admin token, the Fernet key and the database password stay the same (a
+    new key could not read the stored secrets; a kept volume needs its password)."""
     core = client.CoreV1Api(kube)
     suffix = uuid.uuid4().hex[:6]
     release, control, data = f"life-{suffix}", f"chart-life-{suffix}", f"chart-life-{suffix}-dp"
     args = [str(CHART), "--namespace", control]
     args += ["--set", f"namespaces.controlPlane={control}", "--set", f"namespaces.dataPlane={data}"]
+    # One mcpd with its own Ray: the test kubelet cannot run the mcpd image (its pod waits in
+    # ImagePullBackOff), but it would run the `ray start` commands of the chart's Ray pods.
+    for key, value in LOCAL_RAY.items():
+        args += ["--set", f"{key}={value}"]
     secrets = [f"{release}-mcpctl-auth", f"{release}-mcpctl-database"]
 
     def generated() -> dict[str, dict[str, str]]:

@@ -93,8 +93,10 @@ def release(
     suffix = uuid.uuid4().hex[:6]
     name, control = f"rbac-{suffix}", f"mcpctl-rbac-{suffix}"
     data = f"{control}-servers"
-    # An external database keeps the cluster quiet: the test kubelet cannot run the mcpd image
-    # (its pod waits in ImagePullBackOff); here mcpd runs in the test process instead.
+    # An external database and one mcpd with a Ray of its own keep the cluster quiet: the test
+    # kubelet cannot run the mcpd image (its pod waits in ImagePullBackOff), and it would run
+    # the chart's Ray pods' `ray start`; here mcpd runs in the test process instead. The
+    # ServiceAccount is the same one the chart's Ray workers carry (test_chart checks that).
     started = time.monotonic()
     run_helm(
         helm,
@@ -114,6 +116,10 @@ def release(
         "externalDatabase.url=postgresql+psycopg://mcpd:x@db.invalid:5432/mcpd",
         "--set",
         f"servers.runnerImage={RUNNER}",
+        "--set",
+        "ray.enabled=false",
+        "--set",
+        "mcpd.replicas=1",
     )
     print(f"\nhelm install: {time.monotonic() - started:.1f} s")
     try:
@@ -411,8 +417,9 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
     Ray) and operates server pods in the data plane with the chart's ServiceAccount.
 
     What the test kubelet cannot do is patched in: it runs no images (the container's command
-    becomes this checkout's mcpd), mounts no ServiceAccount token (KUBECONFIG points at one),
-    and pods see host paths (MCPD_DATA_DIR is a temporary directory)."""
+    becomes this checkout's mcpd, without the raylet it starts first: the suite's Ray has one on
+    this machine), mounts no ServiceAccount token (KUBECONFIG points at one), and pods see host
+    paths (MCPD_DATA_DIR is a temporary directory)."""
     import sys
 
     import ray
@@ -436,12 +443,14 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
             "externalDatabase.url": database_url,
             "mcpd.port": str(port),
             "mcpd.rayAddress": ray.get_runtime_context().gcs_address,
+            "ray.enabled": "false",  # not the chart's Ray: the suite's
+            "mcpd.replicas": "1",  # pods share the host's network: one port, one mcpd
             "ray.auth.mode": "disabled",  # the suite's Ray runs without token auth
             "servers.runnerImage": RUNNER,
             "servers.nodeSelector.kubernetes\\.io/arch": "amd64",
         },
     )
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     token_secret = next(d for d in docs if d["kind"] == "Secret" and "admin-token" in d["data"])
     admin_token = base64.b64decode(token_secret["data"]["admin-token"]).decode()
@@ -452,7 +461,11 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
             account, control, {"spec": {"expirationSeconds": 3600}}
         ).status.token
         write_kubeconfig(tmp_path / "kubeconfig", token, data)
+        # not the chart's `ray start` (a raylet for mcpd's node) then mcpd: the suite's Ray
+        # already has a raylet on this machine
+        assert container["command"] == ["sh", "-c"] and "exec mcpd" in container["args"][0]
         container["command"] = [sys.executable, "-m", "mcpctl.daemon"]
+        del container["args"]
         container["env"] += [
             {"name": "KUBECONFIG", "value": str(tmp_path / "kubeconfig")},
             {"name": "MCPD_DATA_DIR", "value": str(tmp_path / "data")},

@@ -145,12 +145,151 @@ pod-security.kubernetes.io/audit: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{/* mcpd joins a Ray cluster that wants a token: "true" or "". */}}
-{{- define "mcpctl.rayNeedsToken" -}}
-{{- if and .Values.mcpd.rayAddress (eq .Values.ray.auth.mode "token") -}}true{{- end -}}
+{{/* The chart runs its own Ray cluster (head + workers): "true" or "". */}}
+{{- define "mcpctl.chartRay" -}}
+{{- if and .Values.ray.enabled .Values.mcpd.rayAddress -}}
+{{- fail "mcpd.rayAddress joins an existing Ray cluster: set ray.enabled=false with it (ray.enabled runs the chart's own)" -}}
+{{- end -}}
+{{- if .Values.ray.enabled -}}true{{- end -}}
 {{- end -}}
 
-{{/* The Secret holding the external Ray's token, and its key. */}}
+{{/* mcpd replicas share a Ray cluster (the chart's or mcpd.rayAddress): "true" or "" (then
+each mcpd starts a Ray of its own inside its pod). */}}
+{{- define "mcpctl.sharedRay" -}}
+{{- if or (include "mcpctl.chartRay" .) .Values.mcpd.rayAddress -}}true{{- end -}}
+{{- end -}}
+
+{{/* RAY_ADDRESS of mcpd (and of the chart's Ray workers): the head's GCS or mcpd.rayAddress. */}}
+{{- define "mcpctl.rayAddress" -}}
+{{- if include "mcpctl.chartRay" . -}}
+{{- printf "%s.%s.svc:%d" (include "mcpctl.rayHead" .) (include "mcpctl.controlPlane" .) (int .Values.ray.head.port) -}}
+{{- else -}}
+{{- .Values.mcpd.rayAddress -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mcpctl.rayHead" -}}
+{{- printf "%s-ray-head" (include "mcpctl.fullname" .) -}}
+{{- end -}}
+
+{{/* The custom Ray resource only the chart's workers advertise: mcpd's host and controller
+actors ask for a share of it (MCPD_RAY_HOST_RESOURCE), so they run there and nowhere else. */}}
+{{- define "mcpctl.rayHostResource" -}}mcpd-host{{- end -}}
+
+{{/* mcpd's Ray wants a token from the chart's Secret: "true" or "". */}}
+{{- define "mcpctl.rayNeedsToken" -}}
+{{- if and (include "mcpctl.sharedRay" .) (eq .Values.ray.auth.mode "token") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Environment of every Ray process the chart starts (head, workers, mcpd's raylet): token
+authentication with the token from a Secret, never in plain text. */}}
+{{- define "mcpctl.rayEnv" -}}
+- name: RAY_AUTH_MODE
+  value: {{ .Values.ray.auth.mode | quote }}
+{{ include "mcpctl.rayNodeEnv" . }}
+- name: RAY_USAGE_STATS_ENABLED
+  value: "0"
+# Ray writes only below /tmp (an emptyDir): the root filesystem is read-only
+- name: HOME
+  value: /tmp
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- end -}}
+
+{{/* What a raylet of the shared Ray needs beyond the settings ConfigMap: the token, the pod's
+address (the node's, which other nodes call). */}}
+{{- define "mcpctl.rayNodeEnv" -}}
+{{- if include "mcpctl.rayNeedsToken" . -}}
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mcpctl.raySecret" . }}
+      key: {{ include "mcpctl.raySecretKey" . }}
+{{ end -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end -}}
+
+{{/* The pods of a Ray cluster's members, as NetworkPolicy peers: mcpd's (each one runs a
+raylet and a Ray driver), and with the chart's Ray its head's and workers'. */}}
+{{- define "mcpctl.rayPeers" -}}
+- podSelector:
+    matchLabels:
+      {{- include "mcpctl.selector" (list . "mcpd") | nindent 6 }}
+{{- if include "mcpctl.chartRay" . }}
+- podSelector:
+    matchLabels:
+      {{- include "mcpctl.selector" (list . "ray-head") | nindent 6 }}
+- podSelector:
+    matchLabels:
+      {{- include "mcpctl.selector" (list . "ray-worker") | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{/* Egress to the Kubernetes API server. */}}
+{{- define "mcpctl.apiServerEgress" -}}
+- ports:
+    {{- range .Values.networkPolicy.apiServer.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  {{- with .Values.networkPolicy.apiServer.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . | quote }}
+    {{- end }}
+  {{- end }}
+{{- end -}}
+
+{{/* Egress to the MCP server pods in the data plane (any port: HTTP servers choose theirs). */}}
+{{- define "mcpctl.serversEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ include "mcpctl.dataPlane" . }}
+      podSelector:
+        matchLabels:
+          app.kubernetes.io/managed-by: mcpd
+{{- end -}}
+
+{{/* Egress to the database (the bundled one, or externalDatabase.cidrs/port). */}}
+{{- define "mcpctl.databaseEgress" -}}
+{{- if .Values.postgresql.enabled -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "mcpctl.selector" (list . "postgresql") | nindent 10 }}
+  ports:
+    - protocol: TCP
+      port: 5432
+{{- else -}}
+- ports:
+    - protocol: TCP
+      port: {{ .Values.externalDatabase.port }}
+  {{- with .Values.externalDatabase.cidrs }}
+  to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . | quote }}
+    {{- end }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod-level securityContext of the chart's mcpd-image pods (mcpd, Ray head and workers). */}}
+{{- define "mcpctl.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The Secret holding the Ray cluster's token (the chart's Ray or mcpd.rayAddress), and its key. */}}
 {{- define "mcpctl.raySecret" -}}
 {{- default (printf "%s-ray-token" (include "mcpctl.fullname" .)) .Values.ray.auth.existingSecret -}}
 {{- end -}}
