@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcpctl.actors.heap import settle_heap
 from mcpctl.actors.host import Host, HostConfig
@@ -104,7 +105,10 @@ class Controller:
         await self.ready()
         return {
             "placed": dict(self._placed),
-            "hosts": [host_name(self.prefix, i) for i in range(len(self.hosts))],
+            # by name and incarnation: a gateway gets a new handle for a host started anew
+            "hosts": [
+                (host_name(self.prefix, i), h._actor_id.hex()) for i, h in enumerate(self.hosts)
+            ],
             "syncs": self.syncs,
             "last_sync_seconds": self.last_sync_seconds,
         }
@@ -120,20 +124,27 @@ class Controller:
         wanted = pool_size(cpus, servers, self.configured_hosts)
         while len(self.hosts) < wanted:
             index = len(self.hosts)
-            config = HostConfig(**{**self.host_config.__dict__, "index": index})
-            host: Any = HostActor.options(
-                name=host_name(self.prefix, index),
-                namespace=RAY_NAMESPACE,
-                get_if_exists=True,  # after a controller restart: the hosts that run
-                lifetime="detached" if self.detached else None,
-                max_restarts=-1,
-                max_task_retries=0,
-                num_cpus=0,
-                max_concurrency=10_000,
-            ).remote(config)
-            await host.ready.remote()
-            self.hosts.append(host)
+            self.hosts.append(await self._host(index))
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch(index)))
+
+    async def _host(self, index: int) -> Any:
+        """Host `index`: the one that runs (after a controller restart), or a new one on the
+        index-th live node, round robin, so that hosts spread over the cluster."""
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        config = HostConfig(**{**self.host_config.__dict__, "index": index})
+        host: Any = HostActor.options(
+            name=host_name(self.prefix, index),
+            namespace=RAY_NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached" if self.detached else None,
+            max_restarts=-1,
+            max_task_retries=0,
+            num_cpus=0,
+            max_concurrency=10_000,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], False),
+        ).remote(config)
+        await host.ready.remote()
+        return host
 
     async def sync(self) -> None:
         """Make every host run exactly the servers placed on it (the resync backstop)."""
@@ -185,6 +196,11 @@ class Controller:
             while True:
                 try:
                     await host.ready.remote()
+                    break
+                except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnschedulableError):
+                    # Its node is gone (a host is pinned to its node): a new one, elsewhere.
+                    log.warning("host %d is gone with its node; starting it on another", index)
+                    host = self.hosts[index] = await self._host(index)
                     break
                 except Exception:
                     await asyncio.sleep(0.2)

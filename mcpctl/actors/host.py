@@ -74,8 +74,7 @@ class Host:
         self.secrets = SecretRepository(SecretBox(config.secret_key))
         self.orchestrator = make_orchestrator(config)
         self.supervisors: dict[str, Supervisor] = {}
-        tcp_host = ray.util.get_node_ip_address() if os.environ.get("RAY_ADDRESS") else None
-        self._dataplane = StreamServer(self, token_for(config.secret_key), tcp_host)
+        self._dataplane = StreamServer(self, token_for(config.secret_key))
         self._synced = asyncio.Event()  # until then, a server not here yet may be on its way
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -88,6 +87,9 @@ class Host:
         TCP when mcpd joined a cluster of several nodes, and the Ray node it runs on."""
         if not self._dataplane.address:
             settle_heap()  # the host is set up: what it allocated so far lives as long as it
+            # Gateways on other nodes come over TCP on this node's Ray address (loopback for
+            # mcpd's own local Ray), the token guarding it.
+            self._dataplane.tcp_host = ray.util.get_node_ip_address()
         address = await self._dataplane.start()
         return {**address, "node": ray.get_runtime_context().get_node_id()}
 

@@ -66,6 +66,7 @@ class Runtime:
         self.shared = shared
         self.controller: Any = None
         self.hosts: list[Any] = []
+        self._incarnations: list[str] = []  # the actor id behind each host handle
         self._placed: dict[str, int] = {}  # server -> host index it runs on
         self._syncs = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,10 +111,16 @@ class Runtime:
     async def refresh(self) -> None:
         """Learn from the controller where servers run (and time its resyncs)."""
         placement = await self.controller.placement.remote()
-        names: list[str] = placement["hosts"]
-        while len(self.hosts) < len(names):
-            name = names[len(self.hosts)]
-            self.hosts.append(ray.get_actor(name, namespace=RAY_NAMESPACE))
+        for index, (name, incarnation) in enumerate(placement["hosts"]):
+            if index < len(self._incarnations) and self._incarnations[index] == incarnation:
+                continue
+            handle = ray.get_actor(name, namespace=RAY_NAMESPACE)
+            if index < len(self.hosts):
+                self.hosts[index] = handle
+                self._incarnations[index] = incarnation
+            else:
+                self.hosts.append(handle)
+                self._incarnations.append(incarnation)
         self._placed = placement["placed"]
         if self.metrics is not None and placement["syncs"] != self._syncs:
             self.metrics.reconcile.observe(placement["last_sync_seconds"])
@@ -176,10 +183,10 @@ class Runtime:
             return None
         link = self._links.get(index)
         if link is None:
-            host = self.hosts[index]
             node = ray.get_runtime_context().get_node_id()
 
             async def resolve() -> dict[str, Any]:
+                host = self.hosts[index]  # the handle of its current incarnation
                 address: dict[str, Any] = await host.dataplane_address.remote()
                 self._links[index].local = address["node"] == node
                 return address

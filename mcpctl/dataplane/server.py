@@ -1,5 +1,5 @@
-"""The host's end: serves gateways on a Unix socket (same node) and, in a multi-node cluster,
-on TCP; every connection starts with the cluster token.
+"""The host's end: serves gateways on a Unix socket (same node) and on TCP at the node's
+address (other nodes); every connection starts with the cluster token.
 
 Each CALL or LISTEN becomes a task that pumps the backend's stream into ITEM frames, sending
 no more than the credit the gateway granted (a slow client slows its own stream only; the
