@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -546,8 +545,9 @@ class Probe:
 
 resource = os.environ["MCPD_RAY_HOST_RESOURCE"]
 probes = [Probe.options(num_cpus=0, resources={resource: 0.001}).remote() for _ in range(4)]
+placed = ray.get([p.where.remote() for p in probes], timeout=60)
 nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-print(json.dumps({"nodes": nodes, "placed": ray.get([p.where.remote() for p in probes])}))
+print(json.dumps({"nodes": nodes, "placed": placed}))
 """
 
 
@@ -613,7 +613,7 @@ def test_the_rendered_ray_commands_form_a_cluster_that_keeps_host_actors_on_work
     (stub / "mcpd").chmod(0o755)
     processes = []
 
-    def start(component: str) -> subprocess.Popen[str]:
+    def start(component: str) -> subprocess.Popen[bytes]:
         directory = root / component
         directory.mkdir()
         env = pod_env(docs, component, directory, marker)
@@ -621,32 +621,43 @@ def test_the_rendered_ray_commands_form_a_cluster_that_keeps_host_actors_on_work
         env["PATH"] = f"{stub}:{env['PATH']}"
         spec = container(docs, component)
         command = expand(spec["command"] + spec["args"], env)
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=directory,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        with (directory / "log").open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         processes.append(process)
         return process
 
+    def logs() -> str:
+        return "\n".join(
+            f"--- {log.parent.name}\n{log.read_text()[-3000:]}" for log in root.glob("*/log")
+        )
+
+    def started(component: str) -> None:
+        """Until `ray start` of that container says so (nodes on one machine start one by one:
+        some of Ray's ports are fixed)."""
+        deadline = time.monotonic() + 120
+        while b"Ray runtime started" not in (root / component / "log").read_bytes():
+            assert time.monotonic() < deadline, f"{component} did not start:\n{logs()}"
+            time.sleep(0.5)
+
     try:
         start("ray-head")
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Ray head did not listen"
-                time.sleep(0.5)
+        started("ray-head")
         start("ray-worker")
+        started("ray-worker")
         mcpd = start("mcpd")  # `until ray start ...; done; exec mcpd`
-        output, _ = mcpd.communicate(timeout=180)
-        assert mcpd.returncode == 0, output
+        try:
+            mcpd.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"mcpd's container did not finish:\n{logs()}") from None
+        output = (root / "mcpd" / "log").read_text()
+        assert mcpd.returncode == 0, logs()
         report = json.loads(output.strip().splitlines()[-1])
         refused = subprocess.run(
             [sys.executable, "-c", REFUSAL_PROBE, address],
