@@ -1,6 +1,6 @@
 """Shared by the benchmarks: starting a real mcpd and other processes (and stopping their whole
-process trees), free ports, readiness polls, CPU and memory of process trees, timing calls with
-the official SDK client, and printing tables."""
+process trees), free ports, readiness polls, CPU and memory of process trees, wrk load with
+mcp.lua, timing calls with the official SDK client, and printing tables."""
 
 from __future__ import annotations
 
@@ -16,12 +16,17 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
 TOKEN = "mcp_bench-token"
+LUA = Path(__file__).parent / "mcp.lua"
+# The counters of mcp.lua's MCPBENCH line that are failed calls: non-200 answers, JSON-RPC errors
+# (or no result, or isError), and wrk's own socket errors and timeouts.
+WRK_ERRORS = ("rpc_errors", "non2xx", "connect", "read", "write", "timeout")
 
 
 def free_port() -> int:
@@ -90,11 +95,14 @@ def stop(process: subprocess.Popen[Any], timeout: float = 120) -> None:
 
 
 class Mcpd:
-    def __init__(self, **env: str) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="mcpd-bench-"))
-        self.port = free_port()
+    """A real mcpd process, ready (/readyz) when constructed. `env` is added to its environment;
+    `data_dir` and `port` given again start it anew where an earlier one ran (its log goes on)."""
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None, **env: str) -> None:
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="mcpd-bench-"))
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = (self.data_dir / "mcpd.log").open("wb")
+        self.log = (self.data_dir / "mcpd.log").open("ab")
         self.process = start(
             [sys.executable, "-m", "mcpctl.daemon"],
             log=self.log,
@@ -143,6 +151,54 @@ class Mcpd:
         stop(self.process)
         self.http.close()
         self.log.close()
+
+
+@dataclass
+class Wrk:
+    """wrk with mcp.lua against one MCP endpoint: each thread is one MCP session (opened in the
+    thread's init(), before wrk's clock starts), each connection loops tools/call `tool` on it.
+    run() or start() + result() give mcp.lua's MCPBENCH counters (see WRK_ERRORS); several
+    started at once load several endpoints at the same time."""
+
+    binary: str
+    url: str
+    tool: str = "echo"
+    token: str = ""
+    threads: int = 4
+    connections: int = 32
+
+    def command(self, seconds: int) -> list[str]:
+        command = [self.binary, f"-t{self.threads}", f"-c{self.connections}", f"-d{seconds}s"]
+        command += ["--timeout", "30s", "--latency", "-s", str(LUA), self.url]
+        return [*command, "--", self.tool, self.token]
+
+    def start(self, seconds: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.command(seconds), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def result(
+        self, process: subprocess.Popen[str], seconds: int, verbose: bool = False
+    ) -> dict[str, int]:
+        try:
+            stdout, stderr = process.communicate(timeout=seconds + 300)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        lines = [line for line in stdout.splitlines() if line.startswith("MCPBENCH ")]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk on {self.url} failed:\n{stdout}{stderr}")
+        if verbose:
+            print(stdout, file=sys.stderr)
+        return {k: int(v) for k, v in (f.split("=") for f in lines[-1].split()[1:])}
+
+    def run(self, seconds: int, verbose: bool = False) -> dict[str, int]:
+        return self.result(self.start(seconds), seconds, verbose)
+
+
+def wrk_errors(result: dict[str, int]) -> int:
+    return sum(result[k] for k in WRK_ERRORS)
 
 
 def _stat(pid: int) -> list[str]:

@@ -46,6 +46,7 @@ from mcp.client.streamable_http import streamable_http_client
 from bench.common import (
     TOKEN,
     Mcpd,
+    Wrk,
     cmdline,
     cpu_by_process,
     descendants,
@@ -57,13 +58,13 @@ from bench.common import (
     stop,
     table,
     wait_listening,
+    wrk_errors,
 )
 
 PACKAGE = "@modelcontextprotocol/server-everything"
 SERVER = ["npx", "-y", PACKAGE]
 SERVER_MARK = "server-everything"  # in the command line of npx, sh and node running the server
 HERE = Path(__file__).parent
-LUA = HERE / "mcp.lua"
 PEERS = HERE.parent / "scripts" / "bench-peers.sh"
 BRIDGES = ["stdio", "http", "mcp-proxy", "supergateway", "mcpd", "floor"]
 
@@ -198,18 +199,10 @@ class Run:
 
     def wrk(self, bridge: Bridge, seconds: int) -> dict[str, int]:
         a = self.args
-        command = [self.peers["wrk"], f"-t{a.threads}", f"-c{a.connections}", f"-d{seconds}s"]
-        command += ["--timeout", "30s", "--latency", "-s", str(LUA), bridge.url]
-        command += ["--", bridge.tool, bridge.token]
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 300, check=False
+        wrk = Wrk(
+            self.peers["wrk"], bridge.url, bridge.tool, bridge.token, a.threads, a.connections
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("MCPBENCH ")]
-        if done.returncode != 0 or not lines:
-            raise RuntimeError(f"wrk on {bridge.name} failed:\n{done.stdout}{done.stderr}")
-        if a.verbose:
-            print(done.stdout, file=sys.stderr)
-        return {k: int(v) for k, v in (f.split("=") for f in lines[-1].split()[1:])}
+        return wrk.run(seconds, verbose=a.verbose)
 
     def load(self, bridge: Bridge) -> Load:
         if self.args.warmup > 0:
@@ -226,13 +219,12 @@ class Run:
                 for key, value in sorted(after[side].items()):
                     used = value - before[side].get(key, 0.0)
                     say(f"  {label} {key[0]}: {used:6.2f} s CPU  {cmdline(key[0])[:90]}")
-        errors = ("rpc_errors", "non2xx", "connect", "read", "write", "timeout")
         return Load(
             calls=result["calls"],
             seconds=result["duration_us"] / 1e6,
             p50_ms=result["p50_us"] / 1000,
             p99_ms=result["p99_us"] / 1000,
-            errors=sum(result[k] for k in errors),
+            errors=wrk_errors(result),
             bridge_cpu=bridge_cpu if bridge.bridged else 0.0,
             server_cpu=server_cpu + (0.0 if bridge.bridged else bridge_cpu),
             load_average=load_average,
