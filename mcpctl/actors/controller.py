@@ -41,6 +41,11 @@ def controller_name(prefix: str) -> str:
     return f"{prefix}-controller"
 
 
+def resource_sliver(resource: str | None) -> dict[str, float]:
+    """What an actor asks of MCPD_RAY_HOST_RESOURCE: enough to be placed only where it is."""
+    return {resource: 0.001} if resource else {}
+
+
 class Controller:
     def __init__(
         self,
@@ -130,7 +135,12 @@ class Controller:
     async def _host(self, index: int) -> Any:
         """Host `index`: the one that runs (after a controller restart), or a new one on the
         index-th live node, round robin, so that hosts spread over the cluster."""
-        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+        wanted = self.host_config.host_resource
+        nodes = sorted(
+            n["NodeID"]
+            for n in ray.nodes()
+            if n["Alive"] and (wanted is None or n["Resources"].get(wanted, 0) > 0)
+        )
         config = HostConfig(**{**self.host_config.__dict__, "index": index})
         host: Any = HostActor.options(
             name=host_name(self.prefix, index),
@@ -141,6 +151,7 @@ class Controller:
             max_task_retries=0,
             num_cpus=0,
             max_concurrency=10_000,
+            resources=resource_sliver(wanted),
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[index % len(nodes)], False),
         ).remote(config)
         await host.ready.remote()

@@ -48,6 +48,9 @@ class HostConfig:
     orchestrator: str = "local"
     startup_timeout: float = 120.0
     request_timeout: float = 300.0  # an MCP request's deadline at the backend
+    # A Ray resource only the nodes meant for host actors advertise (the chart's workers):
+    # hosts and the controller ask for a sliver of it, so they run there and nowhere else.
+    host_resource: str | None = None
     kubernetes: KubernetesConfig | None = None
 
 

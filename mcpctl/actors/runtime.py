@@ -13,7 +13,12 @@ from typing import Any
 
 import ray
 
-from mcpctl.actors.controller import RAY_NAMESPACE, Controller, controller_name
+from mcpctl.actors.controller import (
+    RAY_NAMESPACE,
+    Controller,
+    controller_name,
+    resource_sliver,
+)
 from mcpctl.actors.host import HostConfig
 from mcpctl.actors.ray_cluster import init_ray
 from mcpctl.dataplane.client import HostLink, HostLost
@@ -84,6 +89,7 @@ class Runtime:
             max_restarts=-1,
             max_task_retries=-1,  # its methods are safe to run again
             num_cpus=0,
+            resources=resource_sliver(self.host_config.host_resource),
             max_concurrency=1000,
         ).remote(
             self.host_config,

@@ -124,6 +124,7 @@ def serve(
         orchestrator=settings.orchestrator,
         startup_timeout=settings.startup_timeout,
         request_timeout=settings.request_timeout,
+        host_resource=settings.ray_host_resource,
         kubernetes=kubernetes,
     )
     app, _ = assemble(

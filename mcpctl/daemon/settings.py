@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     shared: bool = False
     # The deployment's name among Ray's actors; replicas of one deployment share it.
     deployment: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    # Host actors and the controller run only on Ray nodes that advertise this resource.
+    ray_host_resource: str | None = None
 
     @property
     def node_selector_labels(self) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""Two mcpd gateway replicas on one Ray and one database (MCPD_SHARED): a session begun on one
-is served by the other, survives the kill of the replica that began it and its restart, and
+"""Two mcpd gateway replicas on one Ray and one PostgreSQL (MCPD_SHARED): a session begun on
+one is served by the other, survives the kill of the replica that began it and its restart, and
 the controller actor's death costs nothing but a restart."""
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import httpx
 import pytest
 import ray
 from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, make_url, text
 
 from mcpctl.actors.controller import RAY_NAMESPACE, controller_name
-from tests.conftest import exited
+from tests.conftest import exited, postgres_url
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
 from tests.e2e.test_tenancy import INIT, SCRIPT, SERVER, call
@@ -69,6 +70,17 @@ def until_running(mcpd: Mcpd, timeout: float = 120) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def own_database() -> str:
+    """A database of this module's own on the suite's PostgreSQL (the others reset theirs)."""
+    url = make_url(postgres_url())
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text("DROP DATABASE IF EXISTS mcpctl_replicas WITH (FORCE)"))
+        connection.execute(text("CREATE DATABASE mcpctl_replicas"))
+    engine.dispose()
+    return url.set(database="mcpctl_replicas").render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     start_ray()
@@ -80,7 +92,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         "MCPD_SHARED": "true",
         "MCPD_DEPLOYMENT": DEPLOYMENT,
         "MCPD_ACTOR_HOSTS": "1",
-        "MCPD_DATABASE_URL": f"sqlite:///{root / 'shared.db'}",
+        "MCPD_DATABASE_URL": own_database(),
         "MCPD_SECRET_KEY": Fernet.generate_key().decode(),
     }
     a = start_mcpd(root / "a", env)
@@ -110,6 +122,12 @@ def test_a_session_begun_on_one_replica_is_served_by_the_other(pair: Pair) -> No
         f"{pair.b.url}{path}", json=call(1, "echo", text="on b"), headers=pair.headers(session)
     )
     assert "echo: on b" in echoed.text, echoed.text
+    # Progress of a call made through B, on the session A began.
+    progress = {**call(6, "progress", text="step"), "id": 6}
+    progress["params"]["_meta"] = {"progressToken": "p"}
+    streamed = httpx.post(f"{pair.b.url}{path}", json=progress, headers=pair.headers(session))
+    assert '"progressToken":"p"' in streamed.text and '"message":"step"' in streamed.text
+    assert "progressed" in streamed.text
     # A question from the server on A's stream, answered through B: the call completes.
     sample = call(2, "sample", text="q")
     with (
@@ -159,6 +177,14 @@ def test_the_controller_killed_is_restarted_and_duplicates_nothing(pair: Pair) -
     old = ray.get(controller.process_id.remote())
     killed = time.monotonic()
     os.kill(old, signal.SIGKILL)
+    # A backend killed meanwhile: its host replaces it (healing needs no controller).
+    os.kill(backend["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (replaced := until_running(pair.b))["pid"] == backend["pid"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    print(f"backend replaced {time.monotonic() - killed:.2f} s after the controller's kill")
+    backend = replaced
     begun = httpx.post(f"{pair.b.url}{path}", json=INIT, headers=pair.headers())
     session = begun.headers["Mcp-Session-Id"]
     during = httpx.post(
@@ -185,33 +211,40 @@ class Traffic:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        path = f"/mcp/servers/{SERVER}"
         turn = 0
         while not self.stop.is_set():
             turn += 1
-            replicas = [self.pair.a, self.pair.b] if turn % 2 else [self.pair.b, self.pair.a]
-            errors = []
-            for mcpd in replicas:
-                try:
-                    answer = httpx.post(
-                        f"{mcpd.url}{path}",
-                        json=call(turn, "echo", text=str(turn)),
-                        headers=self.pair.headers(self.session),
-                        timeout=30,
-                    )
-                except httpx.TransportError as error:
-                    errors.append(repr(error))
-                    continue
-                if answer.status_code == 503:
-                    errors.append("503")
-                    continue
-                if f'"echo: {turn}"' in answer.text:
-                    self.answered += 1
-                else:
-                    self.failed.append(answer.text)
-                break
+            errors: list[str] = []
+            for attempt in range(3):  # a balancer's retries: both replicas, three rounds
+                if self._call(turn, errors):
+                    break
+                time.sleep(0.2 * (attempt + 1))
             else:
-                self.failed.append(f"both replicas away: {errors}")
+                self.failed.append(f"no replica answered: {errors}")
+
+    def _call(self, turn: int, errors: list[str]) -> bool:
+        path = f"/mcp/servers/{SERVER}"
+        replicas = [self.pair.a, self.pair.b] if turn % 2 else [self.pair.b, self.pair.a]
+        for mcpd in replicas:
+            try:
+                answer = httpx.post(
+                    f"{mcpd.url}{path}",
+                    json=call(turn, "echo", text=str(turn)),
+                    headers=self.pair.headers(self.session),
+                    timeout=30,
+                )
+            except httpx.TransportError as error:
+                errors.append(f"{mcpd.url}: {error!r}")
+                continue
+            if answer.status_code == 503:
+                errors.append(f"{mcpd.url}: 503")
+                continue
+            if f'"echo: {turn}"' in answer.text:
+                self.answered += 1
+            else:
+                self.failed.append(answer.text)
+            return True
+        return False
 
     def __enter__(self) -> Traffic:
         self.thread.start()
@@ -234,3 +267,21 @@ def test_a_rolling_restart_under_traffic_fails_no_call(pair: Pair) -> None:
             assert traffic.answered > before
     assert traffic.failed == []
     assert traffic.answered > 50
+
+
+def test_calls_through_a_replica_killed_with_9_are_answered_by_the_other(pair: Pair) -> None:
+    path = f"/mcp/servers/{SERVER}"
+    begun = httpx.post(f"{pair.b.url}{path}", json=INIT, headers=pair.headers())
+    with Traffic(pair, begun.headers["Mcp-Session-Id"]) as traffic:
+        before = traffic.answered
+        pair.a.process.send_signal(signal.SIGKILL)
+        pair.a.process.wait()
+        deadline = time.monotonic() + 30
+        while traffic.answered < before + 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        pair.a = start_mcpd(pair.root / "a", pair.env)
+        while traffic.answered < before + 40:
+            assert time.monotonic() < deadline + 60
+            time.sleep(0.05)
+    assert traffic.failed == []  # a connection error became an answer on the other replica
