@@ -28,7 +28,6 @@ from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import SERVER, Kind
 from mcpctl.observability.metrics import Metrics
-from mcpctl.store.database import Database
 
 log = logging.getLogger(__name__)
 ControllerActor: Any = ray.remote(Controller)  # Ray handles are untyped
@@ -52,7 +51,6 @@ async def remote_items(stream: Any) -> AsyncGenerator[Any, None]:
 class Runtime:
     def __init__(
         self,
-        database: Database,
         host_config: HostConfig,
         resync_seconds: float = 30.0,
         hosts: int | None = None,
@@ -60,7 +58,6 @@ class Runtime:
         metrics: Metrics | None = None,
         shared: bool = False,
     ) -> None:
-        self.database = database
         self.host_config = host_config
         self.resync_seconds = resync_seconds
         self.configured_hosts = hosts

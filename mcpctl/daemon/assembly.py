@@ -27,7 +27,6 @@ def assemble(
     """The app and the runtime it starts and stops with (its lifespan)."""
     metrics = Metrics()
     runtime = Runtime(
-        database,
         host_config,
         resync_seconds=resync_seconds,
         hosts=hosts,

@@ -72,7 +72,7 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     admin or a removed member stops at once). A project the principal is not in answers
     exactly like a missing one."""
     context = context_of(request)
-    kind, name = request.url.path.split("/")[2], request.path_params["name"]
+    kind, name = request.scope["path"].split("/")[2], request.path_params["name"]
     runtime = request.app.state.runtime
 
     if kind == "servers":

@@ -63,9 +63,7 @@ async def scenario(workdir: Path) -> dict[str, Any]:
     config = HostConfig(0, database.url, Fernet.generate_key(), str(workdir / "data"))
     # Shared (as on any cluster of several nodes): the controller and hosts are detached, so
     # a node's loss takes only what ran on it.
-    runtime = Runtime(
-        database, config, resync_seconds=5, hosts=3, namespace="multinode", shared=True
-    )
+    runtime = Runtime(config, resync_seconds=5, hosts=3, namespace="multinode", shared=True)
     await runtime.start()
     try:
         deadline = time.monotonic() + 120

@@ -39,6 +39,16 @@ from tests.e2e.gateway import start_ray
 SCRIPT = Path(__file__).parents[1] / "servers" / "misbehaving.py"
 SERVER = "misbehaving"
 REVISION = "2025-06-18"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": REVISION,
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
@@ -393,17 +403,7 @@ async def test_sigterm_ends_streams_gives_requests_their_grace_and_exits(tmp_pat
         path = f"/mcp/servers/{SERVER}"
         base = {**headers(mcpd), **MCP_HEADERS}
         async with httpx.AsyncClient(base_url=mcpd.url, headers=base, timeout=60) as http:
-            init = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": REVISION,
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "1"},
-                },
-            }
-            answer = await http.post(path, json=init)
+            answer = await http.post(path, json=INIT)
             session = {"Mcp-Session-Id": answer.headers["Mcp-Session-Id"]}
             session["MCP-Protocol-Version"] = REVISION
             http.headers.update(session)
@@ -475,18 +475,8 @@ async def test_readyz_turns_503_once_sigterm_began(tmp_path: Path) -> None:
         create_misbehaving(mcpd, tmp_path / "state")
         assert httpx.get(f"{mcpd.url}/readyz").json() == {"status": "ok"}
         path = f"/mcp/servers/{SERVER}"
-        init = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": REVISION,
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"},
-            },
-        }
         base = {**headers(mcpd), **MCP_HEADERS}
-        answer = httpx.post(f"{mcpd.url}{path}", json=init, headers=base)
+        answer = httpx.post(f"{mcpd.url}{path}", json=INIT, headers=base)
         session = {"Mcp-Session-Id": answer.headers["Mcp-Session-Id"]}
         session["MCP-Protocol-Version"] = REVISION
         # the backend takes 1.5 s to read mem://slow: well inside the grace period
