@@ -25,6 +25,7 @@ from mcpctl.dataplane.server import StreamServer
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
+from mcpctl.mcp.round_trips import CAPABILITIES_KEY, RESUME, RoundTrips
 from mcpctl.models.instance import Instance, InstanceEvent
 from mcpctl.models.server import ServerSpec
 from mcpctl.orchestrators.base import Orchestrator
@@ -79,6 +80,7 @@ class Host:
         self.supervisors: dict[str, Supervisor] = {}
         self._dataplane = StreamServer(self, token_for(config.secret_key))
         self._synced = asyncio.Event()  # until then, a server not here yet may be on its way
+        self.round_trips = RoundTrips(config.request_timeout)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class Host:
 
     async def shutdown(self) -> None:
         keep = self.orchestrator.instances_outlive_mcpd
+        await self.round_trips.close()
         await asyncio.gather(
             *(s.stop(forget=False, keep_instances=keep) for s in self.supervisors.values())
         )
@@ -162,12 +165,40 @@ class Host:
     async def exchange(
         self, server: str, caller: Caller, message: Message
     ) -> AsyncGenerator[Message, None]:
+        if message.get("method") == RESUME or CAPABILITIES_KEY in message:
+            async for item in self._round_trip(server, caller, message):
+                yield item
+            return
         try:
             replica = await self._replica(server, caller)
         except NoReplica as error:
             yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
             return
         async for item in replica.multiplexer.exchange(caller, message):
+            yield item
+
+    async def _round_trip(
+        self, server: str, caller: Caller, message: Message
+    ) -> AsyncGenerator[Message, None]:
+        """A 2026-07-28 client's request: a backend question parks it (see round_trips)."""
+        replica: Replica | None = None
+        if message.get("method") != RESUME:
+            try:
+                replica = await self._replica(server, caller)
+            except NoReplica as error:
+                yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
+                return
+        multiplexer = replica.multiplexer if replica else None
+
+        def open_stream(request: Message) -> AsyncGenerator[Message, None]:
+            assert multiplexer is not None
+            return multiplexer.exchange(caller, request)
+
+        async def deliver(asker: Caller, answer: Message) -> None:
+            assert multiplexer is not None
+            await multiplexer.deliver(asker, answer)
+
+        async for item in self.round_trips.serve(server, caller, message, open_stream, deliver):
             yield item
 
     async def _replica(self, server: str, caller: Caller, wait: float = 30.0) -> Replica:

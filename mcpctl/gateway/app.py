@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.fernet import Fernet
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -19,6 +20,7 @@ from mcpctl.gateway.body_limit import BodyLimitMiddleware, BodyTooLarge, on_body
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics
+from mcpctl.gateway.request_state import RequestStates
 from mcpctl.gateway.sessions import SessionRegistry
 from mcpctl.models.kinds import KINDS
 from mcpctl.observability.metrics import Metrics
@@ -78,9 +80,11 @@ def build_app(
     )
     app.state.context = context
     app.state.runtime = runtime
+    cluster_key = session_key or Fernet.generate_key()  # one per process without a cluster
     app.state.sessions = SessionRegistry(
-        limits.session_idle_seconds, limits.max_sessions_per_principal, session_key
+        limits.session_idle_seconds, limits.max_sessions_per_principal, cluster_key
     )
+    app.state.request_states = RequestStates(cluster_key, limits.request_timeout)
     app.state.metrics = registry or Metrics()
     app.state.limits = limits
     return app

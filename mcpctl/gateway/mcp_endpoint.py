@@ -13,7 +13,8 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -27,6 +28,7 @@ from mcpctl.gateway import policy
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.limits import Limits
+from mcpctl.gateway.request_state import STATE_PREFIX, InvalidState, RequestStates
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
 from mcpctl.gateway.targets import (
     BACKEND_VERSION,
@@ -35,7 +37,7 @@ from mcpctl.gateway.targets import (
     Target,
     Unavailable,
 )
-from mcpctl.mcp import bridge, jsonrpc, validation, versions
+from mcpctl.mcp import bridge, jsonrpc, round_trips, validation, versions
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import PROMPT, Resource
 from mcpctl.models.prompt import PromptSpec
@@ -327,7 +329,7 @@ async def _single_exchange(
         )
         return FastJSONResponse(body, status_code=400)
     try:
-        validation.check(message, version)
+        message = validation.check(message, version)
     except validation.Invalid as error:
         return _invalid(request, target, error)
     if not jsonrpc.is_request(message):
@@ -357,7 +359,62 @@ async def _single_exchange(
         return FastJSONResponse(
             jsonrpc.result(message["id"], {k: v for k, v in result.items() if v is not None})
         )
-    return await _respond(request, target, session, bridge.without_envelope(message))
+    prepared = _for_hosts(request, target, principal, message, meta)
+    if isinstance(prepared, Response):
+        return prepared
+    return await _respond(request, target, session, *prepared)
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """A 2026-07-28 request that may end in `input_required`: how to seal its state."""
+
+    method: str
+    seal: Callable[[str, str], str]  # (server, ticket) -> requestState
+
+
+def _for_hosts(
+    request: Request, target: Target, principal: Principal, message: Message, meta: dict[str, Any]
+) -> tuple[Message, RoundTrip | None] | Response:
+    """A 2026-07-28 request as the hosts get it: without its envelope; one that may need the
+    client's input says what the client can answer, and a retry carrying mcpd's requestState
+    continues the request that state names (see mcpctl/mcp/round_trips.py)."""
+    plain = bridge.without_envelope(message)
+    method = str(message.get("method"))
+    if method not in round_trips.INPUT_REQUIRED_METHODS:
+        return plain, None
+    states: RequestStates = request.app.state.request_states
+    endpoint = _path(target)
+
+    def seal(server: str, ticket: str) -> str:
+        return states.seal(principal.email, endpoint, message, server, ticket)
+
+    round_trip = RoundTrip(method, seal)
+    params = plain.get("params") or {}
+    state = params.get("requestState")
+    if not (isinstance(state, str) and state.startswith(STATE_PREFIX)):
+        # Not mcpd's: a 2026 backend's own state passes through to it.
+        can_answer = meta.get(bridge.CLIENT_CAPABILITIES_KEY) or {}
+        capabilities = [c for c in round_trips.NEEDS.values() if c in can_answer]
+        return round_trips.for_round_trips(plain, capabilities), round_trip
+    try:
+        resumption = states.open(state, principal.email, endpoint, message)
+    except InvalidState as error:
+        request.app.state.metrics.refused.labels(endpoint, "invalid_request_state").inc()
+        return _rpc_error(
+            400, jsonrpc.INVALID_PARAMS, f"Invalid params: requestState: {error}", message["id"]
+        )
+    responses = params.get("inputResponses")
+    answers = {k: {"result": v} for k, v in (responses or {}).items() if isinstance(v, dict)}
+    resume_params: dict[str, Any] = {
+        "server": resumption.server,
+        "ticket": resumption.ticket,
+        "answers": answers,
+    }
+    if "_meta" in params:
+        resume_params["_meta"] = params["_meta"]
+    resume = {"jsonrpc": "2.0", "id": message["id"], "method": round_trips.RESUME}
+    return {**resume, "params": resume_params}, round_trip
 
 
 async def _final(
@@ -371,15 +428,19 @@ async def _final(
 
 
 async def _observed(
-    request: Request, target: Target, session: ClientSession, message: Message
+    request: Request,
+    target: Target,
+    session: ClientSession,
+    message: Message,
+    round_trip: RoundTrip | None = None,
 ) -> AsyncGenerator[Message, None]:
     """The target's stream for one request, within the request deadline, counted in the
     metrics. Past the deadline the client gets an error and the backend a cancellation."""
     metrics = request.app.state.metrics
     limits: Limits = request.app.state.limits
-    labels = (_path(target), method_label(message.get("method")))
+    method = round_trip.method if round_trip else str(message.get("method"))
+    labels = (_path(target), method_label(method))
     started = time.perf_counter()
-    method = str(message.get("method"))
     single_exchange = session.protocol_version in versions.SINGLE_EXCHANGE_REVISIONS
     stream = target.handle(session, message)
     deadline = asyncio.get_running_loop().time() + limits.request_timeout
@@ -408,6 +469,8 @@ async def _observed(
                 await target.deliver(session, refusal)
                 continue
             if jsonrpc.is_response(item):
+                if round_trip is not None:
+                    item = _sealed(item, round_trip)
                 if session.backend_version != session.protocol_version:
                     item = bridge.response_for(method, session.protocol_version, item)
                 metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -422,10 +485,25 @@ async def _observed(
         await stream.aclose()
 
 
+def _sealed(response: Message, round_trip: RoundTrip) -> Message:
+    """An `input_required` from a host, with the parked request's ticket sealed."""
+    result = response.get("result")
+    if not isinstance(result, dict) or round_trips.TICKET_KEY not in result:
+        return response
+    result = dict(result)
+    ticket, server = result.pop(round_trips.TICKET_KEY), result.pop(round_trips.SERVER_KEY)
+    result["requestState"] = round_trip.seal(server, ticket)
+    return {**response, "result": result}
+
+
 async def _respond(
-    request: Request, target: Target, session: ClientSession, message: Message
+    request: Request,
+    target: Target,
+    session: ClientSession,
+    message: Message,
+    round_trip: RoundTrip | None = None,
 ) -> Response:
-    stream = _observed(request, target, session, message)
+    stream = _observed(request, target, session, message, round_trip)
     wants_sse = "text/event-stream" in request.headers.get("accept", "")
     first = await _unless_disconnected(request, anext(stream), message.get("id"))
     if jsonrpc.is_response(first):

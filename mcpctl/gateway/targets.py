@@ -16,7 +16,7 @@ from mcpctl import __version__
 from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.sessions import ClientSession
-from mcpctl.mcp import jsonrpc
+from mcpctl.mcp import jsonrpc, round_trips
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import Resource
@@ -188,6 +188,17 @@ class ProjectTarget:
                 )
                 return
             async for item in self.runtime.exchange(owner, session.caller, message):
+                yield item
+        elif method == round_trips.RESUME:  # the server is the one the sealed state names
+            server = str(params.get("server"))
+            if server not in servers:
+                yield jsonrpc.error(
+                    request_id,
+                    jsonrpc.INVALID_PARAMS,
+                    f"server {server!r} left project {self.name}",
+                )
+                return
+            async for item in self.runtime.exchange(server, session.caller, message):
                 yield item
         elif method == "logging/setLevel":
             await asyncio.gather(*(self._collect(s, session, message) for s in servers))

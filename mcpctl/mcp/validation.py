@@ -15,6 +15,9 @@ from pydantic import ValidationError
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
 
+JSONRPC_KEYS = frozenset({"jsonrpc", "id", "method", "params", "result", "error"})
+RESERVED_PREFIX = "mcpd/"  # mcpd's own messages between gateway and hosts
+
 
 class Invalid(ValueError):
     def __init__(self, code: int, text: str, request_id: Any = None) -> None:
@@ -31,9 +34,12 @@ def _valid_id(value: Any) -> bool:
 
 
 def check(message: Any, version: str) -> Message:
-    """The message itself when it is well-formed for `version`; raise Invalid otherwise."""
+    """The message when it is well-formed for `version` (only its JSON-RPC members); raise
+    Invalid otherwise."""
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         raise Invalid(jsonrpc.INVALID_REQUEST, "Invalid Request: expected a JSON-RPC 2.0 object")
+    if not message.keys() <= JSONRPC_KEYS:
+        message = {key: value for key, value in message.items() if key in JSONRPC_KEYS}
     has_id = "id" in message
     if has_id and not _valid_id(message["id"]):
         raise Invalid(jsonrpc.INVALID_REQUEST, "Invalid Request: id must be a string or integer")
@@ -55,6 +61,8 @@ def check(message: Any, version: str) -> Message:
         raise Invalid(
             jsonrpc.INVALID_REQUEST, "Invalid Request: method must be a string", request_id
         )
+    if method.startswith(RESERVED_PREFIX):
+        raise Invalid(jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}", request_id)
     params = message.get("params")
     if "params" in message and not isinstance(params, dict):
         raise Invalid(

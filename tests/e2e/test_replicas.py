@@ -151,6 +151,34 @@ def test_a_session_begun_on_one_replica_is_served_by_the_other(pair: Pair) -> No
     assert final["result"]["content"][0]["text"] == "sampled: via b"
 
 
+def test_an_input_required_retry_lands_on_the_other_replica(pair: Pair) -> None:
+    """A 2026-07-28 call whose backend asks for sampling: A answers input_required, the retry
+    with the answer goes to B, and the call (still pending at the backend) completes once."""
+    path = f"/mcp/servers/{SERVER}"
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    first = call(1, "sample", text="across replicas")
+    first["params"]["_meta"] = meta
+    headers = {**pair.headers(), "MCP-Protocol-Version": "2026-07-28"}
+    asked = httpx.post(f"{pair.a.url}{path}", json=first, headers=headers, timeout=30).json()
+    assert asked["result"]["resultType"] == "input_required", asked
+    [key] = asked["result"]["inputRequests"]
+    answer = {"role": "assistant", "content": {"type": "text", "text": "from b"}, "model": "m"}
+    params = {
+        **first["params"],
+        "inputResponses": {key: answer},
+        "requestState": asked["result"]["requestState"],
+    }
+    done = httpx.post(
+        f"{pair.b.url}{path}", json={**first, "id": 2, "params": params}, headers=headers
+    ).json()
+    assert done["id"] == 2 and done["result"]["content"][0]["text"] == "sampled: from b", done
+    assert (pair.state / "sampled").read_text().splitlines().count("across replicas") == 1
+
+
 def test_a_killed_replica_loses_no_session_and_no_backend(pair: Pair) -> None:
     path = f"/mcp/servers/{SERVER}"
     begun = httpx.post(f"{pair.a.url}{path}", json=INIT, headers=pair.headers())

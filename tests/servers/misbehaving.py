@@ -10,7 +10,9 @@ Tools:
   crash {text}              appends, then exits without answering (a crash after a side effect)
   hang {}                   logs to STATE_DIR/hanging, never answers (cancellations are
                             logged to STATE_DIR/cancelled)
-  sample {text}             asks the client sampling/createMessage(text); answers its reply
+  sample {text}             logs to STATE_DIR/sampled, asks the client
+                            sampling/createMessage(text), answers its reply (and logs that
+                            to STATE_DIR/sample_outcomes)
   elicit {text}             asks elicitation/create(text); answers the action
   log {text}                sends a log notification (no related request) and answers
   progress {text}           sends progress with the request's token, then answers
@@ -102,6 +104,7 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
         record("hanging", text)
         return None
     if name == "sample":
+        record("sampled", text)
         answer = ask(
             "sampling/createMessage",
             {
@@ -110,8 +113,11 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
             },
         )
         if "error" in answer:
-            return text_result(f"sampling refused: {answer['error'].get('message')}")
-        return text_result(f"sampled: {answer['result']['content']['text']}")
+            outcome = f"sampling refused: {answer['error'].get('message')}"
+        else:
+            outcome = f"sampled: {answer['result']['content']['text']}"
+        record("sample_outcomes", outcome)
+        return text_result(outcome)
     if name == "elicit":
         answer = ask(
             "elicitation/create",

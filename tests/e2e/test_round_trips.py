@@ -1,0 +1,226 @@
+"""Multi round-trip requests through mcpd: a 2025-era backend asks its client (sampling,
+elicitation, roots) while serving a 2026-07-28 client, which gets `input_required` and answers
+on a retry. The official SDK client drives it against `@modelcontextprotocol/server-everything`
+(npm); tests/servers/misbehaving.py counts how often a call really ran, and hand-written
+requests play the hostile tenant: another principal's state, a replay, a forged or altered
+state, a client that never retries."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import (
+    CreateMessageResult,
+    ElicitResult,
+    ListRootsResult,
+    Root,
+    TextContent,
+)
+
+from mcpctl.gateway.limits import Limits
+from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.test_gateway import EVERYTHING, wait_running
+from tests.e2e.test_tenancy import SCRIPT
+
+DEADLINE = 4.0  # MCPD_REQUEST_TIMEOUT here: how long a round trip may wait for its retry
+MODERN = "2026-07-28"
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    state: Path
+    tokens: dict[str, str]
+
+    def lines(self, name: str) -> list[str]:
+        path = self.state / name
+        return path.read_text().splitlines() if path.exists() else []
+
+    def until_lines(self, name: str, count: int, timeout: float = 30) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(lines := self.lines(name)) < count:
+            assert time.monotonic() < deadline, f"{name}: {lines}"
+            time.sleep(0.05)
+        return lines
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("round-trips")
+    state = workdir / "state"
+    state.mkdir()
+    gateway = start_gateway(
+        workdir, "round-trips", hosts=1, limits=Limits(request_timeout=DEADLINE)
+    )
+    api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
+    misbehaving = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    for name, spec in (("everything", EVERYTHING), ("misbehaving", misbehaving)):
+        created = api.post("/api/v1/servers", json={"metadata": {"name": name}, "spec": spec})
+        assert created.status_code == 201, created.text
+    tokens = {"admin": gateway.token}
+    members = []
+    for user in ("alice", "bob"):
+        email = f"{user}@example.com"
+        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
+        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+        members.append(email)
+    project = {"servers": ["everything", "misbehaving"], "members": members}
+    assert api.post("/api/v1/projects", json={"metadata": {"name": "team"}, "spec": project})
+    wait_running(gateway, "everything")
+    wait_running(gateway, "misbehaving")
+    yield World(gateway, state, tokens)
+    api.close()
+    gateway.stop()
+
+
+# -- the official SDK client against a published 2025-era server ------------------------
+
+
+async def sample(context: Any, params: Any) -> CreateMessageResult:
+    asked = params.messages[0].content.text
+    return CreateMessageResult(
+        role="assistant", content=TextContent(type="text", text=f"sampled<{asked}>"), model="m"
+    )
+
+
+async def elicit(context: Any, params: Any) -> ElicitResult:
+    return ElicitResult(action="accept", content={"color": "teal", "number": 7, "pets": "cats"})
+
+
+async def roots(context: Any) -> ListRootsResult:
+    return ListRootsResult(roots=[Root(uri="file:///work/round-trip", name="work")])
+
+
+@asynccontextmanager
+async def sdk(world: World, path: str, user: str = "admin") -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens[user]}"}, timeout=60)
+    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
+    options: dict[str, Any] = {
+        "sampling_callback": sample,
+        "elicitation_callback": elicit,
+        "list_roots_callback": roots,
+    }
+    async with http, Client(transport, mode=MODERN, **options) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix"), [("/mcp/servers/everything", ""), ("/mcp/projects/team", "everything__")]
+)
+async def test_sampling_elicitation_and_roots_reach_a_2026_client_as_input_required(
+    world: World, path: str, prefix: str
+) -> None:
+    user = "admin" if "servers" in path else "alice"
+    async with sdk(world, path, user) as client:
+        assert client.protocol_version == MODERN
+        sampled = await client.call_tool(f"{prefix}trigger-sampling-request", {"prompt": "2+2?"})
+        assert "sampled<" in sampled.content[0].text and "2+2?" in sampled.content[0].text
+        elicited = await client.call_tool(f"{prefix}trigger-elicitation-request", {})
+        assert "teal" in str(elicited.content), elicited.content
+        listed = await client.call_tool(f"{prefix}get-roots-list", {})
+        assert "file:///work/round-trip" in str(listed.content), listed.content
+
+
+# -- hand-written requests: what the state binds, and what a round trip costs --------------
+
+
+def request(tool: str, request_id: int, capabilities: dict[str, Any] | None = None, **args: Any):
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}
+        if capabilities is None
+        else capabilities,
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    params = {"name": tool, "arguments": args, "_meta": meta}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+def retry(first: dict[str, Any], request_id: int, answers: dict[str, Any], state: Any):
+    params = {**first["params"], "inputResponses": answers, "requestState": state}
+    return {**first, "id": request_id, "params": params}
+
+
+def post(world: World, user: str, body: dict[str, Any], path: str = "/mcp/projects/team"):
+    headers = {
+        "Authorization": f"Bearer {world.tokens[user]}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": body["method"],
+        "Mcp-Name": body["params"]["name"],
+    }
+    return httpx.post(f"{world.gateway.url}{path}", json=body, headers=headers, timeout=30)
+
+
+def reply(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": {"type": "text", "text": text}, "model": "m"}
+
+
+def input_required(world: World, user: str, body: dict[str, Any]) -> tuple[str, str]:
+    answer = post(world, user, body)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    assert result["resultType"] == "input_required", result
+    [(key, question)] = result["inputRequests"].items()
+    assert question["method"] == "sampling/createMessage"
+    return key, result["requestState"]
+
+
+def test_a_retry_continues_the_same_call_once_and_only_for_its_principal(world: World) -> None:
+    first = request("misbehaving__sample", 1, text="only-once")
+    key, state = input_required(world, "alice", first)
+    assert state.startswith("mcpd1.") and "alice" not in state  # sealed, not readable
+    # Bob presents alice's state (same call): refused, and alice's call still waits for her.
+    stolen = post(world, "bob", retry(first, 2, {key: reply("bob's")}, state))
+    assert stolen.status_code == 400 and "another principal" in stolen.text, stolen.text
+    altered = post(world, "alice", retry(first, 3, {key: reply("x")}, state[:-6] + "AAAAAA"))
+    assert altered.status_code == 400 and "not one mcpd gave" in altered.text
+    other = request("misbehaving__sample", 4, text="something else")
+    moved = post(world, "alice", retry(other, 4, {key: reply("x")}, state))
+    assert moved.status_code == 400 and "another request" in moved.text
+    done = post(world, "alice", retry(first, 5, {key: reply("hers")}, state))
+    assert done.json() == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "result": {
+            "content": [{"type": "text", "text": "sampled: hers"}],
+            "isError": False,
+            "resultType": "complete",
+        },
+    }
+    assert world.lines("sampled").count("only-once") == 1  # it ran once, across three tries
+    # The same state again (a replay) continues nothing.
+    replayed = post(world, "alice", retry(first, 6, {key: reply("again")}, state))
+    assert "gone" in replayed.json()["error"]["message"], replayed.text
+    assert world.lines("sampled").count("only-once") == 1
+
+
+def test_a_question_the_client_cannot_answer_is_refused_at_once(world: World) -> None:
+    body = request("misbehaving__sample", 7, capabilities={}, text="no-sampling")
+    answer = post(world, "alice", body).json()
+    text = answer["result"]["content"][0]["text"]
+    assert text == "sampling refused: the client did not declare the sampling capability"
+
+
+def test_an_abandoned_round_trip_is_cancelled_at_the_deadline(world: World) -> None:
+    cancelled_before = len(world.lines("cancelled"))
+    first = request("misbehaving__sample", 8, text="abandoned")
+    key, state = input_required(world, "bob", first)
+    # Nobody retries: at the deadline the backend's question is refused and its call cancelled.
+    outcomes = world.until_lines("sample_outcomes", 1 + len(world.lines("sample_outcomes")))
+    assert outcomes[-1] == "sampling refused: the client went away"
+    world.until_lines("cancelled", cancelled_before + 1)
+    late = post(world, "bob", retry(first, 9, {key: reply("late")}, state))
+    assert late.status_code in (200, 400)
+    assert "gone" in late.text or "expired" in late.text, late.text
