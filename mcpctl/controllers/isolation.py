@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mcpctl.mcp.caller import PER_REQUEST_PREFIX
 from mcpctl.models.server import Isolation
-
-SINGLE_EXCHANGE_PREFIX = "single-"  # the session ids the gateway gives 2026-07-28 requests
 
 
 def owner_key(isolation: Isolation, principal: str, session: str) -> str | None:
     """The key a backend belongs to; None when the server is shared."""
     if isolation is Isolation.PRINCIPAL:
         return f"principal:{principal}"
-    if isolation is Isolation.SESSION and not session.startswith(SINGLE_EXCHANGE_PREFIX):
+    if isolation is Isolation.SESSION and not session.startswith(PER_REQUEST_PREFIX):
         return f"session:{session}"
     if isolation is Isolation.SESSION:  # 2026-07-28 requests have no session: per principal
         return f"principal:{principal}"

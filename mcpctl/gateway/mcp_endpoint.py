@@ -23,7 +23,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mcpctl.controllers.isolation import SINGLE_EXCHANGE_PREFIX
 from mcpctl.gateway import policy
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
@@ -38,6 +37,7 @@ from mcpctl.gateway.targets import (
     Unavailable,
 )
 from mcpctl.mcp import bridge, jsonrpc, round_trips, validation, versions
+from mcpctl.mcp.caller import PER_REQUEST_PREFIX
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import PROMPT, Resource
 from mcpctl.models.prompt import PromptSpec
@@ -335,7 +335,7 @@ async def _single_exchange(
     if not jsonrpc.is_request(message):
         return Response(status_code=202)  # 2026-07-28 defines no client notifications here
     session = ClientSession(
-        id=f"{SINGLE_EXCHANGE_PREFIX}{secrets.token_urlsafe(12)}",
+        id=f"{PER_REQUEST_PREFIX}{secrets.token_urlsafe(12)}",
         target=_path(target),
         principal=principal.email,
         protocol_version=version,

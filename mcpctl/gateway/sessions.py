@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from cryptography.fernet import Fernet, InvalidToken
 
-from mcpctl.mcp.caller import Caller
+from mcpctl.mcp.caller import PER_REQUEST_PREFIX, Caller
 
 
 @dataclass
@@ -44,7 +44,9 @@ class ClientSession:
     def caller(self) -> Caller:
         """Who asks, for the hosts: the session by a short digest of its (long) id."""
         digest = hashlib.sha256(self.id.encode()).digest()[:16]
-        return Caller(base64.urlsafe_b64encode(digest).decode(), self.principal, self.target)
+        prefix = PER_REQUEST_PREFIX if self.id.startswith(PER_REQUEST_PREFIX) else ""
+        session = prefix + base64.urlsafe_b64encode(digest).decode()
+        return Caller(session, self.principal, self.target)
 
 
 class TooManySessions(RuntimeError):

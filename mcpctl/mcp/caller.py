@@ -7,12 +7,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The sessions the gateway makes up for 2026-07-28 requests (which have none): one per request.
+PER_REQUEST_PREFIX = "single-"
+
 
 @dataclass(frozen=True)
 class Caller:
     session: str
     principal: str
     endpoint: str  # "servers/<name>" or "projects/<name>"
+
+    @property
+    def per_request(self) -> bool:
+        """A 2026-07-28 client: each request stands alone (no session, no back-channel)."""
+        return self.session.startswith(PER_REQUEST_PREFIX)
 
     @property
     def tenant(self) -> tuple[str, str]:

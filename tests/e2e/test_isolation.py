@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.conftest import exited
@@ -98,6 +101,18 @@ async def test_each_session_gets_a_backend_of_its_own(world: World) -> None:
         assert text(await first.call_tool("per-session__recall", {})) == "first"
         pids = {text(await c.call_tool("per-session__pid", {})) for c in (first, second)}
     assert len(pids) == 2
+
+
+async def test_2026_requests_share_their_principals_backend_of_a_per_session_server(
+    world: World,
+) -> None:
+    """2026-07-28 requests have no session, so a per-session server serves them per principal:
+    one backend for all of alice's requests, not a new one (and a lost memory) per request."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens['alice']}"})
+    transport = streamable_http_client(f"{world.gateway.url}/mcp/projects/shared", http_client=http)
+    async with http, Client(transport, mode="2026-07-28") as alice:
+        await alice.call_tool("per-session__remember", {"text": "kept"})
+        assert text(await alice.call_tool("per-session__recall", {})) == "kept"
 
 
 async def test_isolated_backends_are_capped_with_a_clear_error(world: World) -> None:
