@@ -21,7 +21,8 @@ from mcpctl.actors.sessions import open_transport
 from mcpctl.controllers.backoff import Backoff
 from mcpctl.controllers.status import Phase, shown, transition
 from mcpctl.controllers.workload import Workload, WorkloadError
-from mcpctl.mcp.handshake import HandshakeError, handshake
+from mcpctl.mcp import modern
+from mcpctl.mcp.handshake import CLIENT_CAPABILITIES, CLIENT_INFO, HandshakeError, handshake
 from mcpctl.mcp.multiplexer import Multiplexer
 from mcpctl.mcp.transports import Transport
 from mcpctl.models.instance import EventKind, Instance, InstanceEvent, InstanceStatus
@@ -225,13 +226,15 @@ class Replica:
     async def _startup(
         self, workload: Workload, handle: Handle
     ) -> tuple[Transport, dict[str, Any]]:
-        """Connect and initialize, unless the process ends first (then say why)."""
+        """Connect and initialize, unless the process ends first (then say why). A backend
+        that speaks only 2026-07-28 is called through a transport that adds the envelope."""
 
         async def connect() -> tuple[Transport, dict[str, Any]]:
             transport = await open_transport(
                 self.orchestrator, handle, workload, self.startup_timeout
             )
-            return transport, await handshake(transport, self.startup_timeout)
+            result = await handshake(transport, self.startup_timeout)
+            return modern.wrap(transport, result, CLIENT_INFO, CLIENT_CAPABILITIES), result
 
         startup = asyncio.ensure_future(connect())
         exited = asyncio.ensure_future(self.orchestrator.wait(handle))

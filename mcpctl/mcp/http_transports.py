@@ -12,7 +12,7 @@ from typing import Any
 
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.message import SessionMessage
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types.jsonrpc import jsonrpc_message_adapter
 from pydantic import ValidationError
 
@@ -22,6 +22,7 @@ from mcpctl.mcp.transports import Transport
 log = logging.getLogger(__name__)
 
 Opener = Callable[[], AbstractAsyncContextManager[tuple[Any, Any]]]
+Outgoing = tuple[Message, dict[str, str] | None]  # a message, and HTTP headers of its own
 
 
 class SdkTransport(Transport):
@@ -30,7 +31,7 @@ class SdkTransport(Transport):
     def __init__(self, opener: Opener) -> None:
         self._opener = opener
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Outgoing | None] = asyncio.Queue()
         self._ready = asyncio.Event()
         self._failure: BaseException | None = None
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -56,19 +57,24 @@ class SdkTransport(Transport):
             self._inbox.put_nowait(None)
 
     async def _pump_out(self, write_stream: Any) -> None:
-        while (message := await self._outbox.get()) is not None:
+        while (outgoing := await self._outbox.get()) is not None:
+            message, headers = outgoing
             try:
                 parsed = jsonrpc_message_adapter.validate_python(message)
             except ValidationError as error:  # never end the backend's session over one message
                 log.warning("not sending a malformed message to the backend: %s", error)
                 continue
-            await write_stream.send(SessionMessage(parsed))
+            if headers is None:
+                await write_stream.send(SessionMessage(parsed))
+            else:  # a 2026-07-28 request: MCP-Protocol-Version, Mcp-Method, Mcp-Name
+                metadata = ClientMessageMetadata(headers=headers)
+                await write_stream.send(SessionMessage(parsed, metadata=metadata))
 
-    async def send(self, message: Message) -> None:
+    async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
         await self._ready.wait()
         if self._task.done():
             raise ConnectionError(f"backend connection failed: {self._failure}")
-        self._outbox.put_nowait(message)
+        self._outbox.put_nowait((message, headers))
 
     async def receive(self) -> Message | None:
         return await self._inbox.get()

@@ -1,0 +1,203 @@
+"""Backends that speak only MCP 2026-07-28 (tests/servers/modern.py, built with the official
+SDK's 2026 server API; it refuses `initialize`) behind mcpd: found with `server/discover`,
+called with the per-request envelope, served to the official SDK client in handshake
+(`legacy`) and 2026-07-28 modes, through a server endpoint and a project endpoint, over
+STDIO and over Streamable HTTP. A 2025-era backend in the same project works as before."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.test_gateway import wait_running
+
+SERVERS = Path(__file__).parents[1] / "servers"
+MODERN = "2026-07-28"
+ENVELOPE = (
+    "io.modelcontextprotocol/protocolVersion",
+    "io.modelcontextprotocol/clientCapabilities",
+    "io.modelcontextprotocol/clientInfo",
+)
+MODES = ["legacy", MODERN]
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    states: dict[str, Path]  # server -> the directory its requests are recorded in
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("modern")
+    gateway = start_gateway(workdir, "modern-backends", hosts=1)
+    api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
+    states = {name: workdir / name for name in ("modern", "modern-http", "classic")}
+    for state in states.values():
+        state.mkdir()
+    script = str(SERVERS / "modern.py")
+    specs: dict[str, dict[str, Any]] = {
+        "modern": {"command": sys.executable, "args": [script, str(states["modern"])]},
+        "modern-http": {
+            "command": sys.executable,
+            "args": [script, str(states["modern-http"]), "--http"],
+            "transport": "streamable-http",
+            "port": 8000,
+            "path": "/mcp",
+        },
+        "classic": {
+            "command": sys.executable,
+            "args": [str(SERVERS / "misbehaving.py"), str(states["classic"])],
+        },
+    }
+    for name, spec in specs.items():
+        created = api.post("/api/v1/servers", json={"metadata": {"name": name}, "spec": spec})
+        assert created.status_code == 201, created.text
+    project = {"servers": ["modern", "modern-http", "classic"]}
+    created = api.post("/api/v1/projects", json={"metadata": {"name": "mixed"}, "spec": project})
+    assert created.status_code == 201, created.text
+    for name in specs:
+        wait_running(gateway, name)
+    yield World(gateway, states)
+    api.close()
+    gateway.stop()
+
+
+@asynccontextmanager
+async def connect(world: World, path: str, mode: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {world.gateway.token}"}, timeout=60
+    )
+    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
+    async with http, Client(transport, mode=mode) as client:
+        yield client
+
+
+def recorded(world: World, server: str) -> list[dict[str, Any]]:
+    path = world.states[server] / "requests.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("server", ["modern", "modern-http"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_server_endpoint(world: World, server: str, mode: str) -> None:
+    seen = len(recorded(world, server))
+    updates: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append(progress)
+
+    async with connect(world, f"/mcp/servers/{server}", mode) as client:
+        assert client.protocol_version == (MODERN if mode == MODERN else "2025-11-25")
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert {"echo", "envelope", "slow", "pid"} <= tools
+        echoed = await client.call_tool("echo", {"text": mode})
+        assert echoed.content[0].text == f"echo: {mode}"
+        slow = await client.call_tool("slow", {"steps": 3}, progress_callback=on_progress)
+        assert slow.content[0].text == "done 3"
+        assert updates == [1, 2, 3]
+        prompt = await client.get_prompt("greet", {"name": "Ada"})
+        assert "Hello, Ada" in prompt.messages[0].content.text
+        resources = (await client.list_resources()).resources
+        assert [str(r.uri) for r in resources] == ["modern://readme"]
+        read = await client.read_resource("modern://readme")
+        assert read.contents[0].text == "This server speaks only MCP 2026-07-28."
+        if mode == "legacy":  # 2026-07-28 has neither; mcpd answers them for the backend
+            await client.send_ping()
+            await client.set_logging_level("info")
+        meta = json.loads((await client.call_tool("envelope", {})).content[0].text)
+    # What the backend got: mcpd's envelope, whoever asked, on every request.
+    assert meta["io.modelcontextprotocol/protocolVersion"] == MODERN
+    assert meta["io.modelcontextprotocol/clientInfo"]["name"] == "mcpd"
+    capabilities = meta["io.modelcontextprotocol/clientCapabilities"]
+    assert {"roots", "sampling", "elicitation"} <= capabilities.keys()
+    requests = recorded(world, server)[seen:]
+    methods = [r["method"] for r in requests]
+    assert methods.count("tools/call") == 3 and "prompts/get" in methods, methods
+    assert "ping" not in methods and "logging/setLevel" not in methods
+    for request in requests:
+        assert all(key in request["meta"] for key in ENVELOPE), request
+    slow_call = next(
+        r for r in requests if r["method"] == "tools/call" and "progressToken" in r["meta"]
+    )
+    assert slow_call["meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN
+    if server == "modern-http":  # SEP-2243 headers on every POST, no session
+        for request in requests:
+            headers = request["headers"]
+            assert headers["mcp-protocol-version"] == MODERN, request
+            assert headers["mcp-method"] == request["method"], request
+            assert "mcp-session-id" not in headers
+        read_request = next(r for r in requests if r["method"] == "resources/read")
+        assert read_request["headers"]["mcp-name"] == "modern://readme"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_project_endpoint_mixes_2026_only_and_2025_backends(world: World, mode: str) -> None:
+    updates: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append(progress)
+
+    async with connect(world, "/mcp/projects/mixed", mode) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert {"modern__echo", "modern-http__slow", "classic__echo"} <= tools
+        for server in ("modern", "modern-http"):
+            echoed = await client.call_tool(f"{server}__echo", {"text": server})
+            assert echoed.content[0].text == f"echo: {server}"
+        classic = await client.call_tool("classic__echo", {"text": "2025"})
+        assert "2025" in classic.content[0].text
+        slow = await client.call_tool(
+            "modern-http__slow", {"steps": 2}, progress_callback=on_progress
+        )
+        assert slow.content[0].text == "done 2"
+        assert updates == [1, 2]
+        prompt = await client.get_prompt("modern__greet", {"name": "Grace"})
+        assert "Hello, Grace" in prompt.messages[0].content.text
+        if mode == "legacy":  # a 2026 client's read needs an earlier list in its (one) request
+            uris = [str(r.uri) for r in (await client.list_resources()).resources]
+            assert "modern://readme" in uris
+            read = await client.read_resource("modern://readme")
+            assert "2026-07-28" in read.contents[0].text
+            await client.set_logging_level("info")  # reaches all three; the 2026 ones answer here
+
+
+def test_instances_are_running(world: World) -> None:
+    api = httpx.Client(base_url=world.gateway.url, headers=world.gateway.headers, timeout=30)
+    for server in ("modern", "modern-http"):
+        items = api.get("/api/v1/instances", params={"server": server}).json()["items"]
+        assert [i["status"] for i in items] == ["RUNNING"], items
+        assert items[0].get("lastError") is None
+    api.close()
+
+
+def test_mcpctl_get_instances_shows_them_running(
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from mcpctl.cli.main import main
+
+    monkeypatch.setenv("MCPCTL_SERVER", world.gateway.url)
+    monkeypatch.setenv("MCPCTL_TOKEN", world.gateway.token)
+    monkeypatch.setenv("MCPCTL_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.setattr("mcpctl.cli.output.console.width", 200)
+    with pytest.raises(SystemExit) as exited:
+        main(["get", "instances"])
+        raise SystemExit(0)
+    out = capsys.readouterr().out
+    assert exited.value.code == 0, out
+    rows = {line.split()[1]: line.split()[2] for line in out.splitlines()[1:] if line.strip()}
+    assert rows == {"modern": "RUNNING", "modern-http": "RUNNING", "classic": "RUNNING"}, out

@@ -1,0 +1,146 @@
+"""An MCP server that speaks only 2026-07-28, built with the official SDK's 2026 server API.
+
+Started the way users start servers: `command: python`, `args: [this file, STATE_DIR]` for
+STDIO, or `args: [this file, STATE_DIR, --http]` for Streamable HTTP on `$PORT` at `/mcp`.
+It refuses `initialize` as a 2026-only server does (`UnsupportedProtocolVersion` -32022,
+naming `2026-07-28`; over HTTP also a request without a 2026 `MCP-Protocol-Version` header,
+and 405 for GET and DELETE), answers `server/discover`, and serves every request from its
+per-request `_meta` envelope. Each request it serves is appended to STATE_DIR/requests.jsonl
+as {"method", "meta", "headers"}, so a test can check what reached it.
+
+Tools:
+  echo {text}           answers "echo: <text>"
+  envelope {}           answers the request's `_meta` as JSON text
+  slow {steps}          sends `steps` progress notifications (0.05 s apart), answers "done <steps>"
+  pid {}                the process id
+Prompt: greet {name}. Resource: modern://readme (text).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+
+STATE = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
+MODERN = "2026-07-28"
+INSTRUCTIONS = "A 2026-07-28-only test server."
+
+
+async def record(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: what every request carried, before anything else looks at it."""
+    if STATE is not None:
+        params = ctx.params or {}
+        request = getattr(ctx.request, "headers", None)
+        headers = {k: v for k, v in (request or {}).items() if k.lower().startswith("mcp-")}
+        line = {"method": ctx.method, "meta": params.get("_meta"), "headers": headers}
+        with (STATE / "requests.jsonl").open("a") as file:
+            file.write(json.dumps(line) + "\n")
+    return await call_next(ctx)
+
+
+server = MCPServer("modern-test", version="1.0.0", instructions=INSTRUCTIONS, middleware=[record])
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Answer the text."""
+    return f"echo: {text}"
+
+
+@server.tool()
+def envelope(ctx: Context) -> str:
+    """The request's `_meta`, as JSON."""
+    return json.dumps((ctx.request_context.params or {}).get("_meta"), sort_keys=True)
+
+
+@server.tool()
+async def slow(steps: int, ctx: Context) -> str:
+    """Report progress `steps` times, then answer."""
+    for step in range(1, steps + 1):
+        await anyio.sleep(0.05)
+        await ctx.report_progress(step, steps, f"step {step}")
+    return f"done {steps}"
+
+
+@server.tool()
+def pid() -> str:
+    """The process id."""
+    return str(os.getpid())
+
+
+@server.prompt()
+def greet(name: str) -> str:
+    """Greet someone."""
+    return f"Hello, {name}, from a 2026-07-28 server."
+
+
+@server.resource("modern://readme", mime_type="text/plain")
+def readme() -> str:
+    """What this server is."""
+    return "This server speaks only MCP 2026-07-28."
+
+
+async def serve_stdio() -> None:
+    """The SDK's 2026-07-28 stream loop, which refuses `initialize` (its dual-era loop,
+    `Server.run`, would accept it)."""
+    from mcp.server.runner import _serve_modern_stream
+    from mcp.server.stdio import stdio_server
+
+    lowlevel = server._lowlevel_server
+    async with stdio_server() as (read, write), lowlevel.lifespan(lowlevel) as state:
+        await _serve_modern_stream(
+            lowlevel, read, write, lifespan_state=state, raise_exceptions=False
+        )
+
+
+def http_app() -> Any:
+    """The SDK's Streamable HTTP app, behind a gate that lets only 2026-07-28 traffic in."""
+    from starlette.responses import JSONResponse, Response
+
+    app = server.streamable_http_app(host="127.0.0.1")
+
+    async def gate(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if scope["method"] != "POST":
+            await Response(status_code=405, headers={"Allow": "POST"})(scope, receive, send)
+            return
+        version = headers.get("mcp-protocol-version")
+        if version != MODERN:
+            body = {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": -32022,
+                    "message": f"this server speaks only {MODERN}",
+                    "data": {"supported": [MODERN], "requested": version},
+                },
+            }
+            await JSONResponse(body, status_code=400)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return gate
+
+
+def main() -> None:
+    if "--http" in sys.argv:
+        import uvicorn
+
+        port = int(os.environ.get("PORT", "8000"))
+        uvicorn.run(http_app(), host="127.0.0.1", port=port, log_level="warning")
+    else:
+        anyio.run(serve_stdio)
+
+
+if __name__ == "__main__":
+    main()
