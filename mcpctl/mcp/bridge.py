@@ -20,6 +20,7 @@ PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
 CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+LOG_LEVEL = "io.modelcontextprotocol/logLevel"
 CACHEABLE = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
 )
@@ -39,7 +40,8 @@ def without_envelope(message: Message) -> Message:
     meta = envelope(message)
     if meta is None:
         return message
-    kept = {k: v for k, v in meta.items() if not k.startswith(ENVELOPE_PREFIX)}
+    # The log level stays: the hosts filter each request's log lines by it.
+    kept = {k: v for k, v in meta.items() if not k.startswith(ENVELOPE_PREFIX) or k == LOG_LEVEL}
     params = {k: v for k, v in message["params"].items() if k != "_meta"}
     if kept:
         params["_meta"] = kept

@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcpctl.mcp import jsonrpc
+from mcpctl.mcp import jsonrpc, log_levels
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
@@ -66,6 +66,7 @@ class _Exchange:
     queue: asyncio.Queue[Message] = field(default_factory=asyncio.Queue)
     sends: int = 0
     questions: set[str] = field(default_factory=set)  # server requests it was asked
+    log_level: str | None = None  # a 2026-07-28 request's own (it gets no log lines without)
 
 
 @dataclass(eq=False)
@@ -101,6 +102,8 @@ class Multiplexer:
         self._questions: dict[str, _Question] = {}
         self._listeners: dict[str, _Listener] = {}
         self._subscriptions: dict[str, set[str]] = {}  # resource URI -> sessions
+        self._session_levels = log_levels.SessionLevels()  # 2025-era clients' logging/setLevel
+        self._backend_level: str | None = None  # what mcpd last set at the backend
         self.dropped: Counter[str] = Counter()  # undeliverable messages, by reason
         self._last_active = time.monotonic()
         self.lost = asyncio.Event()  # set when the attached backend's stream ends
@@ -127,6 +130,8 @@ class Multiplexer:
         self._transport = transport
         self.lost.clear()
         self._reader = asyncio.get_running_loop().create_task(self._read(transport))
+        self._backend_level = None  # a new backend starts at its own default
+        await self._sync_level()
         for exchange in list(self._pending.values()):
             await self._send_request(exchange)
         self._attached.set()
@@ -191,11 +196,15 @@ class Multiplexer:
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{self.name} is not running"
             )
             return
+        method = str(message.get("method"))
+        if method == "logging/setLevel":  # never to the backend: its level is everyone's
+            yield await self._set_session_level(caller, message)
+            return
         backend_id = next(self._ids)
         request = {**message, "id": backend_id}
         token = jsonrpc.progress_token(message)
-        method = str(message.get("method"))
         exchange = _Exchange(caller, request_id, request, token, method in READ_ONLY)
+        exchange.log_level = log_levels.requested(message) if caller.per_request else None
         if token is not None:
             params = dict(request["params"])
             params["_meta"] = {**params["_meta"], "progressToken": str(backend_id)}
@@ -205,6 +214,8 @@ class Multiplexer:
         deadline = asyncio.get_running_loop().time() + self.request_timeout
         answered = False
         try:
+            if exchange.log_level:
+                await self._sync_level()
             await self._send_request(exchange)  # if the backend just went, on attach
             while True:
                 try:
@@ -233,6 +244,38 @@ class Multiplexer:
                 self._forget_question(visible_id)
             if not answered and exchange.sends and self._transport is not None:
                 await self._cancel_at_backend(backend_id, "the client went away")
+            if exchange.log_level:
+                await self._sync_level()
+
+    async def _set_session_level(self, caller: Caller, message: Message) -> Message:
+        """A 2025-era client's level is its own: kept here, the backend set to what the most
+        verbose client wants, each client's lines filtered to its level."""
+        if caller.per_request:
+            text = "2026-07-28 sets the log level per request: io.modelcontextprotocol/logLevel"
+            return jsonrpc.error(message.get("id"), jsonrpc.METHOD_NOT_FOUND, text)
+        level = (message.get("params") or {}).get("level")
+        if level not in log_levels.SEVERITY:
+            text = f"Invalid params: level must be one of {', '.join(log_levels.LEVELS)}"
+            return jsonrpc.error(message.get("id"), jsonrpc.INVALID_PARAMS, text)
+        self._session_levels.set(caller.session, level)
+        await self._sync_level()
+        return jsonrpc.result(message.get("id"), {})
+
+    async def _sync_level(self) -> None:
+        wanted = log_levels.most_verbose(
+            [*self._session_levels.values(), *(e.log_level for e in self._pending.values())]
+        )
+        if wanted is None or wanted == self._backend_level or self._transport is None:
+            return
+        self._backend_level = wanted
+        request = {
+            "jsonrpc": "2.0",
+            "id": f"mcpd-level-{next(self._ids)}",  # its answer matches no client's request
+            "method": "logging/setLevel",
+            "params": {"level": wanted},
+        }
+        with contextlib.suppress(OSError, BackendUnavailable):
+            await self._send(request)
 
     async def _cancel_at_backend(self, backend_id: int, reason: str) -> None:
         cancel = jsonrpc.notification(
@@ -327,11 +370,26 @@ class Multiplexer:
                     self._offer(self._listeners[session].queue, message)
             return
         target = self._owner()
+        if (
+            method == "notifications/message"
+            and not isinstance(target, str)
+            and not self._wants_logs(target, message)
+        ):
+            self.dropped["log_below_level"] += 1
+            return
         if isinstance(target, _Exchange | _Listener):
             self._offer(target.queue, message)
         else:
             self.dropped[f"notification_{target}"] += 1
             log.info("%s: dropped %s (%s)", self.name, method, target)
+
+    def _wants_logs(self, target: _Exchange | _Listener, line: Message) -> bool:
+        """A 2026-07-28 request gets lines only at or above the level it asked for; a
+        2025-era session at or above its own setLevel, or all when it set none."""
+        if target.caller.per_request:
+            level = target.log_level if isinstance(target, _Exchange) else None
+            return level is not None and log_levels.passes(line, level)
+        return log_levels.passes(line, self._session_levels.get(target.caller.session))
 
     def _offer(self, queue: asyncio.Queue[Message], message: Message) -> None:
         if queue.qsize() >= MAX_QUEUED:

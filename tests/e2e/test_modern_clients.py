@@ -224,3 +224,47 @@ def test_an_abandoned_round_trip_is_cancelled_at_the_deadline(world: World) -> N
     late = post(world, "bob", retry(first, 9, {key: reply("late")}, state))
     assert late.status_code in (200, 400)
     assert "gone" in late.text or "expired" in late.text, late.text
+
+
+# -- log levels: per request for 2026 clients, per session for 2025 ones -------------------
+
+
+async def test_log_lines_follow_each_clients_own_level(world: World) -> None:
+    seen: dict[str, list[str]] = {"quiet": [], "info": [], "legacy-error": []}
+
+    def collect(into: str) -> Any:
+        async def on_log(params: Any) -> None:
+            seen[into].append(str(params.data))
+
+        return on_log
+
+    path = "/mcp/servers/misbehaving"
+    headers = {"Authorization": f"Bearer {world.gateway.token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        url = f"{world.gateway.url}{path}"
+        async with (
+            Client(
+                streamable_http_client(url, http_client=http),
+                mode="legacy",
+                logging_callback=collect("legacy-error"),
+            ) as legacy,
+            Client(
+                streamable_http_client(url, http_client=http),
+                mode=MODERN,
+                logging_callback=collect("quiet"),
+            ) as quiet,
+            Client(
+                streamable_http_client(url, http_client=http),
+                mode=MODERN,
+                log_level="info",
+                logging_callback=collect("info"),
+            ) as verbose,
+        ):
+            await legacy.set_logging_level("error")  # the backend's level is not hers to set
+            assert world.lines("levels")[-1] == "error"
+            await quiet.call_tool("log", {"text": "to nobody"})
+            await verbose.call_tool("log", {"text": "to the verbose one"})
+            # The backend was set to what the most verbose client in flight asked for.
+            assert "info" in world.until_lines("levels", 2)
+            await legacy.call_tool("log", {"text": "below her level"})
+    assert seen == {"quiet": [], "info": ["to the verbose one"], "legacy-error": []}

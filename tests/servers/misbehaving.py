@@ -21,6 +21,7 @@ Tools:
   remember {text} / recall  per-process memory: what a per-user server keeps
   pid                       the process id
 resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
+logging/setLevel is logged to STATE_DIR/levels.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
 Flags: --crash-after-init exits 0.3 s after the handshake (a crash loop).
 """
@@ -207,6 +208,7 @@ def answer(request: dict[str, Any]) -> None:
         elif method == "prompts/list":
             result = {"prompts": [{"name": "again"}], "nextCursor": "same"}
         elif method == "logging/setLevel":
+            record("levels", request["params"]["level"])
             result = {}
         else:
             send(

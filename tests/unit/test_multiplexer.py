@@ -179,3 +179,58 @@ async def test_a_flood_for_a_slow_client_is_bounded(wired: tuple[Multiplexer, Wi
     items = await call
     assert len(items) == 1001  # 1,000 queued notifications and the answer
     assert mux.dropped["queue_full"] == 500
+
+
+# -- log levels: the backend has one, each client its own ---------------------------------
+
+MODERN = Caller("single-m", "carol@example.com", "projects/c")  # a 2026-07-28 request
+
+
+def log(level: str) -> Message:
+    return jsonrpc.notification("notifications/message", {"level": level, "data": level})
+
+
+async def test_each_2025_session_gets_log_lines_at_its_own_level(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    set_error = request(1, "logging/setLevel", level="error")
+    assert [m async for m in mux.exchange(ALICE, set_error)] == [jsonrpc.result(1, {})]
+    assert (await wire.next_sent())["params"] == {"level": "error"}  # the backend follows
+    set_debug = request(2, "logging/setLevel", level="debug")
+    assert [m async for m in mux.exchange(BOB, set_debug)] == [jsonrpc.result(2, {})]
+    assert (await wire.next_sent())["params"] == {"level": "debug"}  # the most verbose wins
+    _, alice = await start(mux, ALICE, request(3))
+    sent = await wire.next_sent()
+    for level in ("info", "error"):
+        wire.inbox.put_nowait(log(level))
+    wire.inbox.put_nowait(jsonrpc.result(sent["id"], {}))
+    lines = [m["params"]["level"] for m in await alice if m.get("method")]
+    assert lines == ["error"]  # bob's debug did not make alice see info
+    assert mux.dropped["log_below_level"] == 1
+    bad = [m async for m in mux.exchange(ALICE, request(4, "logging/setLevel", level="loud"))]
+    assert (
+        bad[0]["error"]["code"] == jsonrpc.INVALID_PARAMS and "level" in bad[0]["error"]["message"]
+    )
+
+
+async def test_a_2026_request_gets_log_lines_only_when_it_asks_and_at_its_level(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, quiet = await start(mux, MODERN, request(1))
+    sent = await wire.next_sent()
+    wire.inbox.put_nowait(log("emergency"))
+    wire.inbox.put_nowait(jsonrpc.result(sent["id"], {}))
+    assert [m for m in await quiet if m.get("method")] == []  # no logLevel, no log lines
+    asking = request(2, _meta={"io.modelcontextprotocol/logLevel": "warning"})
+    _, loud = await start(mux, MODERN, asking)
+    assert (await wire.next_sent())["params"] == {"level": "warning"}
+    sent = await wire.next_sent()
+    for level in ("info", "warning", "alert"):
+        wire.inbox.put_nowait(log(level))
+    wire.inbox.put_nowait(jsonrpc.result(sent["id"], {}))
+    assert [m["params"]["level"] for m in await loud if m.get("method")] == ["warning", "alert"]
+    refused = [m async for m in mux.exchange(MODERN, request(3, "logging/setLevel", level="debug"))]
+    assert refused[0]["error"]["code"] == jsonrpc.METHOD_NOT_FOUND
+    assert wire.sent.empty()  # nothing of that reached the backend
