@@ -27,6 +27,10 @@
 #   MCPCTL_K8S_BUILD_JOBS        go build -p (default 2)
 #   MCPCTL_K8S_KEEP_DATA=1       `up` keeps the etcd data of the last run
 #                                (default: every `up` starts from an empty cluster)
+#   MCPCTL_K8S_POD_CIDR          addresses of sandboxed pods (default 10.244.0.0/24;
+#                                "none": no pod sandboxes); see README.md
+#   MCPCTL_K8S_SERVICE_CIDR      ClusterIPs (default 10.96.0.0/16)
+#   MCPCTL_K8S_BRIDGE            the pod network's bridge (default mcpk<kubelet port>)
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -48,6 +52,9 @@ NODE_NAME=mcpctl-node-0
 CONTEXT=mcpctl-test
 IMAGES="$SRC/images.yaml${MCPCTL_K8S_IMAGES:+,$MCPCTL_K8S_IMAGES}"
 JOBS=${MCPCTL_K8S_BUILD_JOBS:-2}
+POD_CIDR=${MCPCTL_K8S_POD_CIDR:-10.244.0.0/24}
+SERVICE_CIDR=${MCPCTL_K8S_SERVICE_CIDR:-10.96.0.0/16}
+BRIDGE=${MCPCTL_K8S_BRIDGE:-mcpk$KUBELET_PORT}
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kubelet"
 
 log() { echo "cluster.sh: $*" >&2; }
@@ -74,6 +81,9 @@ ensure_cmds() {
   command -v curl >/dev/null || missing+=(curl)
   command -v setsid >/dev/null || missing+=(util-linux)
   command -v python3 >/dev/null || missing+=(python3)
+  if [ "$POD_CIDR" != none ] && [ "$(id -u)" = 0 ]; then
+    command -v ip >/dev/null || missing+=(iproute2)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}" || die "please install: ${missing[*]}"
   fi
@@ -194,15 +204,18 @@ cert() { # name subject [san]
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
 
+# the first address of the Service range: the `kubernetes` Service's ClusterIP
+service_ip() { python3 -c 'import ipaddress, sys; print(next(ipaddress.ip_network(sys.argv[1]).hosts()))' "$SERVICE_CIDR"; }
+
 make_pki() {
-  [ -f "$PKI/done-v2" ] && return 0
+  if [ "$(cat "$PKI/done-v3" 2>/dev/null)" = "$(service_ip)" ]; then return 0; fi
   rm -rf "$PKI"; mkdir -p "$PKI"; chmod 700 "$PKI"
   openssl ecparam -name prime256v1 -genkey -noout -out "$PKI/ca.key" 2>/dev/null
   openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=mcpctl-test-ca" -days 3650 -sha256 \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -out "$PKI/ca.crt" 2>/dev/null
   cert apiserver "/CN=kube-apiserver" \
-    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$(service_ip)"
   cert kubelet "/CN=$NODE_NAME" "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1"
   cert apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
   cert admin "/O=system:masters/CN=mcpctl-admin"
@@ -210,9 +223,10 @@ make_pki() {
   cert scheduler "/CN=system:kube-scheduler"
   cert node "/O=system:nodes/CN=system:node:$NODE_NAME"
   cert front-proxy-client "/CN=front-proxy-client"
+  cert kube-proxy "/CN=system:kube-proxy" # the kubelet's service proxy (ClusterRole system:node-proxier)
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
-  touch "$PKI/done-v2"
+  service_ip > "$PKI/done-v3"
 }
 
 b64() { base64 -w0 < "$1"; }
@@ -307,6 +321,26 @@ sweep_pods() {
   [ $n = 0 ] || log "stopped $n leftover pod processes"
 }
 
+# The kubelet's pod sandboxes (own network namespace, address, /etc/hosts,
+# volumes) need root; without it, or with MCPCTL_K8S_POD_CIDR=none, pods asking
+# for one wait with CreatePodSandboxError.
+pod_network_flags() {
+  [ "$POD_CIDR" != none ] || return 0
+  echo "--pod-cidr $POD_CIDR --pod-bridge $BRIDGE --proxy-kubeconfig $RUN/kubeconfig-proxy"
+}
+
+# What the kubelet makes for sandboxed pods, if it could not remove it itself.
+sweep_network() {
+  [ "$(id -u)" = 0 ] && command -v ip >/dev/null || return 0
+  local ns n=0
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    case $ns in "$BRIDGE"-*) ip netns del "$ns" 2>/dev/null && n=$((n + 1)) ;; esac
+  done
+  ip link del "$BRIDGE" 2>/dev/null && log "removed bridge $BRIDGE" || true
+  rm -rf "/dev/shm/mcpctl-$BRIDGE"
+  [ $n = 0 ] || log "removed $n leftover pod network namespaces"
+}
+
 # ---- inside the holder ----
 
 STOPPING=0
@@ -359,6 +393,7 @@ h_stop_all() {
   h_stop kube-apiserver 15
   h_stop etcd 10
   sweep_pods
+  sweep_network
 }
 
 h_fail() {
@@ -394,7 +429,7 @@ hold() {
     --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
-    --service-cluster-ip-range 10.96.0.0/16 \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
     --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority "$PKI/ca.crt" \
@@ -439,7 +474,8 @@ hold() {
     --run-dir "$RUN" \
     --images "$IMAGES" \
     --apiserver-port "$APISERVER_PORT" \
-    --kubelet-version "$K8S_VERSION"
+    --kubelet-version "$K8S_VERSION" \
+    $(pod_network_flags)
 
   h_wait "the default ServiceAccount" 90 api /api/v1/namespaces/default/serviceaccounts/default \
     || h_fail "the default ServiceAccount was not created"
@@ -517,6 +553,7 @@ up() {
   kubeconfig "$RUN/kubeconfig-controller-manager" controller-manager
   kubeconfig "$RUN/kubeconfig-scheduler" scheduler
   kubeconfig "$RUN/kubeconfig-node" node
+  kubeconfig "$RUN/kubeconfig-proxy" kube-proxy
 
   # detached: its own session, no terminal, not holding the caller's pipes
   setsid "$SELF" _hold < /dev/null >> "$RUN/logs/cluster.log" 2>&1 &
@@ -563,6 +600,7 @@ down() {
     rm -f "$(pidfile "$c")"
   done
   sweep_pods
+  sweep_network
   rm -f "$RUN/ready"
   log "stopped"
 }

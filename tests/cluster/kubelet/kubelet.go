@@ -33,6 +33,10 @@ type kubelet struct {
 
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
+
+	net    *podNetwork // nil: no pod sandboxes (netErr says why)
+	netErr string
+	proxy  *serviceProxy // with net
 }
 
 func newKubelet(cfg config, client kubernetes.Interface, images *imageTable) *kubelet {
@@ -118,6 +122,12 @@ func (k *kubelet) findPod(namespace, name, uid string) *podWorker {
 		}
 	}
 	return nil
+}
+
+func (k *kubelet) findUID(uid string) *podWorker {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.workers[types.UID(uid)]
 }
 
 func (k *kubelet) allWorkers() []*podWorker {
@@ -258,7 +268,7 @@ func inheritedEnv() [][2]string {
 // podEnv builds a container's environment: the inherited base, HOSTNAME and
 // the API server's address, then envFrom, then env with $(VAR) references
 // expanded.
-func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir string) ([]string, map[string]string, error) {
+func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir, ip string, sandboxed bool) ([]string, map[string]string, error) {
 	env := map[string]string{}
 	var order []string
 	set := func(name, value string) {
@@ -274,9 +284,20 @@ func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir 
 		set("HOME", dir)
 	}
 	set("HOSTNAME", pod.Name)
-	set("KUBERNETES_SERVICE_HOST", k.cfg.apiServerHost)
-	set("KUBERNETES_SERVICE_PORT", k.cfg.apiServerPort)
-	set("KUBERNETES_SERVICE_PORT_HTTPS", k.cfg.apiServerPort)
+	apiHost, apiPort := k.cfg.apiServerHost, k.cfg.apiServerPort
+	if sandboxed {
+		// the `kubernetes` Service, served by the kubelet's service proxy
+		var err error
+		if k.proxy == nil {
+			return nil, nil, fmt.Errorf("no service proxy")
+		}
+		if apiHost, apiPort, err = k.proxy.kubernetesService(); err != nil {
+			return nil, nil, err
+		}
+	}
+	set("KUBERNETES_SERVICE_HOST", apiHost)
+	set("KUBERNETES_SERVICE_PORT", apiPort)
+	set("KUBERNETES_SERVICE_PORT_HTTPS", apiPort)
 
 	secrets := map[string]*v1.Secret{}
 	configMaps := map[string]*v1.ConfigMap{}
@@ -371,7 +392,7 @@ func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir 
 			}
 			set(e.Name, v)
 		case vf.FieldRef != nil:
-			v, err := fieldRefValue(pod, vf.FieldRef.FieldPath, k.cfg.address)
+			v, err := fieldRefValue(pod, vf.FieldRef.FieldPath, ip, k.cfg.address)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -388,7 +409,7 @@ func (k *kubelet) podEnv(ctx context.Context, pod *v1.Pod, c *v1.Container, dir 
 	return out, env, nil
 }
 
-func fieldRefValue(pod *v1.Pod, path, ip string) (string, error) {
+func fieldRefValue(pod *v1.Pod, path, ip, hostIP string) (string, error) {
 	switch path {
 	case "metadata.name":
 		return pod.Name, nil
@@ -400,8 +421,10 @@ func fieldRefValue(pod *v1.Pod, path, ip string) (string, error) {
 		return pod.Spec.NodeName, nil
 	case "spec.serviceAccountName":
 		return pod.Spec.ServiceAccountName, nil
-	case "status.podIP", "status.hostIP", "status.podIPs", "status.hostIPs":
+	case "status.podIP", "status.podIPs":
 		return ip, nil
+	case "status.hostIP", "status.hostIPs":
+		return hostIP, nil
 	}
 	for _, prefix := range []string{"metadata.labels", "metadata.annotations"} {
 		if strings.HasPrefix(path, prefix+"['") && strings.HasSuffix(path, "']") {

@@ -49,9 +49,16 @@ type config struct {
 	apiServerHost string
 	apiServerPort string
 	version       string
+	podCIDR       string
+	podBridge     string
+	proxyConfig   string
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "_enter" {
+		enterSandbox(os.Args[2:]) // a sandboxed pod's process on its way in
+		return
+	}
 	var cfg config
 	klog.InitFlags(nil)
 	flag.StringVar(&cfg.kubeconfig, "kubeconfig", "", "kubeconfig with the node's credentials")
@@ -71,6 +78,9 @@ func main() {
 	flag.StringVar(&cfg.apiServerHost, "apiserver-host", "127.0.0.1", "KUBERNETES_SERVICE_HOST given to pods")
 	flag.StringVar(&cfg.apiServerPort, "apiserver-port", "16443", "KUBERNETES_SERVICE_PORT given to pods")
 	flag.StringVar(&cfg.version, "kubelet-version", "v0.0.0", "version reported in the node's nodeInfo")
+	flag.StringVar(&cfg.podCIDR, "pod-cidr", "", "addresses of sandboxed pods (annotation "+sandboxAnnotation+`: "true"`+"); the first one is the bridge's; empty: no sandboxes")
+	flag.StringVar(&cfg.podBridge, "pod-bridge", "mcpctl0", "name of the bridge of the sandboxed pods' network (their network namespaces are named <bridge>-<id>)")
+	flag.StringVar(&cfg.proxyConfig, "proxy-kubeconfig", "", "kubeconfig of the service proxy (system:kube-proxy); needed with --pod-cidr")
 	flag.Parse()
 
 	if err := run(cfg); err != nil {
@@ -115,6 +125,12 @@ func run(cfg config) error {
 
 	images := newImageTable(cfg.imagesFile)
 	k := newKubelet(cfg, client, images)
+	if err := k.startPodNetwork(ctx); err != nil {
+		k.netErr = err.Error()
+		klog.ErrorS(err, "Pod sandboxes are unavailable")
+	} else if k.net == nil {
+		k.netErr = "started without --pod-cidr"
+	}
 
 	if err := k.registerNode(ctx); err != nil {
 		return fmt.Errorf("registering node: %w", err)
@@ -133,10 +149,44 @@ func run(cfg config) error {
 	defer stop()
 	_ = srv.Shutdown(shutdownCtx)
 	k.stopAll(5 * time.Second)
+	if k.proxy != nil {
+		k.proxy.close()
+	}
+	if k.net != nil {
+		k.net.cleanup()
+	}
 	killMarkedProcesses(runDir)
 	for i := 0; i < 10; i++ {
 		time.Sleep(100 * time.Millisecond)
 		reapOrphans()
 	}
+	return nil
+}
+
+// startPodNetwork makes the bridge and starts the service proxy (with
+// --pod-cidr).
+func (k *kubelet) startPodNetwork(ctx context.Context) error {
+	if k.cfg.podCIDR == "" {
+		return nil
+	}
+	if k.cfg.proxyConfig == "" {
+		return fmt.Errorf("--pod-cidr needs --proxy-kubeconfig")
+	}
+	restCfg, err := clientcmd.BuildConfigFromFlags("", k.cfg.proxyConfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "mcpctl-test-kubelet/proxy"
+	proxyClient, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	n, err := newPodNetwork(k.cfg.podBridge, k.cfg.podCIDR)
+	if err != nil {
+		return err
+	}
+	k.net = n
+	k.proxy = k.startProxy(proxyClient, ctx.Done())
+	klog.InfoS("Pod network ready", "bridge", n.bridge, "cidr", n.cidr, "gateway", n.gw)
 	return nil
 }

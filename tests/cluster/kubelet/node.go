@@ -26,6 +26,21 @@ const (
 	statusInterval     = 30 * time.Second
 )
 
+const (
+	podCIDRAnnotation    = "mcpctl.test/pod-cidr"
+	podGatewayAnnotation = "mcpctl.test/pod-gateway"
+)
+
+// nodeAnnotations tell tests where the sandboxed pods' network is: its CIDR,
+// and the node's address on it (where an EndpointSlice points to reach a
+// service on the host's loopback through a Service).
+func (k *kubelet) nodeAnnotations() map[string]string {
+	if k.net == nil {
+		return nil
+	}
+	return map[string]string{podCIDRAnnotation: k.net.cidr.String(), podGatewayAnnotation: k.net.gw.String()}
+}
+
 func (k *kubelet) nodeLabels() map[string]string {
 	return map[string]string{
 		"kubernetes.io/arch":      runtime.GOARCH,
@@ -109,7 +124,7 @@ func (k *kubelet) registerNode(ctx context.Context) error {
 		}
 		now := metav1.Now()
 		node := &v1.Node{
-			ObjectMeta: metav1.ObjectMeta{Name: k.cfg.nodeName, Labels: k.nodeLabels()},
+			ObjectMeta: metav1.ObjectMeta{Name: k.cfg.nodeName, Labels: k.nodeLabels(), Annotations: k.nodeAnnotations()},
 			Status:     k.nodeStatus(now, nil),
 		}
 		var created *v1.Node
@@ -122,6 +137,14 @@ func (k *kubelet) registerNode(ctx context.Context) error {
 			if err == nil {
 				for key, v := range k.nodeLabels() {
 					created.Labels[key] = v
+				}
+				if created.Annotations == nil {
+					created.Annotations = map[string]string{}
+				}
+				delete(created.Annotations, podCIDRAnnotation)
+				delete(created.Annotations, podGatewayAnnotation)
+				for key, v := range k.nodeAnnotations() {
+					created.Annotations[key] = v
 				}
 				created, err = nodes.Update(ctx, created, metav1.UpdateOptions{})
 			}

@@ -44,6 +44,9 @@ type runSpec struct {
 	stdin   bool
 	logPath string
 	id      string
+	// wrap, when set, turns the resolved command into what is started
+	// (a sandboxed pod's processes start through the kubelet's `_enter`)
+	wrap func(path string, argv []string) (string, []string, *syscall.SysProcAttr, error)
 }
 
 // startRun starts the process. Its stdout and stderr go to the log file (CRI
@@ -85,11 +88,21 @@ func startRun(spec runSpec) (*containerRun, error) {
 
 	cmd := exec.Command(path, spec.argv[1:]...)
 	cmd.Args[0] = spec.argv[0]
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if spec.wrap != nil {
+		self, args, attr, err := spec.wrap(path, spec.argv)
+		if err != nil {
+			closeAll(logFile, outR, outW, errR, errW)
+			return nil, err
+		}
+		cmd = exec.Command(self, args[1:]...)
+		cmd.Args[0] = args[0]
+		cmd.SysProcAttr = attr
+	}
 	cmd.Env = spec.env
 	cmd.Dir = spec.dir
 	cmd.Stdout = outW
 	cmd.Stderr = errW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stdinR, stdinW *os.File
 	if spec.stdin {
 		stdinR, stdinW, err = os.Pipe()

@@ -163,15 +163,10 @@ func (e *execer) ExecInContainer(ctx context.Context, _, _, container string, cm
 	if err != nil {
 		return err
 	}
-	path, err := lookPath(cmd[0], st.env, e.pw.dir)
+	c, err := e.pw.command(st, cmd)
 	if err != nil {
 		return err
 	}
-	c := exec.Command(path, cmd[1:]...)
-	c.Args[0] = cmd[0]
-	c.Env = st.env
-	c.Dir = e.pw.dir
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.WaitDelay = 2 * time.Second
 	if e.opts.Stdout && out != nil {
 		c.Stdout = out
@@ -379,12 +374,16 @@ func (k *kubelet) handlePortForward(w http.ResponseWriter, r *http.Request) {
 }
 
 // PortForward connects the stream to the port on the pod's address.
-func (p *portForwarder) PortForward(ctx context.Context, _, _ string, port int32, stream io.ReadWriteCloser) error {
+func (p *portForwarder) PortForward(ctx context.Context, _, uid string, port int32, stream io.ReadWriteCloser) error {
 	defer stream.Close()
+	ip := p.k.cfg.address
+	if pw := p.k.findUID(uid); pw != nil {
+		ip = pw.podIP()
+	}
 	conn, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp",
-		net.JoinHostPort(p.k.cfg.address, strconv.Itoa(int(port))))
+		net.JoinHostPort(ip, strconv.Itoa(int(port))))
 	if err != nil {
-		return fmt.Errorf("failed to connect to localhost:%d: %w", port, err)
+		return fmt.Errorf("failed to connect to %s:%d: %w", ip, port, err)
 	}
 	defer conn.Close()
 	var wg sync.WaitGroup

@@ -41,6 +41,8 @@ type podWorker struct {
 	terminal   bool // phase Succeeded/Failed was reported: nothing runs any more
 	condTimes  map[v1.PodConditionType]condMemo
 	execs      map[int]struct{}
+	sb         *sandbox // the pod's sandbox, once made (sandboxed pods only)
+	sbRetry    time.Time
 }
 
 type condMemo struct {
@@ -64,6 +66,10 @@ type ctrState struct {
 
 	backoff   time.Duration
 	nextStart time.Time
+
+	// the current run's probe results: started (the startup probe passed,
+	// or there is none), ready (the readiness probe's verdict)
+	started, ready bool
 }
 
 func newPodWorker(k *kubelet, pod *v1.Pod) *podWorker {
@@ -228,6 +234,22 @@ func (w *podWorker) sync(ctx context.Context) time.Time {
 	for _, st := range append(append([]*ctrState{}, w.inits...), w.ctrs...) {
 		w.observeExit(st)
 	}
+	if wantsSandbox(pod) && w.sb == nil {
+		if now.Before(w.sbRetry) {
+			return w.sbRetry
+		}
+		sb, err := w.k.setupSandbox(ctx, pod, w.dir)
+		if err != nil {
+			klog.ErrorS(err, "Creating the pod sandbox", "pod", klog.KObj(pod))
+			w.k.recorder.Eventf(pod, v1.EventTypeWarning, "FailedCreatePodSandBox", "Failed to create pod sandbox: %v", err)
+			for _, st := range append(append([]*ctrState{}, w.inits...), w.ctrs...) {
+				st.waitReason, st.waitMessage = "CreatePodSandboxError", err.Error()
+			}
+			w.sbRetry = now.Add(5 * time.Second)
+			return w.sbRetry
+		}
+		w.sb = sb
+	}
 
 	// Init containers run one after the other, each to completion
 	// (sidecars, restartPolicy: Always, only need to have started).
@@ -374,7 +396,11 @@ func (w *podWorker) start(ctx context.Context, pod *v1.Pod, st *ctrState) time.T
 		}
 	}
 
-	env, envMap, err := w.k.podEnv(ctx, pod, c, w.dir)
+	ip := w.k.cfg.address
+	if w.sb != nil {
+		ip = w.sb.ip.String()
+	}
+	env, envMap, err := w.k.podEnv(ctx, pod, c, w.dir, ip, w.sb != nil)
 	if err != nil {
 		w.k.recorder.Eventf(pod, v1.EventTypeWarning, "Failed", "Error: %v", err)
 		return retryLater("CreateContainerConfigError", err.Error())
@@ -396,7 +422,13 @@ func (w *podWorker) start(ctx context.Context, pod *v1.Pod, st *ctrState) time.T
 	if st.run != nil {
 		st.prevLog = st.run.logPath
 	}
-	run, err := startRun(runSpec{argv: argv, env: env, dir: w.dir, stdin: c.Stdin, logPath: logPath, id: id})
+	spec := runSpec{argv: argv, env: env, dir: w.dir, stdin: c.Stdin, logPath: logPath, id: id}
+	if sb := w.sb; sb != nil {
+		spec.wrap = func(path string, argv []string) (string, []string, *syscall.SysProcAttr, error) {
+			return sb.wrap(c, pod.Name, path, argv)
+		}
+	}
+	run, err := startRun(spec)
 	if err != nil {
 		// The container "ran" and failed at once, as a runtime reports it.
 		w.k.recorder.Eventf(pod, v1.EventTypeWarning, "Failed", "Error: failed to start container %q: %v", c.Name, err)
@@ -413,7 +445,10 @@ func (w *podWorker) start(ctx context.Context, pod *v1.Pod, st *ctrState) time.T
 	st.env = env
 	st.waitReason, st.waitMessage = "", ""
 	st.nextStart = time.Time{}
+	st.started = c.StartupProbe == nil
+	st.ready = c.StartupProbe == nil && c.ReadinessProbe == nil
 	w.k.recorder.Eventf(pod, v1.EventTypeNormal, "Started", "Started container %s", c.Name)
+	go w.probeLoop(st, run)
 	go func() {
 		<-run.done
 		w.poke()
@@ -447,8 +482,8 @@ func (w *podWorker) containerStatus(st *ctrState, pod *v1.Pod) v1.ContainerStatu
 	case st.run != nil && st.current == nil:
 		cs.ContainerID = "mcpctl://" + st.run.id
 		cs.State.Running = &v1.ContainerStateRunning{StartedAt: metav1.NewTime(st.run.startedAt)}
-		started = true
-		cs.Ready = true
+		started = st.started
+		cs.Ready = st.ready
 	case st.current != nil && st.waitReason == "CrashLoopBackOff":
 		cs.ContainerID = st.current.ContainerID
 		cs.State.Waiting = &v1.ContainerStateWaiting{Reason: st.waitReason, Message: st.waitMessage}
@@ -484,6 +519,12 @@ func (w *podWorker) status() v1.PodStatus {
 		PodIP:     ip,
 		PodIPs:    []v1.PodIP{{IP: ip}},
 		StartTime: &w.startTime,
+	}
+	if wantsSandbox(pod) {
+		s.PodIP, s.PodIPs = "", nil // until its network exists
+		if w.sb != nil {
+			s.PodIP, s.PodIPs = w.sb.ip.String(), []v1.PodIP{{IP: w.sb.ip.String()}}
+		}
 	}
 	for _, st := range w.inits {
 		s.InitContainerStatuses = append(s.InitContainerStatuses, w.containerStatus(st, pod))
@@ -572,7 +613,7 @@ func (w *podWorker) status() v1.PodStatus {
 	allReady := len(w.ctrs) > 0
 	var notReady []string
 	for _, st := range w.ctrs {
-		if !(st.run != nil && st.current == nil) {
+		if !(st.run != nil && st.current == nil && st.ready) {
 			allReady = false
 			notReady = append(notReady, st.spec.Name)
 		}
@@ -673,8 +714,9 @@ func (w *podWorker) terminate(ctx context.Context) {
 	}
 	w.mu.Unlock()
 	if anyRunning {
-		w.killAll(grace)
+		w.killAll(w.runPreStop(grace))
 	}
+	w.destroySandbox()
 	if !w.removed.Load() {
 		w.k.deletePod(ctx, pod)
 	}
@@ -687,6 +729,47 @@ func (w *podWorker) terminate(ctx context.Context) {
 // shutdown stops the pod's processes when the kubelet stops.
 func (w *podWorker) shutdown(grace time.Duration) {
 	w.killAll(grace)
+	w.destroySandbox()
+}
+
+func (w *podWorker) destroySandbox() {
+	w.mu.Lock()
+	sb := w.sb
+	w.mu.Unlock()
+	if sb != nil {
+		sb.destroy()
+	}
+}
+
+// runPreStop runs the running containers' preStop hooks (at once, within the
+// grace period) and returns what is left of the grace period (at least 2 s,
+// as the kubelet gives).
+func (w *podWorker) runPreStop(grace time.Duration) time.Duration {
+	w.mu.Lock()
+	var hooked []*ctrState
+	for _, st := range w.ctrs {
+		if st.run != nil && !st.run.exited() && st.spec.Lifecycle != nil && st.spec.Lifecycle.PreStop != nil {
+			hooked = append(hooked, st)
+		}
+	}
+	w.mu.Unlock()
+	if len(hooked) == 0 {
+		return grace
+	}
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, st := range hooked {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.preStop(ctx, st) }()
+	}
+	wg.Wait()
+	left := grace - time.Since(started)
+	if left < 2*time.Second {
+		left = 2 * time.Second
+	}
+	return left
 }
 
 // ---- lookups for the kubelet API ----
