@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ ENVELOPE = (
     "io.modelcontextprotocol/clientInfo",
 )
 MODES = ["legacy", MODERN]
+# ping and logging/setLevel from legacy-mode clients are meant: mcpd answers them for the backend
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
 @dataclass
@@ -201,3 +204,46 @@ def test_mcpctl_get_instances_shows_them_running(
     assert exited.value.code == 0, out
     rows = {line.split()[1]: line.split()[2] for line in out.splitlines()[1:] if line.strip()}
     assert rows == {"modern": "RUNNING", "modern-http": "RUNNING", "classic": "RUNNING"}, out
+
+
+def lines(world: World, server: str, name: str) -> int:
+    path = world.states[server] / name
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def until(check: Any, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("server", ["modern", "modern-http"])
+def test_a_request_whose_client_left_is_cancelled_at_the_backend(world: World, server: str) -> None:
+    """On STDIO mcpd sends `notifications/cancelled`; over Streamable HTTP the SDK transport
+    closes the request's POST, which is the 2026-07-28 spelling of a cancellation."""
+    hanging, cancelled = lines(world, server, "hanging"), lines(world, server, "cancelled")
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+    }
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "hang", "arguments": {}, "_meta": meta},
+    }
+    headers = {
+        **world.gateway.headers,
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "hang",
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{world.gateway.url}/mcp/servers/{server}", json=body, headers=headers, timeout=2
+        )
+    until(lambda: lines(world, server, "hanging") > hanging)
+    until(lambda: lines(world, server, "cancelled") > cancelled)

@@ -12,6 +12,8 @@ Tools:
   echo {text}           answers "echo: <text>"
   envelope {}           answers the request's `_meta` as JSON text
   slow {steps}          sends `steps` progress notifications (0.05 s apart), answers "done <steps>"
+  hang {}               appends to STATE_DIR/hanging and never answers; its cancellation is
+                        appended to STATE_DIR/cancelled
   pid {}                the process id
 Prompt: greet {name}. Resource: modern://readme (text).
 """
@@ -67,6 +69,24 @@ async def slow(steps: int, ctx: Context) -> str:
         await anyio.sleep(0.05)
         await ctx.report_progress(step, steps, f"step {step}")
     return f"done {steps}"
+
+
+@server.tool()
+async def hang() -> str:
+    """Never answer; say when cancelled."""
+    note("hanging")
+    try:
+        await anyio.sleep_forever()
+    except anyio.get_cancelled_exc_class():
+        note("cancelled")
+        raise
+    return "never"
+
+
+def note(name: str) -> None:
+    if STATE is not None:
+        with (STATE / name).open("a") as file:
+            file.write(f"{os.getpid()}\n")
 
 
 @server.tool()
