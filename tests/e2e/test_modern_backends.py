@@ -247,3 +247,52 @@ def test_a_request_whose_client_left_is_cancelled_at_the_backend(world: World, s
         )
     until(lambda: lines(world, server, "hanging") > hanging)
     until(lambda: lines(world, server, "cancelled") > cancelled)
+
+
+@pytest.mark.parametrize("revision", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
+def test_every_handshake_revision_reaches_a_2026_only_backend(world: World, revision: str) -> None:
+    """Raw requests of each older revision: results come back in that revision's shape (no
+    `resultType`, no cache hints), from a backend that never saw an `initialize`."""
+    headers = {**world.gateway.headers, "Accept": "application/json, text/event-stream"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": revision,
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    with httpx.Client(base_url=world.gateway.url, headers=headers, timeout=60) as http:
+        opened = http.post("/mcp/servers/modern", json=init)
+        answer = opened.json()["result"]
+        assert answer["protocolVersion"] == revision
+        assert answer["serverInfo"]["name"] == "modern-test"
+        assert answer["instructions"] == "A 2026-07-28-only test server."
+        session = {
+            "Mcp-Session-Id": opened.headers["Mcp-Session-Id"],
+            "MCP-Protocol-Version": revision,
+        }
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (
+            http.post("/mcp/servers/modern", json=initialized, headers=session).status_code == 202
+        )
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": revision}},
+        }
+        result = http.post("/mcp/servers/modern", json=call, headers=session).json()["result"]
+        assert result["content"][0]["text"] == f"echo: {revision}"
+        assert "resultType" not in result
+        read = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "resources/read",
+            "params": {"uri": "modern://readme"},
+        }
+        result = http.post("/mcp/servers/modern", json=read, headers=session).json()["result"]
+        assert result["contents"][0]["text"] == "This server speaks only MCP 2026-07-28."
+        assert "ttlMs" not in result and "cacheScope" not in result
