@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
+from mcp.shared import inbound
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -53,6 +54,7 @@ KEEPALIVE_SECONDS = 15.0
 # first (then at once); changes made through another mcpd replica apply within this.
 PROJECT_CACHE_SECONDS = 5.0
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+HEADER_MISMATCH = -32020
 T = TypeVar("T")
 
 
@@ -317,17 +319,31 @@ async def _initialize(
 async def _single_exchange(
     request: Request, target: Target, principal: Principal, message: Message
 ) -> Response:
-    """A 2026-07-28 request: self-contained, no session; the envelope says who asks."""
+    """A 2026-07-28 request: self-contained, no session; the envelope says who asks, and the
+    HTTP headers that mirror it (version, method, name) must agree with the body, since
+    intermediaries route on them (the official SDK's checks)."""
     meta = bridge.envelope(message) or {}
     version = meta.get(bridge.PROTOCOL_VERSION_KEY)
-    if version not in versions.SINGLE_EXCHANGE_REVISIONS:
-        body = jsonrpc.error(
-            message.get("id"),
-            UNSUPPORTED_PROTOCOL_VERSION,
-            "Unsupported protocol version",
-            {"supported": list(versions.SUPPORTED), "requested": version},
+    checked = inbound.classify_inbound_request(
+        message,
+        headers=request.headers,
+        supported_modern_versions=versions.SINGLE_EXCHANGE_REVISIONS,
+    )
+    duplicated = inbound.find_duplicated_routing_header(
+        (name.decode("latin-1"), "") for name, _ in request.headers.raw
+    )
+    if duplicated:
+        checked = inbound.InboundLadderRejection(
+            HEADER_MISMATCH, f"the {duplicated} header appears more than once"
         )
+    if isinstance(checked, inbound.InboundLadderRejection):
+        data = checked.data
+        if checked.code == UNSUPPORTED_PROTOCOL_VERSION:  # handshake revisions are served too
+            data = {"supported": list(versions.SUPPORTED), "requested": version}
+        request.app.state.metrics.refused.labels(_path(target), "header_mismatch").inc()
+        body = jsonrpc.error(message.get("id"), checked.code, checked.message, data)
         return FastJSONResponse(body, status_code=400)
+    version = checked.protocol_version
     try:
         message = validation.check(message, version)
     except validation.Invalid as error:

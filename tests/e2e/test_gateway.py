@@ -212,9 +212,11 @@ def test_unknown_revision_gets_the_latest_and_bad_requests_are_refused(gateway: 
                 }
             },
         }
-        refused = http.post("/mcp/servers/time", json=modern)
+        mirrored = {"MCP-Protocol-Version": "2030-01-01", "Mcp-Method": "tools/list"}
+        refused = http.post("/mcp/servers/time", json=modern, headers=mirrored)
         assert refused.status_code == 400
         assert refused.json()["error"]["code"] == -32022
+        assert "2025-11-25" in refused.json()["error"]["data"]["supported"]
     assert httpx.post(f"{gateway.url}/mcp/servers/time", json=init).status_code == 401
 
 

@@ -162,7 +162,12 @@ def test_an_input_required_retry_lands_on_the_other_replica(pair: Pair) -> None:
     }
     first = call(1, "sample", text="across replicas")
     first["params"]["_meta"] = meta
-    headers = {**pair.headers(), "MCP-Protocol-Version": "2026-07-28"}
+    headers = {
+        **pair.headers(),
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "sample",
+    }
     asked = httpx.post(f"{pair.a.url}{path}", json=first, headers=headers, timeout=30).json()
     assert asked["result"]["resultType"] == "input_required", asked
     [key] = asked["result"]["inputRequests"]
