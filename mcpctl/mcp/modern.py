@@ -3,7 +3,8 @@ per-request envelope.
 
 Such a backend has no `initialize` handshake and no session: every request carries the
 protocol version, the client's capabilities and identity in `params._meta`, and over
-Streamable HTTP the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers. The replica
+Streamable HTTP the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers, and the
+`Mcp-Param-*` headers its tools ask for with `x-mcp-header` (learnt from `tools/list`). The replica
 puts a `ModernTransport` around the backend's transport, so the multiplexer and the gateway
 keep sending plain (handshake-era shaped) requests on one session as for any backend.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 from typing import Any
 
 from mcp.shared.inbound import (
@@ -20,6 +23,9 @@ from mcp.shared.inbound import (
     MCP_PROTOCOL_VERSION_HEADER,
     NAME_BEARING_METHODS,
     encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
 )
 
 from mcpctl.mcp import bridge, jsonrpc
@@ -28,9 +34,13 @@ from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
 from mcpctl.mcp.versions import SINGLE_EXCHANGE_REVISIONS
 
+log = logging.getLogger(__name__)
 REVISION = SINGLE_EXCHANGE_REVISIONS[-1]
 DISCOVER_ID = "mcpd-discover"
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+HEADER_MISMATCH = -32020
+MAX_TOOL_PAGES = 100  # of mcpd's own tools/list, to learn the tools' x-mcp-header
+LIST_TIMEOUT = 30.0  # for each page of it
 # Requests 2026-07-28 removed: answered here, as the backend would have no use for them.
 ANSWERED_HERE = frozenset({"ping", "logging/setLevel"})
 # Notifications 2026-07-28 removed: never sent.
@@ -83,7 +93,10 @@ class ModernTransport(Transport):
     """A backend transport as the multiplexer expects one, over a 2026-07-28 backend:
     requests get the envelope (keeping the `_meta` keys they have, such as `progressToken`
     and `traceparent`), what 2026-07-28 removed is answered here or not sent, and the rest
-    (cancellations) passes as it is."""
+    (cancellations) passes as it is. Over HTTP, a `tools/call` gets the `Mcp-Param-*` headers
+    of its tool's `x-mcp-header` annotations, known from the backend's `tools/list` results
+    (mcpd lists the tools itself before calling one it has not seen), and tools whose
+    annotations are invalid are left out of `tools/list`, as the spec asks of clients."""
 
     def __init__(
         self,
@@ -94,8 +107,17 @@ class ModernTransport(Transport):
         self.inner = inner
         self.client_info = client_info
         self.capabilities = capabilities
+        self._http = inner if isinstance(inner, SdkTransport) else None
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
+        # x-mcp-header, per tool name: property path -> header token
+        self._param_headers: dict[str, dict[tuple[str, ...], str]] = {}
+        self._listed = False  # mcpd listed every tool since the last HeaderMismatch
+        self._listing: asyncio.Future[None] | None = None
+        self._lists: set[Any] = set()  # ids of clients' tools/list in flight
+        self._calls: dict[Any, str] = {}  # ids of tools/call in flight -> tool
+        self._own: dict[str, asyncio.Future[Message]] = {}  # mcpd's own requests
+        self._own_ids = itertools.count(1)
 
     async def send(self, message: Message) -> None:
         method = message.get("method")
@@ -104,23 +126,127 @@ class ModernTransport(Transport):
                 self._inbox.put_nowait(jsonrpc.result(message["id"], {}))
                 return
             enveloped = bridge.with_envelope(message, REVISION, self.capabilities, self.client_info)
-            await send_request(self.inner, enveloped)
+            if self._http is None:
+                await self.inner.send(enveloped)
+                return
+            headers = http_headers(enveloped)
+            if method == "tools/list":
+                self._lists.add(message["id"])
+            elif method == "tools/call":
+                headers.update(await self._tool_headers(message))
+            await self._http.send(enveloped, headers=headers)
             return
         if method in NOT_SENT:
             return
+        if method == "notifications/cancelled":  # its answer may never come (a closed POST)
+            cancelled = (message.get("params") or {}).get("requestId")
+            if isinstance(cancelled, int | str):
+                self._lists.discard(cancelled)
+                self._calls.pop(cancelled, None)
         await self.inner.send(message)
 
     async def receive(self) -> Message | None:
+        self._start()
+        return await self._inbox.get()
+
+    def _start(self) -> None:
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._read())
-        return await self._inbox.get()
 
     async def _read(self) -> None:
         try:
             while (message := await self.inner.receive()) is not None:
+                if self._http is not None and jsonrpc.is_response(message):
+                    waiter = self._own.pop(str(message["id"]), None)
+                    if waiter is not None:
+                        if not waiter.done():
+                            waiter.set_result(message)
+                        continue
+                    message = self._learn(message)
                 self._inbox.put_nowait(message)
         finally:
             self._inbox.put_nowait(None)
+            for waiter in self._own.values():
+                if not waiter.done():
+                    waiter.set_exception(ConnectionError("the backend session ended"))
+
+    def _learn(self, response: Message) -> Message:
+        """A client's tools/list teaches the tools' headers; a HeaderMismatch unteaches."""
+        request_id = response["id"]
+        tool = self._calls.pop(request_id, None)
+        error = response.get("error")
+        if tool is not None and isinstance(error, dict) and error.get("code") == HEADER_MISMATCH:
+            self._listed = False  # its tools may have changed: list them again on a call
+            self._param_headers.pop(tool, None)
+        if request_id not in self._lists:
+            return response
+        self._lists.discard(request_id)
+        result = response.get("result")
+        if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+            return response
+        tools = self._remember(result["tools"])
+        return {**response, "result": {**result, "tools": tools}}
+
+    def _remember(self, tools: list[Any]) -> list[Any]:
+        """The tools whose x-mcp-header annotations are valid, their headers remembered."""
+        kept = []
+        for tool in tools:
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                continue
+            schema = tool.get("inputSchema")
+            invalid = find_invalid_x_mcp_header(schema)
+            if invalid is not None:
+                log.warning("left out tool %r: invalid x-mcp-header (%s)", tool["name"], invalid)
+                continue
+            self._param_headers[tool["name"]] = x_mcp_header_map(schema)
+            kept.append(tool)
+        return kept
+
+    async def _tool_headers(self, call: Message) -> dict[str, str]:
+        params = call.get("params") or {}
+        name = params.get("name")
+        if not isinstance(name, str):
+            return {}
+        if name not in self._param_headers and not self._listed:
+            await self._list_tools()
+        self._calls[call["id"]] = name
+        header_map = self._param_headers.get(name)
+        arguments = params.get("arguments")
+        if not header_map or not isinstance(arguments, dict):
+            return {}
+        return mcp_param_headers(header_map, arguments)
+
+    async def _list_tools(self) -> None:
+        """List every tool once (calls waiting for it share the one listing)."""
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.ensure_future(self._list_every_page())
+        with contextlib.suppress(Exception):  # without the list, the call goes without
+            await asyncio.shield(self._listing)
+
+    async def _list_every_page(self) -> None:
+        assert self._http is not None
+        self._start()
+        cursor: str | None = None
+        for _ in range(MAX_TOOL_PAGES):
+            request_id = f"mcpd-tools-{next(self._own_ids)}"
+            params = {"cursor": cursor} if cursor else {}
+            request = {"jsonrpc": "2.0", "id": request_id, "method": "tools/list", "params": params}
+            enveloped = bridge.with_envelope(request, REVISION, self.capabilities, self.client_info)
+            waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+            self._own[request_id] = waiter
+            try:
+                await self._http.send(enveloped, headers=http_headers(enveloped))
+                response = await asyncio.wait_for(waiter, LIST_TIMEOUT)
+            finally:
+                self._own.pop(request_id, None)
+            result = response.get("result")
+            if not isinstance(result, dict) or not isinstance(result.get("tools"), list):
+                break
+            self._remember(result["tools"])
+            cursor = result.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                break
+        self._listed = True
 
     async def close(self) -> None:
         if self._pump is not None:

@@ -117,6 +117,8 @@ async def test_server_endpoint(world: World, server: str, mode: str) -> None:
         assert [str(r.uri) for r in resources] == ["modern://readme"]
         read = await client.read_resource("modern://readme")
         assert read.contents[0].text == "This server speaks only MCP 2026-07-28."
+        said = await client.call_tool("region", {"region": "eu-west", "text": "hi"})
+        assert said.content[0].text == "eu-west: hi"
         if mode == "legacy":  # 2026-07-28 has neither; mcpd answers them for the backend
             await client.send_ping()
             await client.set_logging_level("info")
@@ -128,7 +130,7 @@ async def test_server_endpoint(world: World, server: str, mode: str) -> None:
     assert {"roots", "sampling", "elicitation"} <= capabilities.keys()
     requests = recorded(world, server)[seen:]
     methods = [r["method"] for r in requests]
-    assert methods.count("tools/call") == 3 and "prompts/get" in methods, methods
+    assert methods.count("tools/call") == 4 and "prompts/get" in methods, methods
     assert "ping" not in methods and "logging/setLevel" not in methods
     for request in requests:
         assert all(key in request["meta"] for key in ENVELOPE), request
@@ -144,6 +146,8 @@ async def test_server_endpoint(world: World, server: str, mode: str) -> None:
             assert "mcp-session-id" not in headers
         read_request = next(r for r in requests if r["method"] == "resources/read")
         assert read_request["headers"]["mcp-name"] == "modern://readme"
+        region = next(r for r in requests if r["headers"].get("mcp-name") == "region")
+        assert region["headers"]["mcp-param-region"] == "eu-west"  # its x-mcp-header
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -166,6 +170,8 @@ async def test_project_endpoint_mixes_2026_only_and_2025_backends(world: World, 
         )
         assert slow.content[0].text == "done 2"
         assert updates == [1, 2]
+        said = await client.call_tool("modern-http__region", {"region": "us", "text": mode})
+        assert said.content[0].text == f"us: {mode}"
         prompt = await client.get_prompt("modern__greet", {"name": "Grace"})
         assert "Hello, Grace" in prompt.messages[0].content.text
         if mode == "legacy":  # a 2026 client's read needs an earlier list in its (one) request
@@ -296,3 +302,51 @@ def test_every_handshake_revision_reaches_a_2026_only_backend(world: World, revi
         result = http.post("/mcp/servers/modern", json=read, headers=session).json()["result"]
         assert result["contents"][0]["text"] == "This server speaks only MCP 2026-07-28."
         assert "ttlMs" not in result and "cacheScope" not in result
+
+
+def test_a_tool_never_listed_gets_its_x_mcp_header(world: World, tmp_path: Path) -> None:
+    """A call reaching a fresh HTTP backend before any client listed its tools: mcpd lists
+    them itself first, so the call carries the `Mcp-Param-Region` header (base64 for a
+    non-ASCII value) and the backend accepts it."""
+    api = httpx.Client(base_url=world.gateway.url, headers=world.gateway.headers, timeout=30)
+    spec = {
+        "command": sys.executable,
+        "args": [str(SERVERS / "modern.py"), str(tmp_path), "--http"],
+        "transport": "streamable-http",
+        "port": 8000,
+    }
+    created = api.post("/api/v1/servers", json={"metadata": {"name": "fresh"}, "spec": spec})
+    assert created.status_code == 201, created.text
+    try:
+        wait_running(world.gateway, "fresh")
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {
+                "name": "region",
+                "arguments": {"region": "Zürich", "text": "grüezi"},
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": MODERN,
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
+                },
+            },
+        }
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": "tools/call",
+            "Mcp-Name": "region",
+            "Mcp-Param-Region": "=?base64?WsO8cmljaA==?=",
+        }
+        answer = api.post("/mcp/servers/fresh", json=body, headers=headers).json()
+        assert answer["result"]["content"][0]["text"] == "Zürich: grüezi", answer
+        requests = [
+            json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()
+        ]
+        assert [r["method"] for r in requests] == ["server/discover", "tools/list", "tools/call"]
+        assert requests[2]["headers"]["mcp-param-region"] == "=?base64?WsO8cmljaA==?="
+    finally:
+        api.delete("/api/v1/servers/fresh")
+        api.close()

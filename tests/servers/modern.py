@@ -14,6 +14,8 @@ Tools:
   slow {steps}          sends `steps` progress notifications (0.05 s apart), answers "done <steps>"
   hang {}               appends to STATE_DIR/hanging and never answers; its cancellation is
                         appended to STATE_DIR/cancelled
+  region {region, text}  `region` is mirrored in the `Mcp-Param-Region` header
+                        (`x-mcp-header`); answers "<region>: <text>"
   pid {}                the process id
 Prompt: greet {name}. Resource: modern://readme (text).
 """
@@ -24,11 +26,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import Field
 
 STATE = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
 MODERN = "2026-07-28"
@@ -87,6 +90,14 @@ def note(name: str) -> None:
     if STATE is not None:
         with (STATE / name).open("a") as file:
             file.write(f"{os.getpid()}\n")
+
+
+@server.tool()
+def region(
+    region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], text: str
+) -> str:
+    """Answer where the text was said; over HTTP the region travels in a header too."""
+    return f"{region}: {text}"
 
 
 @server.tool()

@@ -11,6 +11,7 @@ import pytest
 
 from mcpctl.mcp import jsonrpc, modern
 from mcpctl.mcp.handshake import CLIENT_CAPABILITIES, CLIENT_INFO, HandshakeError, handshake
+from mcpctl.mcp.http_transports import SdkTransport
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
 
@@ -206,3 +207,98 @@ def test_http_headers(method: str, params: dict[str, Any], name: str | None) -> 
     if name is not None:
         expected["mcp-name"] = name
     assert headers == expected
+
+
+REGION_SCHEMA = {
+    "type": "object",
+    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}, "text": {}},
+}
+BAD_SCHEMA = {"type": "object", "properties": {"n": {"type": "number", "x-mcp-header": "N"}}}
+TOOLS = [
+    {"name": "region", "inputSchema": REGION_SCHEMA},
+    {"name": "bad", "inputSchema": BAD_SCHEMA},
+    {"name": "plain", "inputSchema": {"type": "object"}},
+]
+
+
+class Http(SdkTransport):
+    """An HTTP backend in memory: records each message with its headers."""
+
+    def __init__(self, answer: Answer) -> None:  # no SDK transport underneath
+        self.answer = answer
+        self.got: list[tuple[Message, dict[str, str] | None]] = []
+        self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+
+    async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
+        self.got.append((message, headers))
+        if jsonrpc.is_request(message) and (reply := self.answer(message)) is not None:
+            self.inbox.put_nowait(reply)
+
+    async def receive(self) -> Message | None:
+        return await self.inbox.get()
+
+    async def close(self) -> None:
+        self.inbox.put_nowait(None)
+
+
+def http_backend(mismatch: bool = False) -> Answer:
+    def answer(message: Message) -> Message:
+        if message["method"] == "tools/list":
+            return jsonrpc.result(message["id"], {"resultType": "complete", "tools": TOOLS})
+        if mismatch:
+            return {
+                "jsonrpc": "2.0",
+                "id": message["id"],
+                "error": {"code": -32020, "message": "x"},
+            }
+        return jsonrpc.result(message["id"], {"resultType": "complete", "content": []})
+
+    return answer
+
+
+def call(request_id: int, **arguments: Any) -> Message:
+    params = {"name": "region", "arguments": arguments}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+
+
+async def test_a_call_before_any_list_lists_the_tools_for_their_headers() -> None:
+    backend = Http(http_backend())
+    transport = modern.wrap(backend, {"protocolVersion": MODERN}, CLIENT_INFO, CLIENT_CAPABILITIES)
+    await transport.send(call(1, region="Zürich", text="hi"))
+    (own_list, list_headers), (sent, headers) = backend.got
+    assert own_list["method"] == "tools/list" and str(own_list["id"]).startswith("mcpd-")
+    assert list_headers == {"mcp-protocol-version": MODERN, "mcp-method": "tools/list"}
+    assert sent["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN
+    assert headers == {
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tools/call",
+        "mcp-name": "region",
+        "Mcp-Param-Region": "=?base64?WsO8cmljaA==?=",
+    }
+    # mcpd's own list is not a client's answer: only the call's answer comes out
+    assert (await asyncio.wait_for(transport.receive(), 5) or {}).get("id") == 1
+    await transport.send(call(2, region="eu", text="again"))  # known now: no second list
+    assert [m["method"] for m, _ in backend.got] == ["tools/list", "tools/call", "tools/call"]
+    assert (backend.got[-1][1] or {})["Mcp-Param-Region"] == "eu"
+
+
+async def test_a_clients_list_teaches_headers_and_leaves_out_invalid_tools() -> None:
+    backend = Http(http_backend())
+    transport = modern.wrap(backend, {"protocolVersion": MODERN}, CLIENT_INFO, CLIENT_CAPABILITIES)
+    await transport.send({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+    listed = await asyncio.wait_for(transport.receive(), 5)
+    assert [t["name"] for t in (listed or {})["result"]["tools"]] == ["region", "plain"]
+    await transport.send(call(6, region="eu", text="x"))
+    assert [m["method"] for m, _ in backend.got] == ["tools/list", "tools/call"]  # no own list
+    assert (backend.got[-1][1] or {})["Mcp-Param-Region"] == "eu"
+
+
+async def test_a_header_mismatch_makes_mcpd_list_again() -> None:
+    backend = Http(http_backend(mismatch=True))
+    transport = modern.wrap(backend, {"protocolVersion": MODERN}, CLIENT_INFO, CLIENT_CAPABILITIES)
+    await transport.send(call(1, region="eu", text="x"))
+    refused = await asyncio.wait_for(transport.receive(), 5)
+    assert (refused or {})["error"]["code"] == -32020  # the client sees the backend's error
+    await transport.send(call(2, region="eu", text="x"))
+    methods = [m["method"] for m, _ in backend.got]
+    assert methods == ["tools/list", "tools/call", "tools/list", "tools/call"]
