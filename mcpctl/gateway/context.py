@@ -30,11 +30,15 @@ class GatewayContext:
     # Projects as the MCP endpoints loaded them (no database round trip per MCP request);
     # emptied on every committed change, and kept a few seconds at most.
     project_cache: dict[str, Any] = field(default_factory=dict)
+    # project -> {resource URI: member server}: learned from lists, so any request (a 2026 one
+    # has no session that listed first) can read a resource through the project.
+    resource_owners: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def changed(self, kind: Kind, name: str) -> None:
         """After a committed change: forget what the caches hold, and tell the runtime."""
         self.token_cache.clear()
         self.project_cache.clear()
+        self.resource_owners.clear()
         self.on_change(kind, name)
 
     async def transaction(self, work: Callable[[Session], T]) -> T:

@@ -115,7 +115,8 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     async def load() -> tuple[list[str], list[Resource[PromptSpec]]]:
         return loaded
 
-    return ProjectTarget(runtime, name, load, request.app.state.limits)
+    owners = context.resource_owners.setdefault(name, {})
+    return ProjectTarget(runtime, name, load, request.app.state.limits, owners)
 
 
 async def _caller(request: Request) -> tuple[Principal, Target] | Response:

@@ -25,6 +25,7 @@ from mcpctl.models.prompt import PromptSpec
 log = logging.getLogger(__name__)
 BACKEND_VERSION = "mcpd/backendVersion"  # in what `initialize` returns: the backends' revision
 SEPARATOR = "__"
+MAX_KNOWN_RESOURCES = 100_000  # remembered resource owners per project (then forgotten)
 
 
 class Unavailable(RuntimeError):
@@ -82,12 +83,18 @@ LISTS = {
 
 class ProjectTarget:
     def __init__(
-        self, runtime: Runtime, name: str, load: ProjectLoader, limits: Limits | None = None
+        self,
+        runtime: Runtime,
+        name: str,
+        load: ProjectLoader,
+        limits: Limits | None = None,
+        owners: dict[str, str] | None = None,
     ) -> None:
         self.runtime = runtime
         self.name = name
         self.load = load
         self.limits = limits or Limits()
+        self.owners = owners if owners is not None else {}  # resource URI -> member server
 
     async def initialize(self, caller: Caller) -> dict[str, Any]:
         servers, _ = await self.load()
@@ -179,12 +186,12 @@ class ProjectTarget:
             ):
                 yield item
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-            owner = session.resource_owners.get(str(params.get("uri")))
-            if owner is None or owner not in servers:
+            owner = await self._owner_of(str(params.get("uri")), session, servers)
+            if owner is None:
                 yield jsonrpc.error(
                     request_id,
                     jsonrpc.INVALID_PARAMS,
-                    f"unknown resource {params.get('uri')!r}; list resources first",
+                    f"unknown resource {params.get('uri')!r} in project {self.name}",
                 )
                 return
             async for item in self.runtime.exchange(owner, session.caller, message):
@@ -210,6 +217,36 @@ class ProjectTarget:
                 f"method {method!r} is not served by project endpoints",
             )
 
+    async def _owner_of(self, uri: str, session: ClientSession, servers: list[str]) -> str | None:
+        """The member server a resource URI belongs to: known from an earlier list (of any
+        client), else found now in the servers' resource lists and templates."""
+        owner = self.owners.get(uri) or session.resource_owners.get(uri)
+        if owner in servers:
+            return owner
+        found = await asyncio.gather(
+            *(self._list_all(s, session, "resources/list", "resources") for s in servers),
+            *(
+                self._list_all(s, session, "resources/templates/list", "resourceTemplates")
+                for s in servers
+            ),
+        )
+        resources, templates = found[: len(servers)], found[len(servers) :]
+        for server, items in zip(servers, resources, strict=True):
+            self._learn(server, items)
+        if uri in self.owners:
+            return self.owners[uri]
+        for server, items in zip(servers, templates, strict=True):
+            if any(_matches(t.get("uriTemplate"), uri) for t in items if isinstance(t, dict)):
+                return server
+        return None
+
+    def _learn(self, server: str, resources: list[Any]) -> None:
+        if len(self.owners) > MAX_KNOWN_RESOURCES:
+            self.owners.clear()
+        for item in resources:
+            if isinstance(item, dict) and isinstance(item.get("uri"), str):
+                self.owners[item["uri"]] = server
+
     async def _aggregate(
         self,
         session: ClientSession,
@@ -227,6 +264,7 @@ class ProjectTarget:
             for item in items:
                 if method == "resources/list":
                     session.resource_owners[item.get("uri", "")] = server
+                    self._learn(server, [item])
                 combined.append({**item, key: f"{server}{SEPARATOR}{item.get(key, '')}"})
         if method == "prompts/list":
             combined.extend(
@@ -258,6 +296,19 @@ class ProjectTarget:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+def _matches(template: object, uri: str) -> bool:
+    """Whether `uri` is an expansion of an RFC 6570 URI template (the simple and reserved
+    forms servers use: {var} within a segment, {+var} across them)."""
+    if not isinstance(template, str) or len(template) > 2048:
+        return False
+    pattern = ""
+    for literal, expression in re.findall(r"([^{]*)(\{[^}]*\}|$)", template):
+        pattern += re.escape(literal)
+        if expression:
+            pattern += ".+" if expression[1:2] in ("+", "#") else "[^/?#]+"
+    return re.fullmatch(pattern, uri) is not None
 
 
 def _stored(prompts: list[Resource[PromptSpec]], name: object) -> Resource[PromptSpec] | None:

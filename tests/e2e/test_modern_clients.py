@@ -20,6 +20,7 @@ import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CreateMessageResult,
     ElicitResult,
@@ -312,3 +313,16 @@ def test_headers_must_agree_with_the_body(world: World) -> None:
     encoded = {**base, "Mcp-Name": "=?base64?bWlzYmVoYXZpbmdfX2VjaG8=?="}
     served = httpx.post(url, json=body, headers=encoded).json()
     assert served["result"]["content"][0]["text"] == "echo: hi"
+
+
+# -- project endpoints route by name and URI without an earlier list ---------------------------
+
+
+async def test_a_2026_client_reads_project_resources_without_listing_first(world: World) -> None:
+    async with sdk(world, "/mcp/projects/team", "alice") as client:
+        listed = await client.read_resource("demo://resource/static/document/features.md")
+        assert len(listed.contents[0].text) > 100  # a listed resource
+        templated = await client.read_resource("demo://resource/dynamic/text/7")
+        assert "7" in templated.contents[0].text  # a resource template's expansion
+        with pytest.raises(MCPError, match="unknown resource"):
+            await client.read_resource("demo://nowhere/at-all")
