@@ -390,7 +390,7 @@ def test_one_mcpd_with_a_ray_of_its_own_is_a_singleton(helm: str) -> None:
     assert only(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert kinds(docs, "Deployment") == [deployment]
     env = settings(docs)
-    assert not {"RAY_ADDRESS", "RAY_AUTH_MODE", "MCPD_RAY_HOST_RESOURCE"} & set(env)
+    assert not {"RAY_ADDRESS", "RAY_AUTH_MODE", "MCPD_RAY_HOST_RESOURCE", "MCPD_SHARED"} & set(env)
     mcpd = mcpd_container(docs)
     assert "command" not in mcpd and "args" not in mcpd  # the image's entrypoint: mcpd
     assert "RAY_AUTH_TOKEN" not in {e["name"] for e in mcpd["env"]}
@@ -419,6 +419,8 @@ def test_the_charts_ray_cluster(helm: str) -> None:
     assert env["RAY_ADDRESS"] == "mcpctl-ray-head.mcpctl.svc:6379"
     assert env["RAY_AUTH_MODE"] == "token"
     assert env["MCPD_RAY_HOST_RESOURCE"] == "mcpd-host"
+    # the replicas share one detached controller and its hosts: none stops them when it stops
+    assert env["MCPD_SHARED"] == "true" and env["MCPD_DEPLOYMENT"] == "mcpctl"
     service = only(docs, "Service", "mcpctl-ray-head")["spec"]
     assert service["selector"] == HEAD_SELECTOR
     assert service["ports"] == [
@@ -961,6 +963,7 @@ def test_observability_values(helm: str) -> None:
     assert only(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
     assert [d["metadata"]["name"] for d in kinds(docs, "Deployment")] == ["mcpctl"]
     assert "MCPD_RAY_HOST_RESOURCE" not in settings(docs)
+    assert settings(docs)["MCPD_SHARED"] == "true"
     # mcpd's raylet joins it first (a Ray driver needs one on its node)
     assert mcpd_container(docs)["command"] == ["sh", "-c"]
     extra = [e for e in mcpd_container(docs)["env"] if "value" in e]

@@ -84,6 +84,9 @@ func (w *podWorker) probeLoop(st *ctrState, run *containerRun) {
 			if pr == nil || (pr == startup) == started {
 				continue // before the startup probe passed only it runs; after, never again
 			}
+			if pr != readiness && w.deleting.Load() {
+				continue // a terminating pod is not restarted
+			}
 			if now.Before(pr.next) {
 				if pr.next.Before(next) {
 					next = pr.next

@@ -1,0 +1,490 @@
+"""The chart's highly available mcpd, proven on the test cluster (scripts/k8s/cluster.sh):
+`helm install` with 2 gateway replicas and the chart's own Ray (head + 1 worker), every pod
+in a sandbox of the test kubelet (its own network namespace and address, the Services in
+/etc/hosts, its volumes, the projected ServiceAccount token, probes honoured). Both replicas
+serve one MCP session; a `helm upgrade` that changes a value rolls the gateways one by one
+while a client keeps calling tools on that session through the ready endpoints of the mcpd
+Service (as a load balancer would): no call fails and the session survives. The pods that run
+mcpd's host actors (the Ray workers) carry the chart's ServiceAccount, whose token created the
+server's pod in the data plane; the gateways carry no token at all."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+from sqlalchemy import create_engine, make_url, text
+
+from tests.conftest import postgres_url
+from tests.e2e.test_chart import CHART, helm_path, run_helm
+from tests.e2e.test_tenancy import INIT, SCRIPT, call
+
+pytestmark = [
+    pytest.mark.k8s,
+    pytest.mark.skipif(
+        not os.environ.get("KUBECONFIG"),
+        reason="KUBECONFIG unset: `make test` starts the test cluster (scripts/k8s/cluster.sh)",
+    ),
+]
+
+SANDBOX = "mcpctl.test/sandbox"  # the test kubelet's opt-in: a pod network namespace etc.
+ESCAPED = SANDBOX.replace(".", "\\.")  # as a key in helm's --set
+GATEWAY = "mcpctl.test/pod-gateway"  # Node annotation: the node's address on the pod network
+RUNNER = "ghcr.io/mcpctl/runner:0.1.0"  # the test kubelet runs a runner image's args as is
+SERVER = "misbehaving"
+MCP = {"Accept": "application/json, text/event-stream"}
+
+
+@dataclass
+class Release:
+    name: str
+    control: str
+    data: str
+    token: str
+    database: str
+    state: str
+    core: client.CoreV1Api
+    discovery: client.DiscoveryV1Api
+    api: client.ApiClient
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-mcpctl"
+
+    def headers(self, session: str | None = None) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.token}", **MCP}
+        return {**headers, "Mcp-Session-Id": session} if session else headers
+
+    def pods(self, component: str) -> list[Any]:
+        selector = f"app.kubernetes.io/instance={self.name},app.kubernetes.io/component={component}"
+        return list(self.core.list_namespaced_pod(self.control, label_selector=selector).items)
+
+    def endpoints(self) -> list[str]:
+        """The mcpd Service's ready endpoints, from its EndpointSlices (what kube-proxy or a
+        load balancer reads)."""
+        slices = self.discovery.list_namespaced_endpoint_slice(
+            self.control, label_selector=f"kubernetes.io/service-name={self.fullname}"
+        ).items
+        urls = []
+        for item in slices:
+            port = next(p.port for p in item.ports or [] if p.name == "http")
+            for endpoint in item.endpoints or []:
+                if endpoint.conditions and endpoint.conditions.ready:
+                    urls += [f"http://{address}:{port}" for address in endpoint.addresses]
+        return sorted(urls)
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path = helm_path()
+    if path is None:
+        pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
+    return path
+
+
+def own_database(name: str) -> str:
+    """A database of the release's own on the suite's PostgreSQL, reached from the pods through
+    a Service (below); returns its name."""
+    engine = create_engine(make_url(postgres_url()), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return name
+
+
+def drop_database(name: str) -> None:
+    engine = create_engine(make_url(postgres_url()), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    engine.dispose()
+
+
+def database_service(release: Release, gateway: str) -> str:
+    """A selector-less Service `postgresql` whose EndpointSlice names the node's pod-network
+    address: the test kubelet's service proxy takes that to the host's loopback, where the
+    suite's PostgreSQL listens. Returns mcpd's database URL."""
+    url = make_url(postgres_url())
+    release.core.create_namespaced_service(
+        release.control,
+        {
+            "metadata": {"name": "postgresql"},
+            "spec": {"ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]},
+        },
+    )
+    release.discovery.create_namespaced_endpoint_slice(
+        release.control,
+        {
+            "metadata": {
+                "name": "postgresql-host",
+                "labels": {"kubernetes.io/service-name": "postgresql"},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "pg", "port": url.port or 5432, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [gateway]}],
+        },
+    )
+    host = f"postgresql.{release.control}.svc"
+    return url.set(host=host, port=5432, database=release.database).render_as_string(
+        hide_password=False
+    )
+
+
+@pytest.fixture(scope="module")
+def release(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+    api = config.new_client_from_config()
+    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    [node] = core.list_node().items
+    gateway = (node.metadata.annotations or {}).get(GATEWAY)
+    if not gateway:
+        api.close()
+        pytest.skip("the test kubelet runs without pod sandboxes (scripts/k8s/README.md)")
+    suffix = uuid.uuid4().hex[:6]
+    name, control = f"ha-{suffix}", f"mcpctl-ha-{suffix}"
+    state = tmp_path_factory.mktemp("ha-state")
+    release = Release(
+        name=name,
+        control=control,
+        data=f"{control}-servers",
+        token="",
+        database=own_database(f"mcpctl_ha_{suffix}"),
+        state=str(state),
+        core=core,
+        discovery=discovery,
+        api=api,
+    )
+    core.create_namespace({"metadata": {"name": control}})
+    installed = False
+    try:
+        database = database_service(release, gateway)
+        started = time.monotonic()
+        run_helm(
+            helm,
+            "install",
+            name,
+            str(CHART),
+            "--namespace",
+            control,
+            "--set",
+            f"namespaces.controlPlane={control}",
+            "--set",
+            f"namespaces.dataPlane={release.data}",
+            "--set",
+            "postgresql.enabled=false",
+            "--set",
+            f"externalDatabase.url={database}",
+            "--set",
+            f"servers.runnerImage={RUNNER}",
+            "--set",
+            "mcpd.replicas=2",
+            "--set",
+            "ray.workers.replicas=1",
+            "--set-string",
+            f"podAnnotations.{ESCAPED}=true",
+            "--wait",
+            "--timeout",
+            "5m",
+        )
+        installed = True
+        release.timings["install"] = time.monotonic() - started
+        print(
+            f"\nhelm install --wait (2 mcpd, Ray head + worker): {release.timings['install']:.1f} s"
+        )
+        secret = core.read_namespaced_secret(f"{release.fullname}-auth", control)
+        release.token = base64.b64decode(secret.data["admin-token"]).decode()
+        yield release
+    finally:
+        if installed:
+            run_helm(helm, "uninstall", name, "--namespace", control, "--wait", "--timeout", "2m")
+        for namespace in (release.data, control):
+            try:
+                core.delete_namespace(namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        wait_gone(core, control)
+        drop_database(release.database)
+        api.close()
+
+
+def wait_gone(core: client.CoreV1Api, namespace: str, timeout: float = 90) -> None:
+    """Until the namespace's pods are gone (their sandboxes with them)."""
+    deadline = time.monotonic() + timeout
+    while core.list_namespaced_pod(namespace).items and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def until_running(release: Release, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(
+            f"{url}/api/v1/instances",
+            params={"server": SERVER},
+            headers={"Authorization": f"Bearer {release.token}"},
+        )
+        items = answer.json()["items"]
+        if any(i["status"] == "RUNNING" for i in items):
+            return
+        assert time.monotonic() < deadline, items
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(release: Release) -> str:
+    """A command server created through replica A's REST API; running as seen from B."""
+    a, b = release.endpoints()
+    spec = {"command": sys.executable, "args": [str(SCRIPT), release.state]}
+    created = httpx.post(
+        f"{a}/api/v1/servers",
+        headers={"Authorization": f"Bearer {release.token}"},
+        json={"metadata": {"name": SERVER}, "spec": spec},
+    )
+    assert created.status_code == 201, created.text
+    until_running(release, b)
+    return f"/mcp/servers/{SERVER}"
+
+
+@pytest.fixture(scope="module")
+def session(release: Release, server: str) -> str:
+    a, _ = release.endpoints()
+    begun = httpx.post(f"{a}{server}", json=INIT, headers=release.headers(), timeout=30)
+    assert begun.status_code == 200, begun.text
+    return begun.headers["Mcp-Session-Id"]
+
+
+def test_the_release_runs_in_pod_sandboxes(release: Release) -> None:
+    """Four pods, each with its own address; the gateways are Ready only once /readyz answers
+    (the chart's probes), and reach Ray through the head's Service name."""
+    pods = {c: release.pods(c) for c in ("mcpd", "ray-head", "ray-worker")}
+    assert [len(pods[c]) for c in ("mcpd", "ray-head", "ray-worker")] == [2, 1, 1]
+    addresses = {p.status.pod_ip for group in pods.values() for p in group}
+    assert len(addresses) == 4 and "127.0.0.1" not in addresses
+    assert release.endpoints() == sorted(f"http://{p.status.pod_ip}:8420" for p in pods["mcpd"])
+    for url in release.endpoints():
+        assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_both_replicas_serve_one_session(release: Release, server: str, session: str) -> None:
+    a, b = release.endpoints()
+    echoed = httpx.post(
+        f"{b}{server}", json=call(1, "echo", text="on b"), headers=release.headers(session)
+    )
+    assert "echo: on b" in echoed.text, echoed.text
+    # progress of a call made through B, on the session A began
+    progress = call(2, "progress", text="step")
+    progress["params"]["_meta"] = {"progressToken": "p"}
+    streamed = httpx.post(
+        f"{b}{server}", json=progress, headers=release.headers(session), timeout=30
+    )
+    assert '"progressToken":"p"' in streamed.text and '"message":"step"' in streamed.text
+    assert "progressed" in streamed.text
+    again = httpx.post(
+        f"{a}{server}", json=call(3, "echo", text="on a"), headers=release.headers(session)
+    )
+    assert "echo: on a" in again.text, again.text
+
+
+def exec_in(release: Release, pod: str, container: str, command: list[str]) -> str:
+    return str(
+        stream(
+            release.core.connect_get_namespaced_pod_exec,
+            pod,
+            release.control,
+            container=container,
+            command=command,
+            stderr=True,
+            stdout=True,
+            stdin=False,
+            tty=False,
+        )
+    )
+
+
+def test_host_actors_run_with_the_service_account_on_the_workers(
+    release: Release, server: str
+) -> None:
+    """The RBAC proof for the pods that run host actors: the Ray worker's projected token is
+    the chart's ServiceAccount's, bound to that pod; that identity may create pods in the
+    data plane only, and the server's pod is there; the gateways have no token."""
+    [worker] = release.pods("ray-worker")
+    account = worker.spec.service_account_name
+    assert account == release.fullname
+    token = exec_in(
+        release,
+        worker.metadata.name,
+        "ray-worker",
+        ["cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"],
+    ).strip()
+    review = client.AuthenticationV1Api(release.api).create_token_review({"spec": {"token": token}})
+    assert review.status.authenticated, review.status
+    user = review.status.user
+    assert user.username == f"system:serviceaccount:{release.control}:{account}"
+    assert user.extra["authentication.kubernetes.io/pod-name"] == [worker.metadata.name]
+
+    def allowed(namespace: str) -> bool:
+        spec = {
+            "user": user.username,
+            "groups": user.groups,
+            "resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods"},
+        }
+        answer = client.AuthorizationV1Api(release.api).create_subject_access_review({"spec": spec})
+        return bool(answer.status.allowed)
+
+    assert allowed(release.data) and not allowed(release.control)
+    servers = release.core.list_namespaced_pod(release.data).items
+    assert [p.metadata.name for p in servers if p.metadata.name.startswith(f"mcp-{SERVER}-")]
+    for gateway in release.pods("mcpd"):
+        assert gateway.spec.automount_service_account_token is False
+        listing = exec_in(
+            release,
+            gateway.metadata.name,
+            "mcpd",
+            ["ls", "/var/run/secrets/kubernetes.io/serviceaccount"],
+        )
+        assert "token" not in listing.split()
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["kubernetes.io"]["pod"]["name"] == worker.metadata.name
+
+
+class Traffic:
+    """A client that keeps calling a tool on one session through the mcpd Service's ready
+    endpoints in turn, refreshed from its EndpointSlices as a load balancer would; a
+    connection error or a 503 (a gateway stopping) is retried once on another endpoint."""
+
+    def __init__(self, release: Release, path: str, session: str) -> None:
+        self.release, self.path, self.session = release, path, session
+        self.urls = release.endpoints()
+        self.answered = 0
+        self.retried = 0
+        self.served: dict[str, int] = {}
+        self.failed: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._watch, daemon=True),
+            threading.Thread(target=self._run, daemon=True),
+        ]
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            try:
+                urls = self.release.endpoints()
+            except Exception:  # the API server is busy: keep the last list
+                urls = self.urls
+            if urls:
+                self.urls = urls
+            time.sleep(0.2)
+
+    def _run(self) -> None:
+        turn = 0
+        with httpx.Client(timeout=30) as http:
+            while not self.stop.is_set():
+                turn += 1
+                urls = list(self.urls)
+                first = urls[turn % len(urls)]
+                others = [u for u in urls if u != first] or [first]
+                error = self._call(http, first, turn)
+                if error is not None:
+                    self.retried += 1
+                    again = self._call(http, others[turn % len(others)], turn)
+                    if again is not None:
+                        self.failed.append(f"{error}; then {again}")
+
+    def _call(self, http: httpx.Client, url: str, turn: int) -> str | None:
+        """None when answered; else what went wrong, if a retry may help (else recorded)."""
+        try:
+            answer = http.post(
+                f"{url}{self.path}",
+                json=call(turn, "echo", text=str(turn)),
+                headers=self.release.headers(self.session),
+            )
+        except httpx.TransportError as error:
+            return f"{url}: {error!r}"
+        if answer.status_code == 503:
+            return f"{url}: 503"
+        if f'"echo: {turn}"' in answer.text:
+            self.answered += 1
+            self.served[url] = self.served.get(url, 0) + 1
+        else:
+            self.failed.append(f"{url}: {answer.status_code} {answer.text[:300]}")
+        return None
+
+    def __enter__(self) -> Traffic:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+
+def test_a_rollout_under_traffic_fails_no_call(
+    helm: str, release: Release, server: str, session: str
+) -> None:
+    old = {p.metadata.name for p in release.pods("mcpd")}
+    workers = {p.metadata.name for p in release.pods("ray-worker")}
+    with Traffic(release, server, session) as traffic:
+        time.sleep(2)
+        before = traffic.answered
+        assert before > 0, traffic.failed
+        started = time.monotonic()
+        run_helm(
+            helm,
+            "upgrade",
+            release.name,
+            str(CHART),
+            "--namespace",
+            release.control,
+            "--reuse-values",
+            "--set",
+            "mcpd.logLevel=debug",  # the settings' checksum changes: the gateways roll
+            "--wait",
+            "--timeout",
+            "5m",
+        )
+        upgraded = time.monotonic() - started
+        # until the old gateways are gone (preStop, drain) and both new ones serve
+        deadline = time.monotonic() + 120
+        while old & {p.metadata.name for p in release.pods("mcpd")} or len(traffic.urls) != 2:
+            assert time.monotonic() < deadline, "the old gateways did not go away"
+            time.sleep(0.2)
+        rolled = time.monotonic() - started
+        after = traffic.answered
+        time.sleep(2)
+    new = {p.metadata.name for p in release.pods("mcpd")}
+    release.timings["rollout"] = rolled
+    print(
+        f"\nhelm upgrade --wait: {upgraded:.1f} s; rollout until the old gateways were gone: "
+        f"{rolled:.1f} s; calls answered: {traffic.answered} ({after - before} during the "
+        f"rollout), retried once on another endpoint: {traffic.retried}, failed: "
+        f"{len(traffic.failed)}; per endpoint: {traffic.served}"
+    )
+    assert traffic.failed == []
+    assert after - before > 20 and traffic.answered > after
+    assert len(new) == 2 and not new & old
+    assert {p.metadata.name for p in release.pods("ray-worker")} == workers  # Ray stayed
+    # the session survived: both new gateways serve it
+    for index, url in enumerate(release.endpoints()):
+        echoed = httpx.post(
+            f"{url}{server}",
+            json=call(1000 + index, "echo", text=f"after {index}"),
+            headers=release.headers(session),
+        )
+        assert f"echo: after {index}" in echoed.text, echoed.text
+    served_by_new = [u for u in traffic.served if u in release.endpoints()]
+    assert served_by_new, traffic.served
