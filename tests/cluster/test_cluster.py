@@ -7,7 +7,10 @@ They run when KUBECONFIG points at the test cluster (`make test` starts it).
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -619,3 +622,87 @@ def test_service_account_token_is_bound_by_its_role(
 
         sa.delete_namespaced_pod("sa-pod", namespace)
         wait_pod_gone(sa, namespace, "sa-pod")
+
+
+SANDBOX = {"mcpctl.test/sandbox": "true"}
+
+
+def test_sandboxed_pods_have_an_address_services_volumes_probes_and_a_token(
+    api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """Pods annotated mcpctl.test/sandbox get their own network namespace and address,
+    /etc/hosts with the Services (served on their ClusterIPs by the kubelet's proxy), their
+    volumes (an emptyDir at /tmp, the projected ServiceAccount token), exec inside the sandbox,
+    and a readiness probe that holds Ready back until it passes; deletion removes it all."""
+    node = core.read_node(NODE)
+    if "mcpctl.test/pod-gateway" not in (node.metadata.annotations or {}):
+        pytest.skip("the test kubelet runs without pod sandboxes")
+    python = sys.executable
+    serve = (
+        "import http.server, time\n"
+        "time.sleep(2)\n"  # the probe fails until then: not Ready though Running
+        "http.server.HTTPServer(('0.0.0.0', 8080), http.server.SimpleHTTPRequestHandler)"
+        ".serve_forever()"
+    )
+    web = pod_manifest("web", [python, "-c", serve])
+    web.metadata.annotations, web.metadata.labels["app"] = SANDBOX, "web"
+    web.spec.containers[0].ports = [client.V1ContainerPort(name="http", container_port=8080)]
+    web.spec.containers[0].readiness_probe = client.V1Probe(
+        http_get=client.V1HTTPGetAction(path="/", port="http"), period_seconds=1
+    )
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1ServiceSpec(
+            selector={"app": "web"},
+            ports=[client.V1ServicePort(name="http", port=80, target_port="http")],
+        ),
+    )
+    cluster_ip = core.create_namespaced_service(namespace, service).spec.cluster_ip
+    shell = pod_manifest("shell", [python, "-c", "import time; time.sleep(3600)"])
+    shell.metadata.annotations = SANDBOX
+    shell.spec.automount_service_account_token = True
+    shell.spec.volumes = [client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())]
+    shell.spec.containers[0].volume_mounts = [client.V1VolumeMount(name="tmp", mount_path="/tmp")]
+    core.create_namespaced_pod(namespace, web)
+
+    def started(pod: client.V1Pod) -> bool:
+        state = container_state(pod)
+        return bool(pod.status.pod_ip and state and state.state.running)
+
+    running = wait_pod(core, namespace, "web", started)
+    assert not is_ready(running)  # its process runs; the probe does not pass yet
+    shell = run_pod(core, namespace, shell)
+    web = wait_pod(core, namespace, "web", is_ready)
+    assert web.status.pod_ip != shell.status.pod_ip
+    assert "127.0.0.1" not in (web.status.pod_ip, shell.status.pod_ip)
+    marker = f"/tmp/sandbox-{uuid.uuid4().hex}"
+    probe = (
+        "import json, socket, urllib.request\n"
+        f"open({marker!r}, 'w').write('x')\n"
+        "d = '/var/run/secrets/kubernetes.io/serviceaccount/'\n"
+        "print(json.dumps({'ip': socket.gethostbyname('web'), 'name': socket.gethostname(),"
+        " 'fqdn': socket.gethostbyname('web." + namespace + ".svc.cluster.local'),"
+        " 'status': urllib.request.urlopen('http://web/', timeout=5).status,"
+        " 'namespace': open(d + 'namespace').read(), 'token': open(d + 'token').read()}))"
+    )
+    out = stream(
+        core.connect_get_namespaced_pod_exec,
+        "shell",
+        namespace,
+        command=[python, "-c", probe],
+        stderr=True,
+        stdout=True,
+    )
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["ip"] == seen["fqdn"] == cluster_ip
+    assert seen["status"] == 200 and seen["name"] == "shell" and seen["namespace"] == namespace
+    assert not os.path.exists(marker)  # it went to the pod's emptyDir
+    review = client.AuthenticationV1Api(api).create_token_review({"spec": {"token": seen["token"]}})
+    assert review.status.user.username == f"system:serviceaccount:{namespace}:default"
+    assert review.status.user.extra["authentication.kubernetes.io/pod-name"] == ["shell"]
+    for name in ("web", "shell"):
+        core.delete_namespaced_pod(name, namespace)
+    for name in ("web", "shell"):
+        wait_pod_gone(core, namespace, name)
+    with pytest.raises(OSError):
+        socket.create_connection((web.status.pod_ip, 8080), timeout=1).close()
