@@ -174,11 +174,11 @@ async def test_project_endpoint_mixes_2026_only_and_2025_backends(world: World, 
         assert said.content[0].text == f"us: {mode}"
         prompt = await client.get_prompt("modern__greet", {"name": "Grace"})
         assert "Hello, Grace" in prompt.messages[0].content.text
-        if mode == "legacy":  # a 2026 client's read needs an earlier list in its (one) request
-            uris = [str(r.uri) for r in (await client.list_resources()).resources]
-            assert "modern://readme" in uris
-            read = await client.read_resource("modern://readme")
-            assert "2026-07-28" in read.contents[0].text
+        uris = [str(r.uri) for r in (await client.list_resources()).resources]
+        assert "modern://readme" in uris
+        read = await client.read_resource("modern://readme")
+        assert "2026-07-28" in read.contents[0].text
+        if mode == "legacy":
             await client.set_logging_level("info")  # reaches all three; the 2026 ones answer here
 
 
