@@ -9,7 +9,6 @@ onto its one backend session.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
@@ -21,15 +20,16 @@ import orjson
 from mcp.shared import inbound
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcpctl.gateway import policy
+from mcpctl.gateway import policy, subscriptions
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.request_state import STATE_PREFIX, InvalidState, RequestStates
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
+from mcpctl.gateway.streams import event_stream, sse, with_keepalive
 from mcpctl.gateway.targets import (
     BACKEND_VERSION,
     ProjectTarget,
@@ -49,7 +49,6 @@ from mcpctl.store.repositories.specs import SERVERS
 
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
-KEEPALIVE_SECONDS = 15.0
 # A project loaded for an MCP request serves the next ones this long, unless it changes here
 # first (then at once); changes made through another mcpd replica apply within this.
 PROJECT_CACHE_SECONDS = 5.0
@@ -65,10 +64,6 @@ class FastJSONResponse(JSONResponse):
 
 def _rpc_error(status: int, code: int, message: str, request_id: Any = None) -> JSONResponse:
     return FastJSONResponse(jsonrpc.error(request_id, code, message), status_code=status)
-
-
-def _sse(message: Message) -> bytes:
-    return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
 
 
 async def _target(request: Request, principal: Principal) -> Target | Response:
@@ -128,12 +123,6 @@ async def _caller(request: Request) -> tuple[Principal, Target] | Response:
     if isinstance(target, Response):
         return target
     return principal, target
-
-
-def _event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(
-        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
 
 
 def _principal(request: Request) -> Principal | Response:
@@ -359,6 +348,8 @@ async def _single_exchange(
         client_info=meta.get(bridge.CLIENT_INFO_KEY) or {},
         capabilities=meta.get(bridge.CLIENT_CAPABILITIES_KEY) or {},
     )
+    if message.get("method") == "subscriptions/listen":
+        return await _subscription(request, target, session, message)
     if message.get("method") == "server/discover":
         try:
             info = await target.initialize(session.caller)
@@ -432,6 +423,20 @@ def _for_hosts(
         resume_params["_meta"] = params["_meta"]
     resume = {"jsonrpc": "2.0", "id": message["id"], "method": round_trips.RESUME}
     return {**resume, "params": resume_params}, round_trip
+
+
+async def _subscription(
+    request: Request, target: Target, session: ClientSession, message: Message
+) -> Response:
+    try:
+        subscriptions.requested(message)
+        info = await target.initialize(session.caller)
+    except subscriptions.InvalidFilter as error:
+        return _rpc_error(400, jsonrpc.INVALID_PARAMS, str(error), message["id"])
+    except Unavailable as error:
+        return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
+    stream = subscriptions.listen(target, session, message, info.get("capabilities") or {})
+    return event_stream(with_keepalive(stream))
 
 
 async def _final(
@@ -544,15 +549,15 @@ async def _respond(
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            yield _sse(first)
+            yield sse(first)
             async for item in stream:
-                yield _sse(item)
+                yield sse(item)
                 if jsonrpc.is_response(item):
                     return
         finally:
             await stream.aclose()
 
-    return _event_stream(events())
+    return event_stream(events())
 
 
 async def get(request: Request) -> Response:
@@ -568,24 +573,7 @@ async def get(request: Request) -> Response:
     if isinstance(session, Response):
         return session
 
-    async def events() -> AsyncIterator[bytes]:
-        messages = target.listen(session)
-        pending = asyncio.ensure_future(anext(messages))
-        try:
-            while True:
-                done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
-                if not done:
-                    yield b": keepalive\n\n"
-                    continue
-                yield _sse(pending.result())
-                pending = asyncio.ensure_future(anext(messages))
-        finally:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-            await messages.aclose()
-
-    return _event_stream(events())
+    return event_stream(with_keepalive(target.listen(session)))
 
 
 async def delete(request: Request) -> Response:

@@ -406,7 +406,8 @@ class Multiplexer:
             if len({e.caller.tenant for e in exchanges}) == 1:
                 return exchanges[0]
             return "ambiguous"
-        listeners = list(self._listeners.values())
+        # A 2026-07-28 subscription stream carries change notifications only.
+        listeners = [entry for entry in self._listeners.values() if not entry.caller.per_request]
         if listeners and len({entry.caller.tenant for entry in listeners}) == 1:
             return listeners[-1]
         return "ambiguous" if listeners else "no_client"

@@ -7,6 +7,8 @@ state, a client that never retries."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -161,12 +163,22 @@ def retry(first: dict[str, Any], request_id: int, answers: dict[str, Any], state
 
 
 def post(world: World, user: str, body: dict[str, Any], path: str = "/mcp/projects/team"):
+    return post_raw(world, user, body, path, {"Mcp-Name": body["params"]["name"]})
+
+
+def post_raw(
+    world: World,
+    user: str,
+    body: dict[str, Any],
+    path: str = "/mcp/projects/team",
+    extra: dict[str, str] | None = None,
+) -> httpx.Response:
     headers = {
         "Authorization": f"Bearer {world.tokens[user]}",
         "Accept": "application/json, text/event-stream",
         "MCP-Protocol-Version": MODERN,
         "Mcp-Method": body["method"],
-        "Mcp-Name": body["params"]["name"],
+        **(extra or {}),
     }
     return httpx.post(f"{world.gateway.url}{path}", json=body, headers=headers, timeout=30)
 
@@ -326,3 +338,79 @@ async def test_a_2026_client_reads_project_resources_without_listing_first(world
         assert "7" in templated.contents[0].text  # a resource template's expansion
         with pytest.raises(MCPError, match="unknown resource"):
             await client.read_resource("demo://nowhere/at-all")
+
+
+# -- subscriptions/listen ------------------------------------------------------------------
+
+
+def listen_request(request_id: int, **notifications: Any) -> dict[str, Any]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    params = {"notifications": notifications, "_meta": meta}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "subscriptions/listen", "params": params}
+
+
+@asynccontextmanager
+async def subscription(
+    world: World, path: str, user: str, body: dict[str, Any]
+) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    headers = {
+        "Authorization": f"Bearer {world.tokens[user]}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "subscriptions/listen",
+    }
+    async with (
+        httpx.AsyncClient(base_url=world.gateway.url, timeout=60) as http,
+        http.stream("POST", path, json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    yield json.loads(line[6:])
+
+        yield events()
+
+
+async def test_a_project_subscription_gets_only_the_changes_it_asked_for(world: World) -> None:
+    body = listen_request(41, toolsListChanged=True, resourcesListChanged=False)
+    async with subscription(world, "/mcp/projects/team", "alice", body) as events:
+        ack = await anext(events)
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["notifications"] == {"toolsListChanged": True}
+        assert ack["params"]["_meta"] == {"io.modelcontextprotocol/subscriptionId": 41}
+        async with sdk(world, "/mcp/projects/team", "alice") as client:
+            await client.call_tool("misbehaving__changed", {})
+        changed = await asyncio.wait_for(anext(events), 30)
+        assert changed == {
+            "jsonrpc": "2.0",
+            "method": "notifications/tools/list_changed",
+            "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": 41}},
+        }
+
+
+async def test_a_resource_subscription_gets_updates_of_its_uris(world: World) -> None:
+    uri = "demo://resource/static/document/features.md"
+    body = listen_request(42, resourceSubscriptions=[uri])
+    async with subscription(world, "/mcp/servers/everything", "admin", body) as events:
+        ack = await anext(events)
+        assert ack["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+        async with sdk(world, "/mcp/servers/everything") as client:
+            await client.call_tool("toggle-subscriber-updates", {})  # every 5 s
+            try:
+                updated = await asyncio.wait_for(anext(events), 30)
+            finally:
+                await client.call_tool("toggle-subscriber-updates", {})
+        assert updated["method"] == "notifications/resources/updated"
+        assert updated["params"]["uri"] == uri
+        assert updated["params"]["_meta"] == {"io.modelcontextprotocol/subscriptionId": 42}
+
+
+def test_a_subscription_filter_is_checked(world: World) -> None:
+    body = listen_request(43, resourceSubscriptions="not a list")
+    refused = post_raw(world, "alice", body)
+    assert refused.status_code == 400 and "resourceSubscriptions" in refused.text

@@ -20,6 +20,7 @@ Tools:
   big {bytes}               answers with a text of that many bytes (one long line)
   remember {text} / recall  per-process memory: what a per-user server keeps
   pid                       the process id
+  changed                   sends notifications/tools/list_changed, then answers
 resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
 logging/setLevel is logged to STATE_DIR/levels.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
@@ -58,6 +59,7 @@ TOOLS = [
     "remember",
     "recall",
     "pid",
+    "changed",
 ]
 
 
@@ -127,6 +129,9 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
         if "error" in answer:
             return text_result(f"elicitation refused: {answer['error'].get('message')}")
         return text_result(f"elicited: {answer['result'].get('action')}")
+    if name == "changed":
+        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        return text_result("changed")
     if name == "log":
         send(
             {
