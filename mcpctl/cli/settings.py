@@ -1,4 +1,5 @@
-"""Where the CLI finds mcpd: flags, then MCPCTL_SERVER/MCPCTL_TOKEN, then its config file."""
+"""Where the CLI finds mcpd: flags, then MCPCTL_SERVER/MCPCTL_TOKEN, then its config file
+(the token of `mcpctl login` first, then the API token)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from mcpctl.cli import oauth
 from mcpctl.cli.errors import CLIError
 
 DEFAULT_SERVER = "http://127.0.0.1:8420"
@@ -64,8 +66,14 @@ def resolve(server_flag: str | None, token_flag: str | None) -> Target:
     config = read_config()
     server = (
         server_flag or os.environ.get("MCPCTL_SERVER") or config.get("server") or DEFAULT_SERVER
-    )
-    token = token_flag or os.environ.get("MCPCTL_TOKEN") or config.get("token")
+    ).rstrip("/")
+    token = token_flag or os.environ.get("MCPCTL_TOKEN")
+    if token is None and config.get("oidc_access_token") and config.get("oidc_server") == server:
+        # `mcpctl login`'s token (refreshed and saved again when it is about to expire).
+        token, refreshed = oauth.access_token(config)
+        if refreshed is not None:
+            write_config(refreshed)
+    token = token or config.get("token")
     if token is None and server.rstrip("/") == DEFAULT_SERVER:
         token = local_admin_token()
     return Target(server.rstrip("/"), token)

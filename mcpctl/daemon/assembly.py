@@ -9,6 +9,7 @@ from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
+from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
 from mcpctl.store.repositories import repositories
@@ -23,6 +24,7 @@ def assemble(
     namespace: str,
     limits: Limits | None = None,
     shared: bool = False,
+    oauth: ResourceServer | None = None,
 ) -> tuple[Starlette, Runtime]:
     """The app and the runtime it starts and stops with (its lifespan)."""
     metrics = Metrics()
@@ -47,4 +49,5 @@ def assemble(
         lifespan=runtime.lifespan,
         limits=limits,
         session_key=host_config.secret_key,
+        oauth=oauth,
     ), runtime

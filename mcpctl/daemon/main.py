@@ -134,6 +134,7 @@ def serve(
         settings.actor_hosts,
         namespace=settings.deployment or f"mcpd-{settings.port}",
         shared=settings.shared,
+        oauth=settings.oauth(),
         limits=Limits(
             request_timeout=settings.request_timeout,
             max_body_bytes=settings.max_body_bytes,

@@ -8,6 +8,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mcpctl.gateway.oidc import OidcConfig, OidcVerifier, canonical
+from mcpctl.gateway.resource_metadata import ResourceServer
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MCPD_", extra="ignore")
@@ -58,6 +65,32 @@ class Settings(BaseSettings):
         return {key.strip(): value.strip() for key, value in pairs}
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # OAuth 2.1 resource server: JWT access tokens of this OpenID provider besides API tokens.
+    oidc_issuer: str | None = None
+    # Comma-separated; empty: the MCP endpoint's canonical URL (or MCPD_PUBLIC_URL itself).
+    oidc_audience: str = ""
+    oidc_email_claim: str = "email"
+    oidc_groups_claim: str = "groups"
+    oidc_admin_groups: str = ""  # comma-separated: their members are admins
+    oidc_scopes: str = "openid email offline_access"  # advertised to clients
+    oidc_leeway_seconds: float = Field(default=30.0, ge=0)  # clock skew allowed on exp/nbf
+    # mcpd's URL as clients reach it (behind a proxy); default: the URL a request came to.
+    public_url: str | None = None
+
+    def oauth(self) -> ResourceServer | None:
+        """The resource server's configuration, or None without MCPD_OIDC_ISSUER."""
+        if not self.oidc_issuer:
+            return None
+        config = OidcConfig(
+            issuer=self.oidc_issuer,
+            audiences=tuple(canonical(a) for a in _items(self.oidc_audience)),
+            email_claim=self.oidc_email_claim,
+            groups_claim=self.oidc_groups_claim,
+            admin_groups=frozenset(_items(self.oidc_admin_groups)),
+            scopes=tuple(self.oidc_scopes.split()),
+            leeway_seconds=self.oidc_leeway_seconds,
+        )
+        return ResourceServer(OidcVerifier(config), self.public_url)
 
     @property
     def database(self) -> str:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcpctl.gateway import errors, health, mcp_endpoint
+from mcpctl.gateway import errors, health, mcp_endpoint, resource_metadata
 from mcpctl.gateway.api import analytics, backup, instances, openapi, resources, templates, users
 from mcpctl.gateway.api.operation import Operation
 from mcpctl.gateway.auth import Principal, TokenBackend, on_auth_error
@@ -21,6 +21,7 @@ from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics
 from mcpctl.gateway.request_state import RequestStates
+from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.gateway.sessions import SessionRegistry
 from mcpctl.models.kinds import KINDS
 from mcpctl.observability.metrics import Metrics
@@ -41,8 +42,10 @@ def build_app(
     lifespan: Any = None,
     limits: Limits | None = None,
     session_key: bytes | None = None,
+    oauth: ResourceServer | None = None,
 ) -> Starlette:
-    """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints."""
+    """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints; with
+    `oauth`, the OpenID provider's access tokens are accepted besides API tokens."""
     operations = api_operations()
     spec = openapi.document(operations)
     limits = limits or Limits()
@@ -58,6 +61,7 @@ def build_app(
             *mcp_endpoint.routes(),  # first: the router tries routes in order, MCP is hot
             *(op.route() for op in [*operations, docs]),
             Route("/metrics", metrics, methods=["GET"]),
+            *resource_metadata.routes(),
         ],
         middleware=[
             Middleware(
@@ -67,7 +71,7 @@ def build_app(
             ),
             Middleware(
                 AuthenticationMiddleware,
-                backend=TokenBackend(context.database, context.token_cache),
+                backend=TokenBackend(context.database, context.token_cache, oauth=oauth),
                 on_error=on_auth_error,
             ),
         ],
@@ -80,6 +84,7 @@ def build_app(
     )
     app.state.context = context
     app.state.runtime = runtime
+    app.state.oauth = oauth
     cluster_key = session_key or Fernet.generate_key()  # one per process without a cluster
     app.state.sessions = SessionRegistry(
         limits.session_idle_seconds, limits.max_sessions_per_principal, cluster_key

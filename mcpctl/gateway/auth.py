@@ -1,4 +1,10 @@
-"""Bearer-token authentication: the token's user becomes `request.user`."""
+"""Bearer-token authentication: the token's user becomes `request.user`.
+
+Two kinds of token: mcpd's API tokens (`mcp_...`, looked up in the store) and, with
+MCPD_OIDC_ISSUER, JWT access tokens of the team's OpenID provider (verified with its keys, the
+audience checked against the endpoint asked: no token passthrough). Either is remembered
+briefly by its hash, so MCP traffic pays neither a database round trip nor a signature check
+per message."""
 
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from mcpctl.gateway.errors import error_response
-from mcpctl.models.user import Role
-from mcpctl.store import tokens
+from mcpctl.gateway.oidc import Identity, TokenRefused, looks_like_jwt
+from mcpctl.gateway.resource_metadata import ResourceServer, challenge
+from mcpctl.models.user import Role, normalise_email
+from mcpctl.store import identities, tokens
 from mcpctl.store.database import Database
 
 
@@ -26,6 +34,7 @@ from mcpctl.store.database import Database
 class Principal(BaseUser):
     email: str
     role: Role
+    groups: tuple[str, ...] = ()  # from the OpenID provider's token; none for API tokens
 
     @property
     def is_authenticated(self) -> bool:
@@ -40,18 +49,33 @@ class Principal(BaseUser):
         return self.role is Role.ADMIN
 
 
+class Refused(AuthenticationError):
+    """A token refused, with the reason counted in mcpctl_auth_failures_total."""
+
+    def __init__(self, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+
+
+# A cache entry: the principal, until when (monotonic), and for a JWT the audiences it holds.
+Entry = tuple[Principal, float, frozenset[str] | None]
+
+
 class TokenBackend(AuthenticationBackend):
-    """Looks tokens up in the store; a hit is remembered for `cache_seconds` so MCP traffic
-    does not pay a database round trip per message (a revoked token lapses within that)."""
+    """Looks tokens up in the store (or verifies the OpenID provider's); a hit is remembered
+    for `cache_seconds` so MCP traffic does not pay a database round trip per message (a
+    revoked token lapses within that; a JWT never outlives its `exp`)."""
 
     def __init__(
         self,
         database: Database,
-        cache: dict[str, tuple[Principal, float]],
+        cache: dict[str, Entry],
         cache_seconds: float = 5.0,
+        oauth: ResourceServer | None = None,
     ) -> None:
         self.database = database
         self.cache_seconds = cache_seconds
+        self.oauth = oauth
         self._cache = cache  # shared with the API, which empties it when tokens or users change
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
@@ -59,20 +83,47 @@ class TokenBackend(AuthenticationBackend):
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthenticationError("the Authorization header must be 'Bearer <token>'")
-        key = tokens.hash_token(token.strip())
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Refused("malformed", "the Authorization header must be 'Bearer <token>'")
+        key = tokens.hash_token(token)
         cached = self._cache.get(key)
-        if cached is not None and cached[1] > time.monotonic():
-            return AuthCredentials(["authenticated"]), cached[0]
-        principal = await run_in_threadpool(self._lookup, token.strip())
-        if principal is None:
-            self._cache.pop(key, None)
-            raise AuthenticationError("invalid or expired token")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (principal, time.monotonic() + self.cache_seconds)
-        return AuthCredentials(["authenticated"]), principal
+        if cached is None or cached[1] <= time.monotonic():
+            cached = await self._authenticate(token)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = cached
+        if cached[2] is not None:
+            assert self.oauth is not None
+            if not any(audience in cached[2] for audience in self.oauth.audiences(conn)):
+                raise Refused(
+                    "audience", "the token was not issued for this resource (its audience)"
+                )
+        return AuthCredentials(["authenticated"]), cached[0]
+
+    async def _authenticate(self, token: str) -> Entry:
+        if self.oauth is not None and looks_like_jwt(token):
+            try:
+                identity = await self.oauth.verifier.verify(token)
+            except TokenRefused as refused:
+                raise Refused(refused.reason, refused.description) from None
+            principal = await run_in_threadpool(self._provision, identity)
+            lifetime = min(self.cache_seconds, identity.expires_at - time.time())
+            return principal, time.monotonic() + lifetime, identity.audiences
+        found: Principal | None = await run_in_threadpool(self._lookup, token)
+        if found is None:
+            raise Refused("unknown_token", "invalid or expired token")
+        return found, time.monotonic() + self.cache_seconds, None
+
+    def _provision(self, identity: Identity) -> Principal:
+        """The provider's user as a principal: created as a member the first time; an admin
+        when the store says so or when in one of MCPD_OIDC_ADMIN_GROUPS."""
+        assert self.oauth is not None
+        with self.database.transaction() as session:
+            role = identities.provision(session, identity.email, identity.name)
+        if self.oauth.verifier.config.admin_groups.intersection(identity.groups):
+            role = Role.ADMIN
+        return Principal(email=normalise_email(identity.email), role=role, groups=identity.groups)
 
     def _lookup(self, token: str) -> Principal | None:
         with self.database.transaction() as session:
@@ -83,8 +134,11 @@ class TokenBackend(AuthenticationBackend):
 
 
 def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    """401 with RFC 6750's `invalid_token` (and, with a provider, where to get a good one)."""
+    reason = exc.reason if isinstance(exc, Refused) else "invalid"
+    conn.app.state.metrics.auth_failures.labels(reason).inc()
     response = error_response(401, str(exc))
-    response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers["WWW-Authenticate"] = challenge(conn, "invalid_token", str(exc))
     return response
 
 

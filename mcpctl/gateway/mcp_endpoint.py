@@ -28,6 +28,7 @@ from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.request_state import STATE_PREFIX, InvalidState, RequestStates
+from mcpctl.gateway.resource_metadata import challenge
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
 from mcpctl.gateway.streams import event_stream, sse, with_keepalive
 from mcpctl.gateway.targets import (
@@ -133,7 +134,7 @@ def _principal(request: Request) -> Principal | Response:
         jsonrpc.INVALID_REQUEST,
         "authentication required: send 'Authorization: Bearer <token>'",
     )
-    response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers["WWW-Authenticate"] = challenge(request)  # RFC 9728: where to log in
     return response
 
 

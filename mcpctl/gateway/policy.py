@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 
 from mcpctl.gateway.auth import Principal
 from mcpctl.models.kinds import PROJECT, PROMPT, Kind, Resource
+from mcpctl.models.project import GROUP_PREFIX
 from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories.projects import PROJECTS
 
@@ -18,7 +19,14 @@ def forbidden(message: str) -> HTTPException:
 
 
 def in_project(principal: Principal, project: Resource[Any]) -> bool:
-    return principal.is_admin or principal.email in (project.spec.owner, *project.spec.members)
+    """Admins, the owner, members by email, and members of a `group:<name>` member (the
+    groups of the OpenID provider's token)."""
+    if principal.is_admin or principal.email == project.spec.owner:
+        return True
+    members = project.spec.members
+    return principal.email in members or any(
+        GROUP_PREFIX + group in members for group in principal.groups
+    )
 
 
 def can_read(session: Session, principal: Principal, resource: Resource[Any]) -> bool:

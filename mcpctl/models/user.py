@@ -29,6 +29,14 @@ def normalise_email(value: str) -> str:
         return value.strip().lower()
 
 
+def normalise_member_email(value: str) -> str:
+    """`value` validated as an email (ValueError if it is none) in the stored form."""
+    try:
+        return _EMAIL.validate_python(value)
+    except ValidationError as error:
+        raise ValueError(f"{value!r} is not an email: {error.errors()[0]['msg']}") from None
+
+
 class Role(StrEnum):
     ADMIN = "admin"
     MEMBER = "member"

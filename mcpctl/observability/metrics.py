@@ -70,6 +70,13 @@ class Metrics:
             ["server"],
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "mcpctl_auth_failures",
+            "Requests refused for their token (401), by reason: unknown_token, expired, issuer, "
+            "audience, signature, unsigned, key, malformed, ...",
+            ["reason"],
+            registry=self.registry,
+        )
         self.refused = Counter(
             "mcpctl_mcp_refused",
             "MCP messages refused by the gateway before reaching a backend, by reason.",

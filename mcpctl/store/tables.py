@@ -142,6 +142,16 @@ class ProjectMemberRow(Base):
     )
 
 
+class ProjectGroupRow(Base):
+    """A group of the OpenID provider whose members are members of the project."""
+
+    __tablename__ = "project_groups"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
 class ProjectRow(Timestamps, Base):
     __tablename__ = "projects"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -154,6 +164,9 @@ class ProjectRow(Timestamps, Base):
     )
     members: Mapped[list[UserRow]] = relationship(
         secondary="project_members", order_by="UserRow.email"
+    )
+    groups: Mapped[list[ProjectGroupRow]] = relationship(
+        cascade="all, delete-orphan", order_by="ProjectGroupRow.name"
     )
 
 

@@ -8,10 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mcpctl.models.kinds import PROJECT, PROMPT, Resource
+from mcpctl.models.project import GROUP_PREFIX, group_of
 from mcpctl.models.user import normalise_email
 from mcpctl.store.errors import InvalidReference, NotFound
 from mcpctl.store.repositories.base import Outcome, Repository, document, remove, spec_json
 from mcpctl.store.tables import (
+    ProjectGroupRow,
     ProjectRow,
     ProjectServerRow,
     PromptRow,
@@ -44,7 +46,10 @@ class ProjectRepository(Repository):
             "description": row.description,
             "owner": row.owner.email,
             "servers": [server.name for server in row.servers],
-            "members": [member.email for member in row.members],
+            "members": [
+                *(member.email for member in row.members),
+                *(GROUP_PREFIX + group.name for group in row.groups),
+            ],
         }
         return document(PROJECT, row.name, spec, row.created_at, row.updated_at)
 
@@ -69,7 +74,9 @@ class ProjectRepository(Repository):
         members = [
             _user(session, email, f"spec.members.{index}")
             for index, email in enumerate(dict.fromkeys(spec.members))
+            if group_of(email) is None
         ]
+        groups = sorted({group for member in spec.members if (group := group_of(member))})
         row = session.scalar(select(ProjectRow).where(ProjectRow.name == resource.metadata.name))
         if row is None:
             row = ProjectRow(name=resource.metadata.name, owner=owner)
@@ -81,6 +88,8 @@ class ProjectRepository(Repository):
         row.description = spec.description
         row.owner = owner
         row.members = members
+        if [group.name for group in row.groups] != groups:
+            row.groups = [ProjectGroupRow(name=group) for group in groups]
         session.flush()
         session.query(ProjectServerRow).filter_by(project_id=row.id).delete()
         for position, server in enumerate(servers):

@@ -1,0 +1,453 @@
+"""mcpd as an OAuth 2.1 resource server, against a real OpenID provider (Ory Hydra, started by
+scripts/idp.sh with the headless login/consent app of tests/idp).
+
+The official SDK client, given nothing but a project's URL, is answered 401, finds the
+provider through the protected resource metadata, registers itself, logs in with
+authorization code + PKCE (its redirect handler plays the browser with httpx) and calls a
+tool of a STDIO server started as users start them. Group membership opens the project;
+without it the project does not exist. Refusals: expired, another issuer, another audience,
+unsigned, tampered. `mcpctl login` and its refresh. A new signing key at the provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import httpx
+import httpx2
+import pytest
+import ray
+from mcp.client import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
+from pydantic import AnyUrl
+
+from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
+from tests.e2e.gateway import start_ray
+
+REPO = Path(__file__).parents[2]
+SCRIPT = REPO / "tests" / "servers" / "misbehaving.py"
+SECOND_IDP_PORT = "14464"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+REDIRECT = "http://127.0.0.1:47999/callback"  # never listened on: the tests catch the redirect
+
+
+@dataclass(frozen=True)
+class Idp:
+    issuer: str
+    admin: str
+    login: str
+
+
+def start_idp(port: str | None = None) -> Idp:
+    env = {**os.environ, **({"MCPCTL_IDP_PORT": port} if port else {})}
+    out = subprocess.run(
+        [str(REPO / "scripts" / "idp.sh"), "start"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    ).stdout
+    values = dict(re.findall(r"export (MCPCTL_TEST_OIDC_\w+)=(\S+)", out))
+    return Idp(
+        values["MCPCTL_TEST_OIDC_ISSUER"],
+        values["MCPCTL_TEST_OIDC_ADMIN"],
+        values["MCPCTL_TEST_OIDC_LOGIN"],
+    )
+
+
+@pytest.fixture(scope="module")
+def idp() -> Idp:
+    """The provider scripts/test.sh started, or one started here (built once, cached)."""
+    if issuer := os.environ.get("MCPCTL_TEST_OIDC_ISSUER"):
+        return Idp(
+            issuer, os.environ["MCPCTL_TEST_OIDC_ADMIN"], os.environ["MCPCTL_TEST_OIDC_LOGIN"]
+        )
+    return start_idp()
+
+
+@pytest.fixture(scope="module")
+def mcpd(tmp_path_factory: pytest.TempPathFactory, idp: Idp) -> Iterator[Mcpd]:
+    start_ray()
+    env = {
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "MCPD_ACTOR_HOSTS": "1",
+        "MCPD_OIDC_ISSUER": idp.issuer,
+        "MCPD_OIDC_ADMIN_GROUPS": "mcpctl-admins",
+        "MCPD_OIDC_LEEWAY_SECONDS": "0",
+    }
+    daemon = start_mcpd(tmp_path_factory.mktemp("oauth") / "data", env)
+    admin = {"Authorization": f"Bearer {daemon.token}"}
+    state = tmp_path_factory.mktemp("state")
+    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    created = httpx.post(
+        f"{daemon.url}/api/v1/servers",
+        headers=admin,
+        json={"metadata": {"name": "tools"}, "spec": spec},
+    )
+    assert created.status_code == 201, created.text
+    for name, members in (("platform", ["group:platform"]), ("secret", [])):
+        created = httpx.post(
+            f"{daemon.url}/api/v1/projects",
+            headers=admin,
+            json={"metadata": {"name": name}, "spec": {"servers": ["tools"], "members": members}},
+        )
+        assert created.status_code == 201, created.text
+    yield daemon
+    stop_mcpd(daemon)
+
+
+def set_user(idp: Idp, email: str, groups: list[str]) -> None:
+    httpx.post(f"{idp.login}/users", json={"email": email, "groups": groups}).raise_for_status()
+
+
+def play_browser(url: str, email: str, stop_at: str) -> str:
+    """What a browser does with the authorization URL: the provider redirects to its login and
+    consent app (which accepts `login_hint`) and back; returns the redirect to `stop_at`."""
+    url += "&" + urlencode({"login_hint": email})
+    with httpx.Client(timeout=30) as http:
+        for _ in range(12):
+            if url.startswith(stop_at):
+                return url
+            answer = http.get(url)
+            assert answer.status_code in (302, 303), (answer.status_code, answer.text[:300])
+            url = answer.headers["location"]
+    raise AssertionError(f"no redirect to {stop_at}")
+
+
+def mint(idp: Idp, email: str, resource: str, lifespan: str | None = None) -> str:
+    """An access token for `email`, minted for `resource` by a client registered through the
+    provider's admin API (authorization code + PKCE, as any client)."""
+    client = httpx.post(
+        f"{idp.admin}/admin/clients",
+        json={
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "scope": "openid email",
+        },
+    ).json()
+    if lifespan:
+        httpx.put(
+            f"{idp.admin}/admin/clients/{client['client_id']}/lifespans",
+            json={"authorization_code_grant_access_token_lifespan": lifespan},
+        ).raise_for_status()
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(sha256(verifier.encode()).digest()).decode().rstrip("=")
+    query = {
+        "response_type": "code",
+        "client_id": client["client_id"],
+        "redirect_uri": REDIRECT,
+        "scope": "openid email",
+        "state": secrets.token_urlsafe(12),
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "resource": resource,
+    }
+    back = play_browser(f"{idp.issuer}/oauth2/auth?{urlencode(query)}", email, REDIRECT)
+    code = parse_qs(urlparse(back).query)["code"][0]
+    tokens = httpx.post(
+        f"{idp.issuer}/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": client["client_id"],
+            "code_verifier": verifier,
+        },
+    )
+    assert tokens.status_code == 200, tokens.text
+    return str(tokens.json()["access_token"])
+
+
+def initialize(mcpd: Mcpd, project: str, token: str | None) -> httpx.Response:
+    headers = {**MCP_HEADERS, **({"Authorization": f"Bearer {token}"} if token else {})}
+    return httpx.post(f"{mcpd.url}/mcp/projects/{project}", json=INIT, headers=headers)
+
+
+def challenge(answer: httpx.Response) -> dict[str, str]:
+    header = answer.headers["www-authenticate"]
+    assert header.startswith("Bearer "), header
+    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+
+
+class Memory:
+    """The SDK's token storage, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+def sdk_auth(url: str, email: str) -> tuple[OAuthClientProvider, Memory]:
+    """The SDK's OAuth provider for `url` alone, its browser played headless as `email`."""
+    storage = Memory()
+    landed: list[str] = []
+
+    async def redirect(authorization_url: str) -> None:
+        landed.append(play_browser(authorization_url, email, REDIRECT))
+
+    async def callback() -> AuthorizationCodeResult:
+        query = parse_qs(urlparse(landed.pop()).query)
+        return AuthorizationCodeResult(code=query["code"][0], state=query["state"][0])
+
+    metadata = OAuthClientMetadata(
+        client_name="sdk e2e",
+        redirect_uris=[AnyUrl(REDIRECT)],
+        grant_types=["authorization_code", "refresh_token"],
+        response_types=["code"],
+        token_endpoint_auth_method="none",
+    )
+    return OAuthClientProvider(url, metadata, storage, redirect, callback), storage
+
+
+# -- discovery -----------------------------------------------------------------------------
+
+
+def test_401_points_to_the_protected_resource_metadata(mcpd: Mcpd, idp: Idp) -> None:
+    answer = initialize(mcpd, "platform", None)
+    assert answer.status_code == 401
+    fields = challenge(answer)
+    url = f"{mcpd.url}/.well-known/oauth-protected-resource/mcp/projects/platform"
+    assert fields["resource_metadata"] == url
+    assert "openid" in fields["scope"].split()
+    document = httpx.get(url).json()
+    assert document["resource"] == f"{mcpd.url}/mcp/projects/platform"
+    assert document["authorization_servers"] == [idp.issuer]
+    assert document["bearer_methods_supported"] == ["header"]
+    root = httpx.get(f"{mcpd.url}/.well-known/oauth-protected-resource").json()
+    assert root["resource"] == mcpd.url
+    assert httpx.get(f"{mcpd.url}/.well-known/oauth-protected-resource/mcp/nope/x").status_code == 404
+
+
+# -- the official SDK client, from nothing but the URL ------------------------------------
+
+
+async def test_sdk_client_logs_in_from_the_project_url_and_calls_a_tool(
+    mcpd: Mcpd, idp: Idp
+) -> None:
+    set_user(idp, "alice@example.com", ["platform"])
+    url = f"{mcpd.url}/mcp/projects/platform"
+    auth, storage = sdk_auth(url, "alice@example.com")
+    async with (
+        httpx2.AsyncClient(auth=auth, timeout=60) as http,
+        Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+    ):
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert "tools__echo" in tools
+        echoed = await client.call_tool("tools__echo", {"text": "through oauth"})
+        assert "through oauth" in echoed.content[0].text
+    assert storage.client is not None  # registered dynamically (RFC 7591)
+    assert storage.tokens is not None and storage.tokens.refresh_token
+    claims = json.loads(base64.urlsafe_b64decode(storage.tokens.access_token.split(".")[1] + "=="))
+    assert claims["aud"] == [url]  # RFC 8707: minted for this endpoint alone
+    admin = {"Authorization": f"Bearer {mcpd.token}"}
+    user = httpx.get(f"{mcpd.url}/api/v1/users/alice@example.com", headers=admin)
+    assert user.status_code == 200, user.text  # created on first sight...
+    assert user.json()["spec"]["role"] == "member"  # ...as a member
+    # The same token is no key to another project (its audience is the platform endpoint).
+    refused = initialize(mcpd, "secret", storage.tokens.access_token)
+    assert refused.status_code == 401
+    assert challenge(refused)["error"] == "invalid_token"
+
+
+async def test_without_the_group_the_project_does_not_exist(mcpd: Mcpd, idp: Idp) -> None:
+    set_user(idp, "bob@example.com", ["sales"])
+    token = mint(idp, "bob@example.com", f"{mcpd.url}/mcp/projects/platform")
+    answer = initialize(mcpd, "platform", token)
+    assert answer.status_code == 404, answer.text
+    set_user(idp, "bob@example.com", ["platform"])
+    assert initialize(mcpd, "platform", mint(idp, "bob@example.com", mcpd.url)).status_code == 200
+
+
+def test_an_admin_group_makes_an_admin(mcpd: Mcpd, idp: Idp) -> None:
+    set_user(idp, "root@example.com", ["mcpctl-admins"])
+    token = mint(idp, "root@example.com", mcpd.url)
+    me = httpx.get(f"{mcpd.url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert me.json() == {"email": "root@example.com", "role": "admin"} | {
+        k: v for k, v in me.json().items() if k not in ("email", "role")
+    }
+    assert initialize(mcpd, "secret", mint(idp, "root@example.com", mcpd.url)).status_code == 200
+
+
+# -- refusals --------------------------------------------------------------------------------
+
+
+def refused(mcpd: Mcpd, token: str, described: str) -> None:
+    answer = initialize(mcpd, "platform", token)
+    assert answer.status_code == 401, answer.text
+    fields = challenge(answer)
+    assert fields["error"] == "invalid_token"
+    assert described in fields["error_description"], fields
+    assert fields["resource_metadata"].endswith("/mcp/projects/platform")
+
+
+def test_expired_token_is_refused(mcpd: Mcpd, idp: Idp) -> None:
+    set_user(idp, "alice@example.com", ["platform"])
+    token = mint(idp, "alice@example.com", mcpd.url, lifespan="1s")
+    time.sleep(2.1)
+    refused(mcpd, token, "expired")
+
+
+def test_token_for_another_resource_is_refused(mcpd: Mcpd, idp: Idp) -> None:
+    token = mint(idp, "alice@example.com", "https://elsewhere.example/mcp")
+    refused(mcpd, token, "not issued for this resource")
+
+
+def test_unsigned_and_tampered_tokens_are_refused(mcpd: Mcpd, idp: Idp) -> None:
+    header, payload, signature = mint(idp, "alice@example.com", mcpd.url).split(".")
+    assert initialize(mcpd, "platform", f"{header}.{payload}.{signature}").status_code == 200
+
+    def encode(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    unsigned = encode({"alg": "none", "typ": "JWT"})
+    refused(mcpd, f"{unsigned}.{payload}.", "not signed")
+    tampered = encode({**claims, "email": "root@example.com", "groups": ["mcpctl-admins"]})
+    refused(mcpd, f"{header}.{tampered}.{signature}", "signature")
+
+
+def test_token_of_another_issuer_is_refused(mcpd: Mcpd, idp: Idp) -> None:
+    other = start_idp(SECOND_IDP_PORT)
+    try:
+        set_user(other, "alice@example.com", ["platform"])
+        refused(mcpd, mint(other, "alice@example.com", mcpd.url), "another issuer")
+    finally:
+        subprocess.run(
+            [str(REPO / "scripts" / "idp.sh"), "stop"],
+            env={**os.environ, "MCPCTL_IDP_PORT": SECOND_IDP_PORT},
+            check=False,
+        )
+
+
+def test_a_new_signing_key_is_picked_up(mcpd: Mcpd, idp: Idp) -> None:
+    set_user(idp, "alice@example.com", ["platform"])
+    assert initialize(mcpd, "platform", mint(idp, "alice@example.com", mcpd.url)).status_code == 200
+    kid = f"rotated-{secrets.token_hex(4)}"
+    made = httpx.post(
+        f"{idp.admin}/admin/keys/hydra.jwt.access-token",
+        json={"alg": "RS256", "use": "sig", "kid": kid},
+    )
+    assert made.status_code == 201, made.text
+    token = mint(idp, "alice@example.com", mcpd.url)
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    assert header["kid"] == kid
+    # mcpd fetches the keys again for an unknown kid, at most every 10 s (a flood of made-up
+    # kids must not turn it into a load on the provider).
+    deadline = time.monotonic() + 15
+    while (answer := initialize(mcpd, "platform", token)).status_code != 200:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(1)
+
+
+def test_auth_failures_are_counted_by_reason(mcpd: Mcpd) -> None:
+    initialize(mcpd, "platform", "mcp_not-a-token")
+    text = httpx.get(f"{mcpd.url}/metrics").text
+    counted = dict(re.findall(r'mcpctl_auth_failures_total\{reason="(\w+)"\} (\S+)', text))
+    assert float(counted["unknown_token"]) >= 1
+    for reason in ("expired", "audience", "unsigned", "signature", "issuer"):
+        assert float(counted.get(reason, 0)) >= 1, (reason, counted)
+
+
+# -- mcpctl login ----------------------------------------------------------------------------
+
+
+def mcpctl(config: Path, mcpd: Mcpd, *argv: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MCPCTL_TOKEN"}
+    env |= {"MCPCTL_CONFIG": str(config), "MCPCTL_SERVER": mcpd.url}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from mcpctl.cli.main import main; main()", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_mcpctl_login_stores_a_token_and_refreshes_it(
+    mcpd: Mcpd, idp: Idp, tmp_path: Path
+) -> None:
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    set_user(idp, "carol@example.com", ["platform"])
+    login = mcpctl(config, mcpd, "login", "--no-browser", "--timeout", "60")
+    assert login.stderr is not None
+    line = login.stderr.readline()
+    assert line.startswith("log in at: "), line
+    back = play_browser(line.removeprefix("log in at: ").strip(), "carol@example.com", "http://127.0.0.1:")
+    assert httpx.get(back).status_code == 200  # the CLI's loopback listener takes the code
+    out, err = login.communicate(timeout=60)
+    assert login.returncode == 0, err
+    assert "logged in" in out and "carol@example.com (member)" in out
+    stored = yaml.safe_load(config.read_text())
+    assert stored["oidc_issuer"] == idp.issuer and stored["oidc_refresh_token"]
+
+    whoami = mcpctl(config, mcpd, "whoami")
+    out, err = whoami.communicate(timeout=60)
+    assert (whoami.returncode, out.strip()) == (0, "carol@example.com (member)"), err
+
+    stored["oidc_expires_at"] = "0"  # as if it had expired: the next command refreshes it
+    config.write_text(yaml.safe_dump(stored))
+    whoami = mcpctl(config, mcpd, "whoami")
+    out, err = whoami.communicate(timeout=60)
+    assert (whoami.returncode, out.strip()) == (0, "carol@example.com (member)"), err
+    refreshed = yaml.safe_load(config.read_text())
+    assert refreshed["oidc_access_token"] != stored["oidc_access_token"]
+    assert float(refreshed["oidc_expires_at"]) > time.time()
+
+    logout = mcpctl(config, mcpd, "logout")
+    assert logout.wait(timeout=60) == 0
+    assert "oidc_access_token" not in yaml.safe_load(config.read_text())
+
+
+def test_mcpctl_login_fails_in_one_line(tmp_path: Path, mcpd: Mcpd) -> None:
+    config = tmp_path / "config.yaml"
+    login = mcpctl(config, mcpd, "login", "--no-browser", "--timeout", "1")
+    _, err = login.communicate(timeout=60)
+    assert login.returncode == 1
+    assert err.splitlines()[-1] == "error: no redirect from the provider within 1 s"
