@@ -86,6 +86,9 @@ def _register(provider: oauth.Provider, redirect_uri: str) -> str:
         "response_types": ["code"],
         "token_endpoint_auth_method": "none",
         "scope": " ".join(provider.scopes),
+        # Not in RFC 7591, ignored where unknown: providers with per-client audience
+        # allow-lists (Hydra) check a refresh's audience against it.
+        "audience": [provider.resource],
     }
     try:
         response = httpx.post(endpoint, json=body, timeout=oauth.TIMEOUT)

@@ -150,8 +150,8 @@ def access_token(config: dict[str, str]) -> tuple[str | None, dict[str, str] | N
         "refresh_token": refresh,
         "client_id": config.get("oidc_client_id", ""),
     }
-    if config.get("oidc_resource"):
-        form["resource"] = config["oidc_resource"]
+    # No `resource` here: the refresh token keeps the audience it was granted (RFC 8707 makes
+    # it optional, and providers that map it to an audience allow-list, as Hydra, refuse it).
     try:
         tokens = token_request(endpoint, form)
     except CLIError as error:

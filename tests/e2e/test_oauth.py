@@ -260,7 +260,9 @@ def test_401_points_to_the_protected_resource_metadata(mcpd: Mcpd, idp: Idp) -> 
     assert document["bearer_methods_supported"] == ["header"]
     root = httpx.get(f"{mcpd.url}/.well-known/oauth-protected-resource").json()
     assert root["resource"] == mcpd.url
-    assert httpx.get(f"{mcpd.url}/.well-known/oauth-protected-resource/mcp/nope/x").status_code == 404
+    assert (
+        httpx.get(f"{mcpd.url}/.well-known/oauth-protected-resource/mcp/nope/x").status_code == 404
+    )
 
 
 # -- the official SDK client, from nothing but the URL ------------------------------------
@@ -408,9 +410,7 @@ def mcpctl(config: Path, mcpd: Mcpd, *argv: str) -> subprocess.Popen[str]:
     )
 
 
-def test_mcpctl_login_stores_a_token_and_refreshes_it(
-    mcpd: Mcpd, idp: Idp, tmp_path: Path
-) -> None:
+def test_mcpctl_login_stores_a_token_and_refreshes_it(mcpd: Mcpd, idp: Idp, tmp_path: Path) -> None:
     import yaml
 
     config = tmp_path / "config.yaml"
@@ -419,7 +419,10 @@ def test_mcpctl_login_stores_a_token_and_refreshes_it(
     assert login.stderr is not None
     line = login.stderr.readline()
     assert line.startswith("log in at: "), line
-    back = play_browser(line.removeprefix("log in at: ").strip(), "carol@example.com", "http://127.0.0.1:")
+    url = line.removeprefix("log in at: ").strip()
+    loopback = parse_qs(urlparse(url).query)["redirect_uri"][0]
+    assert loopback.startswith("http://127.0.0.1:") and loopback.endswith("/callback")
+    back = play_browser(url, "carol@example.com", loopback)
     assert httpx.get(back).status_code == 200  # the CLI's loopback listener takes the code
     out, err = login.communicate(timeout=60)
     assert login.returncode == 0, err
