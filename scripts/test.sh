@@ -20,12 +20,15 @@ MCPCTL_HELM="$("$REPO_ROOT/scripts/helm.sh")"
 export MCPCTL_HELM
 MCPCTL_TEST_POSTGRES_URL="$("$REPO_ROOT/scripts/postgres.sh" start)"
 export MCPCTL_TEST_POSTGRES_URL
+# The OpenID provider of the OAuth tests (Ory Hydra, built once and cached).
+eval "$("$REPO_ROOT/scripts/idp.sh" start)"
 
 cleanup() {
     if [ -x "$REPO_ROOT/scripts/k8s/cluster.sh" ] && [ -n "${KUBECONFIG:-}" ]; then
         "$REPO_ROOT/scripts/k8s/cluster.sh" down || true
     fi
     "$REPO_ROOT/scripts/postgres.sh" stop || true
+    "$REPO_ROOT/scripts/idp.sh" stop || true
 }
 trap cleanup EXIT
 
