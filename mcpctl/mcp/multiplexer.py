@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from mcpctl.mcp import jsonrpc, log_levels
+from mcpctl.mcp import jsonrpc, list_cache, log_levels
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
@@ -104,6 +104,7 @@ class Multiplexer:
         self._subscriptions: dict[str, set[str]] = {}  # resource URI -> sessions
         self._session_levels = log_levels.SessionLevels()  # 2025-era clients' logging/setLevel
         self._backend_level: str | None = None  # what mcpd last set at the backend
+        self.lists = list_cache.ListCache()
         self.dropped: Counter[str] = Counter()  # undeliverable messages, by reason
         self._last_active = time.monotonic()
         self.lost = asyncio.Event()  # set when the attached backend's stream ends
@@ -139,6 +140,7 @@ class Multiplexer:
     async def detach(self) -> None:
         """The backend is gone: fail what may have changed something, keep the rest."""
         self._attached.clear()
+        self.lists.clear()  # the next one may list other things
         self._transport = None
         for visible_id in list(self._questions):
             self._forget_question(visible_id)
@@ -187,6 +189,33 @@ class Multiplexer:
     async def exchange(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
         """Send one client request; yield what the server sends for it, ending with the
         response (or an error saying why there is none)."""
+        cached = message.get("method") in list_cache.CACHED
+        stream = self._listed(caller, message) if cached else self._exchange(caller, message)
+        async for item in stream:
+            yield item
+
+    async def _listed(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
+        """A list from the cache, or from the one request for it in flight, or asked now."""
+        request_id, key = message.get("id"), list_cache.key_of(message)
+        known = self.lists.fresh(key)
+        if known is None and (loading := self.lists.loading(key)) is not None:
+            known = await asyncio.shield(loading)  # None: it failed to load, ask again
+            if known is not None:
+                self.lists.counts["shared"] += 1
+        if known is not None and jsonrpc.progress_token(message) is None:
+            yield {**known, "id": request_id}
+            return
+        began = self.lists.begin(key)
+        response = None
+        try:
+            async for item in self._exchange(caller, message):
+                if jsonrpc.is_response(item):
+                    response = item
+                yield item
+        finally:
+            self.lists.finish(key, began, response)
+
+    async def _exchange(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
         request_id = message.get("id")
         self._last_active = time.monotonic()
         try:
@@ -361,6 +390,7 @@ class Multiplexer:
             self._offer(exchange.queue, {**message, "params": params})
             return
         if method in LIST_CHANGED:  # public: says only that a list changed
+            self.lists.changed(method)
             for listener in self._listeners.values():
                 self._offer(listener.queue, message)
             return

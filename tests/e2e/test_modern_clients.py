@@ -38,6 +38,7 @@ from tests.e2e.test_tenancy import SCRIPT
 
 DEADLINE = 4.0  # MCPD_REQUEST_TIMEOUT here: how long a round trip may wait for its retry
 MODERN = "2026-07-28"
+SERVER = "/mcp/servers/misbehaving"
 
 
 @dataclass
@@ -414,3 +415,37 @@ def test_a_subscription_filter_is_checked(world: World) -> None:
     body = listen_request(43, resourceSubscriptions="not a list")
     refused = post_raw(world, "alice", body)
     assert refused.status_code == 400 and "resourceSubscriptions" in refused.text
+
+
+# -- lists: cacheable, and shared at the backend ----------------------------------------------
+
+
+async def test_a_burst_of_lists_costs_the_backend_one_until_the_list_changes(
+    world: World,
+) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {"_meta": listen_request(0)["params"]["_meta"]},
+    }
+    before = len(world.lines("lists"))
+
+    async def burst() -> list[dict[str, Any]]:
+        return await asyncio.gather(
+            *(
+                asyncio.to_thread(post_raw, world, "admin", {**body, "id": i}, SERVER)
+                for i in range(20)
+            )
+        )
+
+    answers = [a.json() for a in await burst()]
+    assert len({json.dumps(a["result"], sort_keys=True) for a in answers}) == 1
+    result = answers[0]["result"]
+    assert result["resultType"] == "complete" and {"ttlMs", "cacheScope"} <= result.keys()
+    assert len(world.lines("lists")) - before <= 1  # twenty clients, one backend list at most
+    changed = post(world, "admin", request("changed", 99), SERVER).json()  # no list before
+    assert changed["result"]["content"][0]["text"] == "changed"  # the backend said so
+    again = len(world.lines("lists"))
+    await burst()
+    assert len(world.lines("lists")) == again + 1

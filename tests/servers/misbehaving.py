@@ -22,7 +22,7 @@ Tools:
   pid                       the process id
   changed                   sends notifications/tools/list_changed, then answers
 resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
-logging/setLevel is logged to STATE_DIR/levels.
+logging/setLevel is logged to STATE_DIR/levels, tools/list to STATE_DIR/lists.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
 Flags: --crash-after-init exits 0.3 s after the handshake (a crash loop).
 """
@@ -189,6 +189,7 @@ def answer(request: dict[str, Any]) -> None:
         elif method == "ping":
             result = {}
         elif method == "tools/list":
+            record("lists", method)
             result = {
                 "tools": [
                     {"name": t, "inputSchema": {"type": "object"}, "description": t} for t in TOOLS

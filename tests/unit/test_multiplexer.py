@@ -234,3 +234,43 @@ async def test_a_2026_request_gets_log_lines_only_when_it_asks_and_at_its_level(
     refused = [m async for m in mux.exchange(MODERN, request(3, "logging/setLevel", level="debug"))]
     assert refused[0]["error"]["code"] == jsonrpc.METHOD_NOT_FOUND
     assert wire.sent.empty()  # nothing of that reached the backend
+
+
+# -- lists shared by the backend's clients ------------------------------------------------
+
+
+async def test_a_burst_of_lists_costs_the_backend_one_until_it_changes(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, alice = await start(mux, ALICE, request("a", "tools/list"))
+    _, bob = await start(mux, BOB, request("b", "tools/list"))  # while alice's is in flight
+    sent = await wire.next_sent()
+    tools = {"tools": [{"name": "t"}]}
+    wire.inbox.put_nowait(jsonrpc.result(sent["id"], tools))
+    assert await alice == [jsonrpc.result("a", tools)]
+    assert await bob == [jsonrpc.result("b", tools)]
+    assert [m async for m in mux.exchange(MODERN, request("c", "tools/list"))] == [
+        jsonrpc.result("c", tools)
+    ]
+    assert wire.sent.empty()  # one backend tools/list for three clients
+    assert mux.lists.counts == {"miss": 1, "shared": 1, "hit": 1}
+    wire.inbox.put_nowait(jsonrpc.notification("notifications/tools/list_changed"))
+    await asyncio.sleep(0)  # the reader routes it
+    while mux.lists.fresh(("tools/list", "")) is not None:
+        await asyncio.sleep(0.01)
+    _, again = await start(mux, ALICE, request("d", "tools/list"))
+    sent = await wire.next_sent()  # asked again after the change
+    wire.inbox.put_nowait(jsonrpc.result(sent["id"], {"tools": []}))
+    assert await again == [jsonrpc.result("d", {"tools": []})]
+
+
+async def test_a_list_the_backend_says_not_to_keep_is_asked_each_time(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    for request_id in ("a", "b"):
+        _, listed = await start(mux, ALICE, request(request_id, "prompts/list"))
+        sent = await wire.next_sent()
+        wire.inbox.put_nowait(jsonrpc.result(sent["id"], {"prompts": [], "ttlMs": 0}))
+        assert (await listed)[0]["id"] == request_id
