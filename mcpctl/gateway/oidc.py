@@ -84,19 +84,16 @@ class OidcVerifier:
         """The token's identity, or TokenRefused. The audience is checked by the caller (it
         depends on the endpoint asked)."""
         try:
-            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             raise TokenRefused("malformed", "the token is not a well-formed JWT") from None
+        header = unverified["header"]
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm.lower() == "none":
             raise TokenRefused("unsigned", "the token is not signed (alg none)")
         if algorithm not in ALGORITHMS:
             raise TokenRefused("algorithm", f"the token's algorithm {algorithm!r} is not accepted")
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise TokenRefused("malformed", "the token's claims are not readable") from None
-        if unverified.get("iss") != self.config.issuer:
+        if unverified["payload"].get("iss") != self.config.issuer:
             # Before any key lookup: another issuer's token never makes mcpd fetch keys.
             raise TokenRefused("issuer", "the token was issued by another issuer")
         key = await self._key(header.get("kid"))

@@ -20,11 +20,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import httpx2
@@ -43,8 +41,8 @@ from pydantic import AnyUrl
 
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
+from tests.idp.tokens import REDIRECT, REPO, Idp, mint, play_browser, set_user, start_idp
 
-REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "tests" / "servers" / "misbehaving.py"
 SECOND_IDP_PORT = "14464"
 INIT = {
@@ -58,32 +56,6 @@ INIT = {
     },
 }
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
-REDIRECT = "http://127.0.0.1:47999/callback"  # never listened on: the tests catch the redirect
-
-
-@dataclass(frozen=True)
-class Idp:
-    issuer: str
-    admin: str
-    login: str
-
-
-def start_idp(port: str | None = None) -> Idp:
-    env = {**os.environ, **({"MCPCTL_IDP_PORT": port} if port else {})}
-    out = subprocess.run(
-        [str(REPO / "scripts" / "idp.sh"), "start"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    ).stdout
-    values = dict(re.findall(r"export (MCPCTL_TEST_OIDC_\w+)=(\S+)", out))
-    return Idp(
-        values["MCPCTL_TEST_OIDC_ISSUER"],
-        values["MCPCTL_TEST_OIDC_ADMIN"],
-        values["MCPCTL_TEST_OIDC_LOGIN"],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -125,70 +97,6 @@ def mcpd(tmp_path_factory: pytest.TempPathFactory, idp: Idp) -> Iterator[Mcpd]:
         assert created.status_code == 201, created.text
     yield daemon
     stop_mcpd(daemon)
-
-
-def set_user(idp: Idp, email: str, groups: list[str]) -> None:
-    httpx.post(f"{idp.login}/users", json={"email": email, "groups": groups}).raise_for_status()
-
-
-def play_browser(url: str, email: str, stop_at: str) -> str:
-    """What a browser does with the authorization URL: the provider redirects to its login and
-    consent app (which accepts `login_hint`) and back; returns the redirect to `stop_at`."""
-    url += "&" + urlencode({"login_hint": email})
-    with httpx.Client(timeout=30) as http:
-        for _ in range(12):
-            if url.startswith(stop_at):
-                return url
-            answer = http.get(url)
-            assert answer.status_code in (302, 303), (answer.status_code, answer.text[:300])
-            url = answer.headers["location"]
-    raise AssertionError(f"no redirect to {stop_at}")
-
-
-def mint(idp: Idp, email: str, resource: str, lifespan: str | None = None) -> str:
-    """An access token for `email`, minted for `resource` by a client registered through the
-    provider's admin API (authorization code + PKCE, as any client)."""
-    client = httpx.post(
-        f"{idp.admin}/admin/clients",
-        json={
-            "redirect_uris": [REDIRECT],
-            "grant_types": ["authorization_code"],
-            "response_types": ["code"],
-            "token_endpoint_auth_method": "none",
-            "scope": "openid email",
-        },
-    ).json()
-    if lifespan:
-        httpx.put(
-            f"{idp.admin}/admin/clients/{client['client_id']}/lifespans",
-            json={"authorization_code_grant_access_token_lifespan": lifespan},
-        ).raise_for_status()
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(sha256(verifier.encode()).digest()).decode().rstrip("=")
-    query = {
-        "response_type": "code",
-        "client_id": client["client_id"],
-        "redirect_uri": REDIRECT,
-        "scope": "openid email",
-        "state": secrets.token_urlsafe(12),
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-        "resource": resource,
-    }
-    back = play_browser(f"{idp.issuer}/oauth2/auth?{urlencode(query)}", email, REDIRECT)
-    code = parse_qs(urlparse(back).query)["code"][0]
-    tokens = httpx.post(
-        f"{idp.issuer}/oauth2/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT,
-            "client_id": client["client_id"],
-            "code_verifier": verifier,
-        },
-    )
-    assert tokens.status_code == 200, tokens.text
-    return str(tokens.json()["access_token"])
 
 
 def initialize(mcpd: Mcpd, project: str, token: str | None) -> httpx.Response:
