@@ -150,6 +150,12 @@ def serve(
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
     init_ray(settings.data_dir.expanduser())
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
+    if settings.oidc_issuer and not settings.public_url:
+        log.warning(
+            "MCPD_OIDC_ISSUER without MCPD_PUBLIC_URL: the audience a token must carry follows "
+            "the request's Host header; set MCPD_PUBLIC_URL so that a token minted for another "
+            "resource of the same provider can never be presented here"
+        )
     settle_heap()
     serve_http(app, settings)
 

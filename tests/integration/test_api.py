@@ -165,7 +165,11 @@ def test_authentication(api: TestClient) -> None:
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     wrong = TestClient(api.app, headers={"Authorization": "Bearer mcp_wrong"})
-    assert wrong.get("/api/v1/servers").status_code == 401
+    refused = wrong.get("/api/v1/servers")
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == (  # RFC 6750
+        'Bearer error="invalid_token", error_description="invalid or expired token"'
+    )
     malformed = TestClient(api.app, headers={"Authorization": ADMIN_TOKEN})
     assert malformed.get("/api/v1/servers").status_code == 401
 
