@@ -201,7 +201,8 @@ def history(
 def whoami(ctx: typer.Context) -> None:
     """Show who the token belongs to."""
     me = client(ctx).get("/api/v1/whoami")
-    console.print(f"{me['email']} ({me['role']})")
+    groups = f"; groups: {', '.join(me['groups'])}" if me.get("groups") else ""
+    console.print(f"{me['email']} ({me['role']}{groups})")
 
 
 @app.command()

@@ -217,9 +217,7 @@ def test_an_admin_group_makes_an_admin(mcpd: Mcpd, idp: Idp) -> None:
     set_user(idp, "root@example.com", ["mcpctl-admins"])
     token = mint(idp, "root@example.com", mcpd.url)
     me = httpx.get(f"{mcpd.url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
-    assert me.json() == {"email": "root@example.com", "role": "admin"} | {
-        k: v for k, v in me.json().items() if k not in ("email", "role")
-    }
+    assert me.json() == {"email": "root@example.com", "role": "admin", "groups": ["mcpctl-admins"]}
     assert initialize(mcpd, "secret", mint(idp, "root@example.com", mcpd.url)).status_code == 200
 
 
@@ -340,13 +338,19 @@ def test_mcpctl_login_stores_a_token_and_refreshes_it(mcpd: Mcpd, idp: Idp, tmp_
 
     whoami = mcpctl(config, mcpd, "whoami")
     out, err = whoami.communicate(timeout=60)
-    assert (whoami.returncode, out.strip()) == (0, "carol@example.com (member)"), err
+    assert (whoami.returncode, out.strip()) == (
+        0,
+        "carol@example.com (member; groups: platform)",
+    ), err
 
     stored["oidc_expires_at"] = "0"  # as if it had expired: the next command refreshes it
     config.write_text(yaml.safe_dump(stored))
     whoami = mcpctl(config, mcpd, "whoami")
     out, err = whoami.communicate(timeout=60)
-    assert (whoami.returncode, out.strip()) == (0, "carol@example.com (member)"), err
+    assert (whoami.returncode, out.strip()) == (
+        0,
+        "carol@example.com (member; groups: platform)",
+    ), err
     refreshed = yaml.safe_load(config.read_text())
     assert refreshed["oidc_access_token"] != stored["oidc_access_token"]
     assert float(refreshed["oidc_expires_at"]) > time.time()

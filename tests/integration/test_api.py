@@ -197,7 +197,11 @@ def test_members_see_only_their_projects(api: TestClient) -> None:
     )
     assert alice.delete("/api/v1/projects/mine").status_code == 403
     assert alice.get("/api/v1/users/bob@example.com/tokens").status_code == 403
-    assert alice.get("/api/v1/whoami").json() == {"email": "alice@example.com", "role": "member"}
+    assert alice.get("/api/v1/whoami").json() == {
+        "email": "alice@example.com",
+        "role": "member",
+        "groups": [],
+    }
 
 
 def test_members_manage_their_own_prompts(api: TestClient) -> None:

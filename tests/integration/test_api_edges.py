@@ -158,7 +158,11 @@ def test_the_system_user_cannot_be_demoted(api: TestClient) -> None:
     shouted = {**document, "metadata": {"name": SYSTEM_USER_EMAIL.upper()}}
     assert api.put(f"/api/v1/users/{SYSTEM_USER_EMAIL.upper()}", json=shouted).status_code == 409
     assert api.get(item).json()["spec"]["role"] == "admin"
-    assert api.get("/api/v1/whoami").json() == {"email": SYSTEM_USER_EMAIL, "role": "admin"}
+    assert api.get("/api/v1/whoami").json() == {
+        "email": SYSTEM_USER_EMAIL,
+        "role": "admin",
+        "groups": [],
+    }
     # What does not demote it is allowed.
     document["spec"] = {"role": "admin", "displayName": "the system"}
     assert api.put(item, json=document).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +19,8 @@ from mcpctl.store import tokens
 class WhoAmI(Model):
     email: str
     role: Role
+    # From the OpenID provider's token; none for API tokens.
+    groups: list[str] = Field(default_factory=list)
 
 
 class TokenList(Model):
@@ -30,7 +33,8 @@ def _require_self_or_admin(principal: Principal, email: str) -> None:
 
 
 async def whoami(request: Request, principal: Principal) -> Response:
-    return JSONResponse({"email": principal.email, "role": principal.role.value})
+    me = {"email": principal.email, "role": principal.role.value, "groups": list(principal.groups)}
+    return JSONResponse(me)
 
 
 async def list_tokens(request: Request, principal: Principal) -> Response:
