@@ -2,10 +2,14 @@
 SDK's 2026 server API; it refuses `initialize`) behind mcpd: found with `server/discover`,
 called with the per-request envelope, served to the official SDK client in handshake
 (`legacy`) and 2026-07-28 modes, through a server endpoint and a project endpoint, over
-STDIO and over Streamable HTTP. A 2025-era backend in the same project works as before."""
+STDIO and over Streamable HTTP. A 2025-era backend in the same project works as before.
+The backend's `input_required` reaches a legacy client as questions on its stream and a
+2026 client as mcpd's own input_required; its subscriptions reach a 2025 client's GET stream
+and a 2026 client's subscriptions/listen."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -20,6 +24,7 @@ import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import CreateMessageResult, ElicitResult, TextContent
 
 from tests.e2e.gateway import Gateway, start_gateway
 from tests.e2e.test_gateway import wait_running
@@ -79,12 +84,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 @asynccontextmanager
-async def connect(world: World, path: str, mode: str) -> AsyncIterator[Client]:
+async def connect(world: World, path: str, mode: str, **options: Any) -> AsyncIterator[Client]:
     http = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {world.gateway.token}"}, timeout=60
     )
     transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
-    async with http, Client(transport, mode=mode) as client:
+    async with http, Client(transport, mode=mode, **options) as client:
         yield client
 
 
@@ -342,11 +347,135 @@ def test_a_tool_never_listed_gets_its_x_mcp_header(world: World, tmp_path: Path)
         }
         answer = api.post("/mcp/servers/fresh", json=body, headers=headers).json()
         assert answer["result"]["content"][0]["text"] == "Zürich: grüezi", answer
-        requests = [
+        recorded = [
             json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()
         ]
+        # mcpd's own subscriptions/listen (opened at start) goes its own way
+        requests = [r for r in recorded if r["method"] != "subscriptions/listen"]
         assert [r["method"] for r in requests] == ["server/discover", "tools/list", "tools/call"]
         assert requests[2]["headers"]["mcp-param-region"] == "=?base64?WsO8cmljaA==?="
     finally:
         api.delete("/api/v1/servers/fresh")
         api.close()
+
+
+# -- input_required from the backend -----------------------------------------------------------
+
+
+async def sample(context: Any, params: Any) -> CreateMessageResult:
+    asked = params.messages[0].content.text
+    return CreateMessageResult(
+        role="assistant", content=TextContent(type="text", text=f"sampled<{asked}>"), model="m"
+    )
+
+
+async def elicit(context: Any, params: Any) -> ElicitResult:
+    return ElicitResult(action="accept", content={"name": "Ada"})
+
+
+ANSWERING = {"sampling_callback": sample, "elicitation_callback": elicit}
+
+
+@pytest.mark.parametrize("server", ["modern", "modern-http"])
+@pytest.mark.parametrize("endpoint", ["server", "project"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_input_required_from_the_backend_reaches_clients_of_both_eras(
+    world: World, server: str, endpoint: str, mode: str
+) -> None:
+    """A legacy client answers the backend's questions on its stream (its callbacks); a
+    2026 client gets mcpd's own input_required and retries. Either way the backend sees one
+    call in three tries (an elicitation round, a sampling round) and completes it once."""
+    path, prefix = (
+        (f"/mcp/servers/{server}", "")
+        if endpoint == "server"
+        else ("/mcp/projects/mixed", f"{server}__")
+    )
+    tries, completed = lines(world, server, "ask-tries"), lines(world, server, "ask-completed")
+    thought = lines(world, server, "think-completed")
+    seen = len(recorded(world, server))
+    async with connect(world, path, mode, **ANSWERING) as client:
+        asked = await client.call_tool(f"{prefix}ask", {})
+        assert asked.content[0].text == "Ada learnt: sampled<Ada?>", asked
+        state_only = await client.call_tool(f"{prefix}think", {"rounds": 3})
+        assert state_only.content[0].text == "thought 3 times"
+    assert lines(world, server, "ask-tries") == tries + 3
+    assert lines(world, server, "ask-completed") == completed + 1
+    assert lines(world, server, "think-completed") == thought + 1
+    calls = [r for r in recorded(world, server)[seen:] if r["method"] == "tools/call"]
+    assert len(calls) == 3 + 4, calls  # ask: 3 tries, think: 4
+    first, second, third = calls[:3]
+    assert "inputResponses" not in first["keys"] and "requestState" not in first["keys"]
+    assert {"inputResponses", "requestState"} <= set(second["keys"]) & set(third["keys"])
+    for call in calls:
+        assert call["meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN
+
+
+# -- subscriptions from the backend --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["modern", "modern-http"])
+async def test_a_2025_clients_stream_gets_the_backends_changes(world: World, server: str) -> None:
+    """The backend announces on mcpd's subscriptions/listen; a legacy client (GET stream)
+    gets list_changed, and resources/updated for what it subscribed with resources/subscribe
+    (answered by mcpd, which re-opens its listen with the URI)."""
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_message(message: Any) -> None:
+        method = getattr(message, "method", None)
+        if isinstance(method, str) and method.startswith("notifications/"):
+            got.put_nowait(method)
+
+    async def next_change() -> str:
+        while True:
+            method = await asyncio.wait_for(got.get(), 20)
+            if method != "notifications/message":
+                return method
+
+    tool, uri = f"grown-{server}-legacy", f"modern://watched-by-{server}"
+    ended = lines(world, server, "listens-ended")
+    async with connect(world, f"/mcp/servers/{server}", "legacy", message_handler=on_message) as c:
+        await c.subscribe_resource(uri)
+        # mcpd listens again with the URI, then closes its listen before (over HTTP: its POST)
+        until(lambda: lines(world, server, "listens-ended") > ended)
+        await asyncio.sleep(0.5)  # the GET stream opens after initialized
+        await c.call_tool("grow", {"name": tool})
+        assert await next_change() == "notifications/tools/list_changed"
+        assert tool in {t.name for t in (await c.list_tools()).tools}
+        await c.call_tool("touch", {"uri": uri})
+        assert await next_change() == "notifications/resources/updated"
+    listens = [r for r in recorded(world, server) if r["method"] == "subscriptions/listen"]
+    assert listens and all(
+        r["meta"]["io.modelcontextprotocol/protocolVersion"] == MODERN for r in listens
+    )
+
+
+@pytest.mark.parametrize("server", ["modern", "modern-http"])
+@pytest.mark.parametrize("endpoint", ["server", "project"])
+async def test_a_2026_clients_listen_gets_the_backends_changes(
+    world: World, server: str, endpoint: str
+) -> None:
+    """Project endpoints do not offer resource subscriptions (their capabilities say
+    `resources: {}`), so only the server endpoint asks for resources/updated."""
+    path, prefix = (
+        (f"/mcp/servers/{server}", "")
+        if endpoint == "server"
+        else ("/mcp/projects/mixed", f"{server}__")
+    )
+    uris = ["modern://readme"] if endpoint == "server" else []
+    tool = f"grown-{server}-{endpoint}"
+    async with connect(world, path, MODERN) as client:
+        listen = client.listen(tools_list_changed=True, resource_subscriptions=uris)
+        async with listen as subscription:
+            assert subscription.honored.tools_list_changed
+            assert (subscription.honored.resource_subscriptions or []) == uris
+            events = aiter(subscription)
+            async with connect(world, path, MODERN) as other:
+                await other.call_tool(f"{prefix}grow", {"name": tool})
+                changed = await asyncio.wait_for(anext(events), 20)
+                assert type(changed).__name__ == "ToolsListChanged", changed
+                if uris:
+                    await other.call_tool(f"{prefix}touch", {"uri": uris[0]})
+                    updated = await asyncio.wait_for(anext(events), 20)
+                    assert getattr(updated, "uri", None) == uris[0], updated
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert f"{prefix}{tool}" in names

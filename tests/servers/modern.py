@@ -6,7 +6,7 @@ It refuses `initialize` as a 2026-only server does (`UnsupportedProtocolVersion`
 naming `2026-07-28`; over HTTP also a request without a 2026 `MCP-Protocol-Version` header,
 and 405 for GET and DELETE), answers `server/discover`, and serves every request from its
 per-request `_meta` envelope. Each request it serves is appended to STATE_DIR/requests.jsonl
-as {"method", "meta", "headers"}, so a test can check what reached it.
+as {"method", "meta", "headers", "keys" (of its params)}, so a test can check what reached it.
 
 Tools:
   echo {text}           answers "echo: <text>"
@@ -17,7 +17,17 @@ Tools:
   region {region, text}  `region` is mirrored in the `Mcp-Param-Region` header
                         (`x-mcp-header`); answers "<region>: <text>"
   pid {}                the process id
-Prompt: greet {name}. Resource: modern://readme (text).
+  ask {}                multi round-trip (input_required): asks an elicitation (`name`), then a
+                        sampling (`capital`, with the name), then answers
+                        "<name> learnt: <the sampled text>"; each try is appended to
+                        STATE_DIR/ask-tries, each completed call to STATE_DIR/ask-completed
+  think {rounds}        answers input_required with only a requestState `rounds` times, then
+                        "thought <rounds> times"; completed calls go to STATE_DIR/think-completed
+  grow {name}           adds a tool `name` (answering "grown") and announces tools/list_changed
+  touch {uri}           announces notifications/resources/updated for `uri`
+Prompt: greet {name}. Resource: modern://readme (text). Subscriptions (subscriptions/listen)
+are the SDK's; each listen opened is in requests.jsonl, each one that ended (cancelled or the
+stream closed) is appended to STATE_DIR/listens-ended.
 """
 
 from __future__ import annotations
@@ -31,6 +41,15 @@ from typing import Annotated, Any
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import (
+    CreateMessageRequest,
+    CreateMessageRequestParams,
+    ElicitRequest,
+    ElicitRequestFormParams,
+    InputRequiredResult,
+    SamplingMessage,
+    TextContent,
+)
 from pydantic import Field
 
 STATE = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
@@ -44,10 +63,20 @@ async def record(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Ha
         params = ctx.params or {}
         request = getattr(ctx.request, "headers", None)
         headers = {k: v for k, v in (request or {}).items() if k.lower().startswith("mcp-")}
-        line = {"method": ctx.method, "meta": params.get("_meta"), "headers": headers}
+        line = {
+            "method": ctx.method,
+            "meta": params.get("_meta"),
+            "headers": headers,
+            "keys": sorted(params),
+        }
         with (STATE / "requests.jsonl").open("a") as file:
             file.write(json.dumps(line) + "\n")
-    return await call_next(ctx)
+    if ctx.method != "subscriptions/listen":
+        return await call_next(ctx)
+    try:
+        return await call_next(ctx)
+    finally:
+        note("listens-ended")
 
 
 server = MCPServer("modern-test", version="1.0.0", instructions=INSTRUCTIONS, middleware=[record])
@@ -104,6 +133,61 @@ def region(
 def pid() -> str:
     """The process id."""
     return str(os.getpid())
+
+
+@server.tool()
+async def ask(ctx: Context) -> str | InputRequiredResult:
+    """Ask the user's name (elicitation), then the model (sampling), over input_required."""
+    note("ask-tries")
+    answers = ctx.input_responses or {}
+    if ctx.request_state is None or (ctx.request_state == "asked-name" and "name" not in answers):
+        schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+        elicit = ElicitRequest(
+            params=ElicitRequestFormParams(message="Your name?", requested_schema=schema)
+        )
+        return InputRequiredResult(input_requests={"name": elicit}, request_state="asked-name")
+    if ctx.request_state == "asked-name":
+        name = (getattr(answers["name"], "content", None) or {}).get("name", "?")
+        prompt = SamplingMessage(role="user", content=TextContent(type="text", text=f"{name}?"))
+        sample = CreateMessageRequest(
+            params=CreateMessageRequestParams(messages=[prompt], max_tokens=20)
+        )
+        state = json.dumps({"name": name})
+        return InputRequiredResult(input_requests={"capital": sample}, request_state=state)
+    name = json.loads(ctx.request_state)["name"]
+    sampled = answers.get("capital")
+    content = getattr(sampled, "content", None)
+    note("ask-completed")
+    return f"{name} learnt: {getattr(content, 'text', '?')}"
+
+
+@server.tool()
+def think(rounds: int, ctx: Context) -> str | InputRequiredResult:
+    """Answer input_required with only a requestState `rounds` times, then complete."""
+    done = int(ctx.request_state or 0)
+    if done < rounds:
+        return InputRequiredResult(request_state=str(done + 1))
+    note("think-completed")
+    return f"thought {rounds} times"
+
+
+@server.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Add a tool and say the tool list changed."""
+
+    def grown() -> str:
+        return "grown"
+
+    server.add_tool(grown, name=name, description="Added by grow.")
+    await ctx.notify_tools_changed()
+    return f"added {name}"
+
+
+@server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Say a resource changed."""
+    await ctx.notify_resource_updated(uri)
+    return f"touched {uri}"
 
 
 @server.prompt()
