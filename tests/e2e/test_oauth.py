@@ -360,9 +360,20 @@ def test_mcpctl_login_stores_a_token_and_refreshes_it(mcpd: Mcpd, idp: Idp, tmp_
     assert "oidc_access_token" not in yaml.safe_load(config.read_text())
 
 
+def mcpd_issuer(mcpd: Mcpd) -> str:
+    resource = httpx.get(f"{mcpd.url}/.well-known/oauth-protected-resource").json()
+    return str(resource["authorization_servers"][0])
+
+
 def test_mcpctl_login_fails_in_one_line(tmp_path: Path, mcpd: Mcpd) -> None:
     config = tmp_path / "config.yaml"
     login = mcpctl(config, mcpd, "login", "--no-browser", "--timeout", "1")
     _, err = login.communicate(timeout=60)
     assert login.returncode == 1
     assert err.splitlines()[-1] == "error: no redirect from the provider within 1 s"
+    device = mcpctl(config, mcpd, "login", "--device")  # Hydra 2.3 has no device flow
+    _, err = device.communicate(timeout=60)
+    assert device.returncode == 1
+    assert err.strip() == (
+        f"error: the provider {mcpd_issuer(mcpd)} offers no device flow: log in without --device"
+    )
