@@ -176,20 +176,21 @@ def test_401_points_to_the_protected_resource_metadata(mcpd: Mcpd, idp: Idp) -> 
 # -- the official SDK client, from nothing but the URL ------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_sdk_client_logs_in_from_the_project_url_and_calls_a_tool(
-    mcpd: Mcpd, idp: Idp
+    mcpd: Mcpd, idp: Idp, mode: str
 ) -> None:
     set_user(idp, "alice@example.com", ["platform"])
     url = f"{mcpd.url}/mcp/projects/platform"
     auth, storage = sdk_auth(url, "alice@example.com")
     async with (
         httpx2.AsyncClient(auth=auth, timeout=60) as http,
-        Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,
     ):
         tools = {tool.name for tool in (await client.list_tools()).tools}
         assert "tools__echo" in tools
-        echoed = await client.call_tool("tools__echo", {"text": "through oauth"})
-        assert "through oauth" in echoed.content[0].text
+        echoed = await client.call_tool("tools__echo", {"text": f"through oauth, {mode}"})
+        assert f"through oauth, {mode}" in echoed.content[0].text
     assert storage.client is not None  # registered dynamically (RFC 7591)
     assert storage.tokens is not None and storage.tokens.refresh_token
     claims = json.loads(base64.urlsafe_b64decode(storage.tokens.access_token.split(".")[1] + "=="))
