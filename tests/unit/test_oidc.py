@@ -20,10 +20,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.oidc import OidcConfig, OidcVerifier, TokenRefused, canonical
 from mcpctl.gateway.policy import in_project
+from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.models.kinds import PROJECT
 from mcpctl.models.project import ProjectSpec
 from mcpctl.models.user import Role
@@ -172,3 +174,41 @@ def test_group_members_in_specs_and_policy() -> None:
     assert in_project(member, project)
     assert not in_project(outsider, project)
     assert in_project(Principal("bob@example.com", Role.MEMBER), project)
+
+
+def connection(path: str, host: str = "10.0.0.5:8420") -> HTTPConnection:
+    scope = {
+        "type": "http",
+        "scheme": "http",
+        "path": path,
+        "query_string": b"",
+        "headers": [(b"host", host.encode())],
+        "server": ("10.0.0.5", 8420),
+    }
+    return HTTPConnection(scope)
+
+
+def test_resource_urls_follow_the_public_url_or_the_request() -> None:
+    provider = Provider()
+    behind_proxy = ResourceServer(verifier(provider), "https://MCPD.example/")
+    conn = connection("/mcp/projects/p/extra")
+    assert behind_proxy.audiences(conn) == (
+        "https://mcpd.example/mcp/projects/p",
+        "https://mcpd.example",
+    )
+    assert behind_proxy.metadata_url(conn) == (
+        "https://mcpd.example/.well-known/oauth-protected-resource/mcp/projects/p"
+    )
+    assert behind_proxy.audiences(connection("/api/v1/servers")) == ("https://mcpd.example",)
+    direct = ResourceServer(verifier(provider))
+    assert direct.audiences(connection("/mcp/servers/s", "mcpd.local:9000")) == (
+        "http://mcpd.local:9000/mcp/servers/s",
+        "http://mcpd.local:9000",
+    )
+    pinned = ResourceServer(verifier(provider, audiences=("api://mcpd",)), None)
+    assert pinned.audiences(conn) == ("api://mcpd",)
+    assert behind_proxy.challenge(conn, "invalid_token", 'bad "token"\n') == (
+        'Bearer resource_metadata="https://mcpd.example/.well-known/oauth-protected-resource'
+        '/mcp/projects/p", scope="openid email offline_access", error="invalid_token", '
+        'error_description="bad token"'
+    )
