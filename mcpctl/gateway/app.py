@@ -23,6 +23,7 @@ from mcpctl.gateway.metrics_endpoint import metrics
 from mcpctl.gateway.request_state import RequestStates
 from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.gateway.sessions import SessionRegistry
+from mcpctl.gateway.tasks import TaskIds
 from mcpctl.models.kinds import KINDS
 from mcpctl.observability.metrics import Metrics
 
@@ -90,6 +91,7 @@ def build_app(
         limits.session_idle_seconds, limits.max_sessions_per_principal, cluster_key
     )
     app.state.request_states = RequestStates(cluster_key, limits.request_timeout)
+    app.state.task_ids = TaskIds(cluster_key)
     app.state.metrics = registry or Metrics()
     app.state.limits = limits
     return app

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcpctl.gateway import policy, subscriptions
+from mcpctl.gateway import policy, subscriptions, tasks
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.limits import Limits
@@ -33,10 +33,13 @@ from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessi
 from mcpctl.gateway.streams import event_stream, sse, with_keepalive
 from mcpctl.gateway.targets import (
     BACKEND_VERSION,
+    ROUTE_KEY,
+    SEPARATOR,
     ProjectTarget,
     ServerTarget,
     Target,
     Unavailable,
+    route,
 )
 from mcpctl.mcp import bridge, jsonrpc, round_trips, validation, versions
 from mcpctl.mcp.caller import PER_REQUEST_PREFIX
@@ -375,37 +378,49 @@ async def _single_exchange(
 
 
 @dataclass(frozen=True)
-class RoundTrip:
-    """A 2026-07-28 request that may end in `input_required`: how to seal its state."""
+class Sealing:
+    """What a 2026-07-28 request's answer needs from mcpd: how to seal an `input_required`'s
+    state, or, for a task request, the client's sealed task id to answer with."""
 
-    method: str
-    seal: Callable[[str, str], str]  # (server, ticket) -> requestState
+    method: str  # the client's, for the metrics (the hosts may get mcpd's own)
+    seal: Callable[[str, str], str] | None = None  # (server, ticket) -> requestState
+    task_id: str | None = None
 
 
 def _for_hosts(
     request: Request, target: Target, principal: Principal, message: Message, meta: dict[str, Any]
-) -> tuple[Message, RoundTrip | None] | Response:
+) -> tuple[Message, Sealing | None] | Response:
     """A 2026-07-28 request as the hosts get it: without its envelope; one that may need the
     client's input says what the client can answer, and a retry carrying mcpd's requestState
     continues the request that state names (see mcpctl/mcp/round_trips.py)."""
     plain = bridge.without_envelope(message)
     method = str(message.get("method"))
+    endpoint = _path(target)
+    if method in tasks.METHODS:
+        params = plain.get("params") or {}
+        try:
+            task = request.app.state.task_ids.open(params.get("taskId"), principal.email, endpoint)
+        except tasks.UnknownTask as error:
+            return FastJSONResponse(
+                jsonrpc.error(message["id"], jsonrpc.INVALID_PARAMS, str(error))
+            )
+        routed = {**plain, "params": {**params, "taskId": task.task_id}}
+        return route(routed, task.server), Sealing(method, task_id=params["taskId"])
     if method not in round_trips.INPUT_REQUIRED_METHODS:
         return plain, None
     states: RequestStates = request.app.state.request_states
-    endpoint = _path(target)
 
     def seal(server: str, ticket: str) -> str:
         return states.seal(principal.email, endpoint, message, server, ticket)
 
-    round_trip = RoundTrip(method, seal)
+    sealing = Sealing(method, seal)
     params = plain.get("params") or {}
     state = params.get("requestState")
     if not (isinstance(state, str) and state.startswith(STATE_PREFIX)):
         # Not mcpd's: a 2026 backend's own state passes through to it.
         can_answer = meta.get(bridge.CLIENT_CAPABILITIES_KEY) or {}
         capabilities = [c for c in round_trips.NEEDS.values() if c in can_answer]
-        return round_trips.for_round_trips(plain, capabilities), round_trip
+        return round_trips.for_round_trips(plain, capabilities), sealing
     try:
         resumption = states.open(state, principal.email, endpoint, message)
     except InvalidState as error:
@@ -415,15 +430,11 @@ def _for_hosts(
         )
     responses = params.get("inputResponses")
     answers = {k: {"result": v} for k, v in (responses or {}).items() if isinstance(v, dict)}
-    resume_params: dict[str, Any] = {
-        "server": resumption.server,
-        "ticket": resumption.ticket,
-        "answers": answers,
-    }
+    resume_params: dict[str, Any] = {"ticket": resumption.ticket, "answers": answers}
     if "_meta" in params:
         resume_params["_meta"] = params["_meta"]
     resume = {"jsonrpc": "2.0", "id": message["id"], "method": round_trips.RESUME}
-    return {**resume, "params": resume_params}, round_trip
+    return route({**resume, "params": resume_params}, resumption.server), sealing
 
 
 async def _subscription(
@@ -455,13 +466,13 @@ async def _observed(
     target: Target,
     session: ClientSession,
     message: Message,
-    round_trip: RoundTrip | None = None,
+    sealing: Sealing | None = None,
 ) -> AsyncGenerator[Message, None]:
     """The target's stream for one request, within the request deadline, counted in the
     metrics. Past the deadline the client gets an error and the backend a cancellation."""
     metrics = request.app.state.metrics
     limits: Limits = request.app.state.limits
-    method = round_trip.method if round_trip else str(message.get("method"))
+    method = sealing.method if sealing else str(message.get("method"))
     labels = (_path(target), method_label(method))
     started = time.perf_counter()
     single_exchange = session.protocol_version in versions.SINGLE_EXCHANGE_REVISIONS
@@ -472,6 +483,8 @@ async def _observed(
             try:
                 async with asyncio.timeout_at(deadline):
                     item = await anext(stream)
+                    if jsonrpc.is_response(item):
+                        item = await _answer(request, target, session, message, item, sealing)
             except StopAsyncIteration:
                 return
             except TimeoutError:
@@ -492,8 +505,6 @@ async def _observed(
                 await target.deliver(session, refusal)
                 continue
             if jsonrpc.is_response(item):
-                if round_trip is not None:
-                    item = _sealed(item, round_trip)
                 if session.backend_version != session.protocol_version:
                     item = bridge.response_for(method, session.protocol_version, item)
                 metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -508,15 +519,62 @@ async def _observed(
         await stream.aclose()
 
 
-def _sealed(response: Message, round_trip: RoundTrip) -> Message:
-    """An `input_required` from a host, with the parked request's ticket sealed."""
+async def _answer(
+    request: Request,
+    target: Target,
+    session: ClientSession,
+    message: Message,
+    response: Message,
+    sealing: Sealing | None,
+) -> Message:
+    """The backend's response as this client gets it: an `input_required` with its ticket
+    sealed, a task handle with its id sealed, or, for a client that takes no tasks, the
+    task's final result."""
+    if sealing is not None and sealing.task_id is not None:
+        return tasks.with_task_id(response, sealing.task_id)
     result = response.get("result")
-    if not isinstance(result, dict) or round_trips.TICKET_KEY not in result:
+    if sealing and sealing.seal and isinstance(result, dict) and round_trips.TICKET_KEY in result:
+        result = dict(result)
+        ticket, server = result.pop(round_trips.TICKET_KEY), result.pop(round_trips.SERVER_KEY)
+        result["requestState"] = sealing.seal(server, ticket)
+        return {**response, "result": result}
+    if not tasks.is_task(response):
         return response
-    result = dict(result)
-    ticket, server = result.pop(round_trips.TICKET_KEY), result.pop(round_trips.SERVER_KEY)
-    result["requestState"] = round_trip.seal(server, ticket)
-    return {**response, "result": result}
+    server = _server_of(target, message)
+    task_id = str(response["result"].get("taskId"))
+    if tasks.takes_tasks(session.capabilities):
+        sealed = request.app.state.task_ids.seal(session.principal, _path(target), server, task_id)
+        return tasks.with_task_id(response, sealed)
+
+    async def ask(poll: Message) -> Message:
+        return await _final_of(target.handle(session, route(poll, server)))
+
+    try:
+        return await tasks.until_done(response, ask)
+    except asyncio.CancelledError:  # past the deadline: the backend should stop too
+        cancel = asyncio.ensure_future(ask(tasks.cancel_request(task_id)))
+        cancel.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
+
+
+def _server_of(target: Target, message: Message) -> str:
+    """The server behind a request of this endpoint."""
+    if ROUTE_KEY in message:
+        return str(message[ROUTE_KEY])
+    if isinstance(target, ServerTarget):
+        return target.name
+    return str((message.get("params") or {}).get("name")).partition(SEPARATOR)[0]
+
+
+async def _final_of(stream: AsyncGenerator[Message, None]) -> Message:
+    final: Message = jsonrpc.error(None, jsonrpc.INTERNAL_ERROR, "no response")
+    try:
+        async for item in stream:
+            if jsonrpc.is_response(item):
+                final = item
+    finally:
+        await stream.aclose()
+    return final
 
 
 async def _respond(
@@ -524,9 +582,9 @@ async def _respond(
     target: Target,
     session: ClientSession,
     message: Message,
-    round_trip: RoundTrip | None = None,
+    sealing: Sealing | None = None,
 ) -> Response:
-    stream = _observed(request, target, session, message, round_trip)
+    stream = _observed(request, target, session, message, sealing)
     wants_sse = "text/event-stream" in request.headers.get("accept", "")
     first = await _unless_disconnected(request, anext(stream), message.get("id"))
     if jsonrpc.is_response(first):

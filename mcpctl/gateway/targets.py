@@ -16,7 +16,7 @@ from mcpctl import __version__
 from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.sessions import ClientSession
-from mcpctl.mcp import jsonrpc, round_trips
+from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import Resource
@@ -25,6 +25,9 @@ from mcpctl.models.prompt import PromptSpec
 log = logging.getLogger(__name__)
 BACKEND_VERSION = "mcpd/backendVersion"  # in what `initialize` returns: the backends' revision
 SEPARATOR = "__"
+# On a message mcpd makes (a round trip's continuation, a task's poll): the member server it is
+# for. Clients cannot set it: their messages keep only JSON-RPC members (validation.check).
+ROUTE_KEY = "mcpd/server"
 MAX_KNOWN_RESOURCES = 100_000  # remembered resource owners per project (then forgotten)
 
 
@@ -63,6 +66,8 @@ class ServerTarget:
         return result
 
     def handle(self, session: ClientSession, message: Message) -> AsyncGenerator[Message, None]:
+        if ROUTE_KEY in message:  # sealed ids name the server: here, always this one
+            message = routed_to(message)[1]
         return self.runtime.exchange(self.name, session.caller, message)
 
     async def deliver(self, session: ClientSession, message: Message) -> None:
@@ -158,7 +163,18 @@ class ProjectTarget:
         request_id = message.get("id")
         params = message.get("params") or {}
         servers, prompts = await self.load()
-        if method == "ping":
+        if ROUTE_KEY in message:  # mcpd's own, for the member server a sealed id names
+            server, routed = routed_to(message)
+            if server not in servers:
+                yield jsonrpc.error(
+                    request_id,
+                    jsonrpc.INVALID_PARAMS,
+                    f"server {server!r} left project {self.name}",
+                )
+                return
+            async for item in self.runtime.exchange(server, session.caller, routed):
+                yield item
+        elif method == "ping":
             yield jsonrpc.result(request_id, {})
         elif method in LISTS:
             yield await self._aggregate(session, request_id, method, servers, prompts)
@@ -195,17 +211,6 @@ class ProjectTarget:
                 )
                 return
             async for item in self.runtime.exchange(owner, session.caller, message):
-                yield item
-        elif method == round_trips.RESUME:  # the server is the one the sealed state names
-            server = str(params.get("server"))
-            if server not in servers:
-                yield jsonrpc.error(
-                    request_id,
-                    jsonrpc.INVALID_PARAMS,
-                    f"server {server!r} left project {self.name}",
-                )
-                return
-            async for item in self.runtime.exchange(server, session.caller, message):
                 yield item
         elif method == "logging/setLevel":
             await asyncio.gather(*(self._collect(s, session, message) for s in servers))
@@ -296,6 +301,14 @@ class ProjectTarget:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+def route(message: Message, server: str) -> Message:
+    return {**message, ROUTE_KEY: server}
+
+
+def routed_to(message: Message) -> tuple[str, Message]:
+    return str(message[ROUTE_KEY]), {k: v for k, v in message.items() if k != ROUTE_KEY}
 
 
 def _matches(template: object, uri: str) -> bool:

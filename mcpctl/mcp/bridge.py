@@ -21,6 +21,7 @@ CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 CLIENT_INFO_KEY = "io.modelcontextprotocol/clientInfo"
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 CACHEABLE = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
 )
@@ -53,10 +54,12 @@ def with_envelope(
 ) -> Message:
     """The request as a 2026-07-28 backend expects it."""
     params = dict(message.get("params") or {})
+    extensions = {**(capabilities.get("extensions") or {}), TASKS_EXTENSION: {}}
     params["_meta"] = {
         **(params.get("_meta") or {}),
         PROTOCOL_VERSION_KEY: version,
-        CLIENT_CAPABILITIES_KEY: capabilities,
+        # mcpd takes tasks: it hands them to clients that do, and polls for those that do not
+        CLIENT_CAPABILITIES_KEY: {**capabilities, "extensions": extensions},
         CLIENT_INFO_KEY: client_info,
     }
     return {**message, "params": params}
@@ -65,6 +68,8 @@ def with_envelope(
 def result_for(
     method: str, version: str, result: dict[str, Any], server_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    if result.get("resultType") == "task":  # an extension's shape: the core schema drops it
+        return result
     if version in SINGLE_EXCHANGE_REVISIONS:
         result = {"resultType": "complete", **result}
         if method in CACHEABLE:

@@ -1,0 +1,154 @@
+"""The tasks extension through mcpd, against tests/servers/tasks.py (a 2026-07-28-only STDIO
+server whose long calls become tasks): a client that takes tasks gets a handle only its
+principal can poll, update or cancel, through any replica; clients that take none (every
+2025-era client, and 2026 clients without the extension) get the final result, mcpd polling
+for them within the request deadline, and a task past it is cancelled at the server."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from mcpctl.gateway.limits import Limits
+from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.test_gateway import wait_running
+
+SCRIPT = Path(__file__).parents[1] / "servers" / "tasks.py"
+MODERN = "2026-07-28"
+TASKS = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
+DEADLINE = 3.0
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    state: Path
+    tokens: dict[str, str]
+
+    def lines(self, name: str) -> list[str]:
+        path = self.state / name
+        return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("tasks")
+    state = workdir / "state"
+    state.mkdir()
+    gateway = start_gateway(workdir, "tasks", hosts=1, limits=Limits(request_timeout=DEADLINE))
+    api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
+    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    assert api.post("/api/v1/servers", json={"metadata": {"name": "tasks"}, "spec": spec})
+    tokens = {"admin": gateway.token}
+    for user in ("alice", "bob"):
+        email = f"{user}@example.com"
+        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
+        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+    members = ["alice@example.com", "bob@example.com"]
+    project = {"metadata": {"name": "team"}, "spec": {"servers": ["tasks"], "members": members}}
+    assert api.post("/api/v1/projects", json=project).is_success
+    wait_running(gateway, "tasks")
+    yield World(gateway, state, tokens)
+    api.close()
+    gateway.stop()
+
+
+def rpc(world: World, user: str, method: str, params: dict[str, Any], name: str) -> Any:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": TASKS,
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+    headers = {
+        "Authorization": f"Bearer {world.tokens[user]}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": method,
+        "Mcp-Name": name,
+    }
+    answer = httpx.post(
+        f"{world.gateway.url}/mcp/projects/team", json=body, headers=headers, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def build(world: World, user: str, text: str, ticks: int = 2) -> dict[str, Any]:
+    arguments = {"text": text, "ticks": ticks}
+    return rpc(
+        world, user, "tools/call", {"name": "tasks__build", "arguments": arguments}, "tasks__build"
+    )
+
+
+def task_request(world: World, user: str, method: str, task_id: str) -> Any:
+    return rpc(world, user, method, {"taskId": task_id}, task_id)
+
+
+def test_a_task_handle_is_its_principals_alone(world: World) -> None:
+    created = build(world, "alice", "mine")["result"]
+    assert created["resultType"] == "task" and created["status"] == "working"
+    task_id = created["taskId"]
+    assert task_id.startswith("mcpd-task.")  # sealed: names the server, binds alice
+    assert world.lines("builds").count("mine") == 1
+    for intruder in (
+        task_request(world, "bob", "tasks/get", task_id),
+        task_request(world, "bob", "tasks/cancel", task_id),
+        task_request(world, "alice", "tasks/get", task_id[:-4] + "AAAA"),
+    ):
+        assert intruder["error"]["code"] == -32602
+        assert "unknown task" in intruder["error"]["message"]
+    deadline = time.monotonic() + 30
+    while (polled := task_request(world, "alice", "tasks/get", task_id)["result"])[
+        "status"
+    ] != "completed":
+        assert polled["taskId"] == task_id and polled["status"] == "working"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert polled["result"]["content"][0]["text"] == "built: mine"
+    assert world.lines("cancels") == []  # bob's cancel never reached the server
+
+
+def test_a_task_is_cancelled_by_its_principal(world: World) -> None:
+    task_id = build(world, "alice", "cancel me", ticks=1000)["result"]["taskId"]
+    assert task_request(world, "alice", "tasks/cancel", task_id)["result"] == {
+        "resultType": "complete"
+    }
+    assert task_request(world, "alice", "tasks/get", task_id)["result"]["status"] == "cancelled"
+    assert len(world.lines("cancels")) == 1
+
+
+@asynccontextmanager
+async def sdk(world: World, mode: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {world.tokens['alice']}"}, timeout=60
+    )
+    transport = streamable_http_client(f"{world.gateway.url}/mcp/projects/team", http_client=http)
+    async with http, Client(transport, mode=mode) as client:
+        yield client
+
+
+@pytest.mark.parametrize("mode", ["legacy", MODERN])
+async def test_clients_that_take_no_tasks_get_the_result(world: World, mode: str) -> None:
+    async with sdk(world, mode) as client:
+        built = await client.call_tool("tasks__build", {"text": f"for {mode}"})
+        assert built.content[0].text == f"built: for {mode}"
+        # A task that outlives the request deadline is cancelled at the server.
+        cancels = len(world.lines("cancels"))
+        with pytest.raises(MCPError, match="within"):
+            await client.call_tool("tasks__build", {"text": "forever", "ticks": 100000})
+        deadline = time.monotonic() + 30
+        while len(world.lines("cancels")) == cancels:
+            assert time.monotonic() < deadline, "the task was not cancelled"
+            time.sleep(0.05)
