@@ -449,3 +449,37 @@ async def test_a_burst_of_lists_costs_the_backend_one_until_the_list_changes(
     again = len(world.lines("lists"))
     await burst()
     assert len(world.lines("lists")) == again + 1
+
+
+# -- trace context travels to the backend ----------------------------------------------------
+
+
+def test_trace_context_in_meta_reaches_the_backend(world: World) -> None:
+    trace = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+        "baggage": "tenant=alice",
+    }
+    body = request("meta", 50, capabilities={})
+    body["params"]["_meta"].update(trace)
+    seen = json.loads(post(world, "admin", body, SERVER).json()["result"]["content"][0]["text"])
+    assert seen == trace  # and nothing of the 2026 envelope reaches a 2025-era backend
+    session = httpx.post(
+        f"{world.gateway.url}{SERVER}",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"},
+            },
+        },
+        headers=world.gateway.headers,
+    ).headers["Mcp-Session-Id"]
+    legacy = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+    legacy["params"] = {"name": "meta", "arguments": {}, "_meta": trace}
+    headers = {**world.gateway.headers, "Mcp-Session-Id": session, "Accept": "application/json"}
+    answered = httpx.post(f"{world.gateway.url}{SERVER}", json=legacy, headers=headers).json()
+    assert json.loads(answered["result"]["content"][0]["text"]) == trace

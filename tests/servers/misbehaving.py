@@ -21,6 +21,7 @@ Tools:
   remember {text} / recall  per-process memory: what a per-user server keeps
   pid                       the process id
   changed                   sends notifications/tools/list_changed, then answers
+  meta                      answers with the request's params._meta as JSON
 resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
 logging/setLevel is logged to STATE_DIR/levels, tools/list to STATE_DIR/lists.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
@@ -60,6 +61,7 @@ TOOLS = [
     "recall",
     "pid",
     "changed",
+    "meta",
 ]
 
 
@@ -129,6 +131,8 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
         if "error" in answer:
             return text_result(f"elicitation refused: {answer['error'].get('message')}")
         return text_result(f"elicited: {answer['result'].get('action')}")
+    if name == "meta":
+        return text_result(json.dumps(params.get("_meta") or {}, sort_keys=True))
     if name == "changed":
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         return text_result("changed")
