@@ -134,9 +134,14 @@ class TokenBackend(AuthenticationBackend):
 
 
 def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    """401 with RFC 6750's `invalid_token` (and, with a provider, where to get a good one)."""
+    """401 with RFC 6750's `invalid_token` (and, with a provider, where to get a good one);
+    503 when the provider's keys cannot be fetched (nothing is wrong with the token then)."""
     reason = exc.reason if isinstance(exc, Refused) else "invalid"
     conn.app.state.metrics.auth_failures.labels(reason).inc()
+    if reason == "issuer_unavailable":  # the token may well be good: try again, keep it
+        unavailable = error_response(503, str(exc))
+        unavailable.headers["Retry-After"] = "10"
+        return unavailable
     response = error_response(401, str(exc))
     response.headers["WWW-Authenticate"] = challenge(conn, "invalid_token", str(exc))
     return response

@@ -146,6 +146,8 @@ class OidcVerifier:
                 ):
                     await self._fetch()
             key = self._find(kid)
+        if key is None and not self._keys:  # the last fetch failed: not the token's fault
+            raise TokenRefused("issuer_unavailable", "the issuer's signing keys are unavailable")
         if key is None:
             raise TokenRefused("key", "the token is signed with a key the issuer does not publish")
         return key.key

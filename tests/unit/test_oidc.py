@@ -133,6 +133,15 @@ def test_an_unknown_key_fetches_the_keys_again_at_most_every_refresh_seconds() -
     assert identity.email == "Alice@Example.com" and provider.jwks_fetches == 2
 
 
+def test_an_unreachable_provider_is_not_the_token_s_fault() -> None:
+    provider = Provider()
+    down = OidcVerifier(
+        OidcConfig(issuer=ISSUER), transport=httpx.MockTransport(lambda _: httpx.Response(502))
+    )
+    assert refused(down, provider.token()) == "issuer_unavailable"  # answered 503, not 401
+    assert refused(down, provider.token()) == "issuer_unavailable"  # until the next fetch too
+
+
 def _with_kid(token: str, kid: str) -> str:
     header, payload, signature = token.split(".")
     decoded = json.loads(base64.urlsafe_b64decode(header + "=="))
