@@ -106,9 +106,14 @@ class ProjectTarget:
         described = await asyncio.gather(*(self.runtime.describe(s, caller) for s in servers))
         capabilities: dict[str, Any] = {"prompts": {"listChanged": True}}
         for backend in described:
+            offered = (backend or {}).get("capabilities") or {}
             for key in ("tools", "resources", "logging", "completions"):
-                if backend and key in backend.get("capabilities", {}):
-                    capabilities.setdefault(key, {})
+                if isinstance(offered.get(key), dict):
+                    merged = capabilities.setdefault(key, {})
+                    # a feature one member offers, the project offers (calls route to it)
+                    for feature in ("listChanged", "subscribe"):
+                        if offered[key].get(feature):
+                            merged[feature] = True
         spoken = {backend.get("protocolVersion") for backend in described if backend}
         return {
             BACKEND_VERSION: spoken.pop() if len(spoken) == 1 else None,

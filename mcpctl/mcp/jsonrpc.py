@@ -12,6 +12,9 @@ Message = dict[str, Any]
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
+# On a server-to-client request a transport passes up: the (backend) id of the request it
+# belongs to, when the transport knows it (never sent to a client).
+RELATED_REQUEST_KEY = "mcpd/relatedRequest"
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # Implementation-defined server errors (-32000 to -32099).

@@ -352,6 +352,7 @@ class ModernTransport(Transport):
                     "id": question_id,
                     "method": question["method"],
                     "params": params if isinstance(params, dict) else {},
+                    jsonrpc.RELATED_REQUEST_KEY: trip.request.get("id"),  # whose question
                 }
             )
         return None

@@ -446,7 +446,9 @@ class Multiplexer:
         if message.get("method") == "ping":
             await self._send(jsonrpc.result(message["id"], {}))
             return
-        target = self._owner()
+        named = message.pop(jsonrpc.RELATED_REQUEST_KEY, None)
+        related = self._pending.get(named) if isinstance(named, int) else None
+        target = related or self._owner()  # the transport may know whose question it is
         if isinstance(target, str) or len(self._questions) >= MAX_OPEN_QUESTIONS:
             reason = target if isinstance(target, str) else "too_many_questions"
             self.dropped[f"request_{reason}"] += 1

@@ -378,11 +378,17 @@ async def subscription(
 
 
 async def test_a_project_subscription_gets_only_the_changes_it_asked_for(world: World) -> None:
-    body = listen_request(41, toolsListChanged=True, resourcesListChanged=False)
+    uri = "demo://resource/static/document/features.md"  # everything's, within the project
+    body = listen_request(
+        41, toolsListChanged=True, resourcesListChanged=False, resourceSubscriptions=[uri]
+    )
     async with subscription(world, "/mcp/projects/team", "alice", body) as events:
         ack = await anext(events)
         assert ack["method"] == "notifications/subscriptions/acknowledged"
-        assert ack["params"]["notifications"] == {"toolsListChanged": True}
+        assert ack["params"]["notifications"] == {
+            "toolsListChanged": True,
+            "resourceSubscriptions": [uri],
+        }
         assert ack["params"]["_meta"] == {"io.modelcontextprotocol/subscriptionId": 41}
         async with sdk(world, "/mcp/projects/team", "alice") as client:
             await client.call_tool("misbehaving__changed", {})

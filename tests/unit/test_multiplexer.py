@@ -274,3 +274,19 @@ async def test_a_list_the_backend_says_not_to_keep_is_asked_each_time(
         sent = await wire.next_sent()
         wire.inbox.put_nowait(jsonrpc.result(sent["id"], {"prompts": [], "ttlMs": 0}))
         assert (await listed)[0]["id"] == request_id
+
+
+async def test_a_question_the_transport_attributes_goes_to_that_request(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+    _, alice = await start(mux, ALICE, request(1))
+    _, bob = await start(mux, BOB, request(2))  # two tenants in flight: ambiguous otherwise
+    await wire.next_sent()
+    bobs = await wire.next_sent()
+    question = {**request("q", "elicitation/create"), jsonrpc.RELATED_REQUEST_KEY: bobs["id"]}
+    wire.inbox.put_nowait(question)
+    wire.inbox.put_nowait(jsonrpc.result(bobs["id"], {}))
+    asked = (await bob)[0]
+    assert asked["method"] == "elicitation/create" and jsonrpc.RELATED_REQUEST_KEY not in asked
+    assert not alice.done()
