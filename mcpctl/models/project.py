@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, PlainValidator, WithJsonSchema
 
 from mcpctl.models.base import Model, Name
+from mcpctl.models.rate_limit import RateLimit
 from mcpctl.models.user import Email, normalise_member_email
 
 GROUP_PREFIX = "group:"
@@ -49,3 +50,4 @@ class ProjectSpec(Model):
     servers: list[Name] = Field(default_factory=list)
     # Users (emails) and groups of the OpenID provider (`group:platform`).
     members: list[Member] = Field(default_factory=list)
+    rate_limit: RateLimit | None = None  # all callers together (gateway/rate_limit.py)

@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -195,3 +197,51 @@ class InstanceEventRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditEventRow(Base):
+    """One audited MCP request (a call, a get, a read) or one denied request. Arguments are
+    kept only as a hash (sha256 of their canonical JSON), never their values."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_principal_at", "principal", "at"),
+    )
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    principal: Mapped[str] = mapped_column(String(320))
+    endpoint: Mapped[str] = mapped_column(String(80))
+    project: Mapped[str | None] = mapped_column(String(63))
+    server: Mapped[str | None] = mapped_column(String(63))
+    method: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(512))
+    duration_ms: Mapped[float] = mapped_column(Float)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    args_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class RateLimitBucketRow(Base):
+    """A token bucket every gateway replica leases tokens from (see gateway/rate_limit.py)."""
+
+    __tablename__ = "rate_limit_buckets"
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
+class ProjectRateLimitRow(Base):
+    """A project's `rateLimit` (kept beside the project's row, dropped with it)."""
+
+    __tablename__ = "project_rate_limits"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    per_minute: Mapped[int] = mapped_column(Integer)
+    burst: Mapped[int] = mapped_column(Integer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from mcpctl.models.kinds import PROJECT, PROMPT, Resource
 from mcpctl.models.project import GROUP_PREFIX, group_of
@@ -14,6 +14,7 @@ from mcpctl.store.errors import InvalidReference, NotFound
 from mcpctl.store.repositories.base import Outcome, Repository, document, remove, spec_json
 from mcpctl.store.tables import (
     ProjectGroupRow,
+    ProjectRateLimitRow,
     ProjectRow,
     ProjectServerRow,
     PromptRow,
@@ -38,6 +39,24 @@ def find_project(session: Session, name: str) -> ProjectRow:
     return row
 
 
+def _rate_limit(row: ProjectRow) -> ProjectRateLimitRow | None:
+    session = object_session(row)
+    return None if session is None else session.get(ProjectRateLimitRow, row.id)
+
+
+def _set_rate_limit(session: Session, row: ProjectRow, limit: Any) -> None:
+    existing = session.get(ProjectRateLimitRow, row.id)
+    if limit is None:
+        if existing is not None:
+            session.delete(existing)
+    elif existing is None:
+        session.add(
+            ProjectRateLimitRow(project_id=row.id, per_minute=limit.per_minute, burst=limit.burst)
+        )
+    else:
+        existing.per_minute, existing.burst = limit.per_minute, limit.burst
+
+
 class ProjectRepository(Repository):
     kind = PROJECT
 
@@ -51,6 +70,9 @@ class ProjectRepository(Repository):
                 *(GROUP_PREFIX + group.name for group in row.groups),
             ],
         }
+        limit = _rate_limit(row)  # audit & rate limits: a table of their own
+        if limit is not None:
+            spec["rateLimit"] = {"perMinute": limit.per_minute, "burst": limit.burst}
         return document(PROJECT, row.name, spec, row.created_at, row.updated_at)
 
     def list(self, session: Session, project: str | None = None) -> list[Resource[Any]]:
@@ -91,6 +113,7 @@ class ProjectRepository(Repository):
         if [group.name for group in row.groups] != groups:
             row.groups = [ProjectGroupRow(name=group) for group in groups]
         session.flush()
+        _set_rate_limit(session, row, spec.rate_limit)
         session.query(ProjectServerRow).filter_by(project_id=row.id).delete()
         for position, server in enumerate(servers):
             session.add(ProjectServerRow(project_id=row.id, server_id=server.id, position=position))
