@@ -194,14 +194,13 @@ def release(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
             "ray.workers.replicas=1",
             "--set-string",
             f"podAnnotations.{ESCAPED}=true",
-            "--wait",
-            "--timeout",
-            "5m",
         )
         installed = True
+        wait_rolled(release, timeout=240)
         release.timings["install"] = time.monotonic() - started
         print(
-            f"\nhelm install --wait (2 mcpd, Ray head + worker): {release.timings['install']:.1f} s"
+            f"\nhelm install, until rolled out (2 mcpd, Ray head + worker): "
+            f"{release.timings['install']:.1f} s"
         )
         secret = core.read_namespaced_secret(f"{release.fullname}-auth", control)
         release.token = base64.b64decode(secret.data["admin-token"]).decode()
@@ -218,6 +217,41 @@ def release(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
         wait_gone(core, control)
         drop_database(release.database)
         api.close()
+
+
+def wait_rolled(release: Release, timeout: float) -> None:
+    """Until every Deployment of the release has all its replicas updated, ready and alone
+    (old pods gone), as `kubectl rollout status` waits; on timeout, what the pods show, and
+    the logs of the containers that restarted."""
+    apps = client.AppsV1Api(release.api)
+    deadline = time.monotonic() + timeout
+    selector = f"app.kubernetes.io/instance={release.name}"
+    while True:
+        deployments = apps.list_namespaced_deployment(release.control, label_selector=selector)
+        if (
+            all(
+                (d.status.observed_generation or 0) >= d.metadata.generation
+                and d.status.updated_replicas == d.spec.replicas
+                and d.status.ready_replicas == d.spec.replicas
+                and d.status.replicas == d.spec.replicas
+                for d in deployments.items
+            )
+            and len(deployments.items) == 3
+        ):
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    report = []
+    for pod in release.core.list_namespaced_pod(release.control).items:
+        for status in pod.status.container_statuses or []:
+            report.append(f"{pod.metadata.name}: {status.state} restarts {status.restart_count}")
+            if status.restart_count:
+                log = release.core.read_namespaced_pod_log(
+                    pod.metadata.name, release.control, container=status.name, previous=True
+                )
+                report.append(log[-4000:])
+    raise AssertionError("the release did not roll out:\n" + "\n".join(report))
 
 
 def wait_gone(core: client.CoreV1Api, namespace: str, timeout: float = 90) -> None:
@@ -453,10 +487,8 @@ def test_a_rollout_under_traffic_fails_no_call(
             "--reuse-values",
             "--set",
             "mcpd.logLevel=debug",  # the settings' checksum changes: the gateways roll
-            "--wait",
-            "--timeout",
-            "5m",
         )
+        wait_rolled(release, timeout=240)
         upgraded = time.monotonic() - started
         # until the old gateways are gone (preStop, drain) and both new ones serve
         deadline = time.monotonic() + 120
@@ -469,7 +501,7 @@ def test_a_rollout_under_traffic_fails_no_call(
     new = {p.metadata.name for p in release.pods("mcpd")}
     release.timings["rollout"] = rolled
     print(
-        f"\nhelm upgrade --wait: {upgraded:.1f} s; rollout until the old gateways were gone: "
+        f"\nhelm upgrade, until rolled out: {upgraded:.1f} s; until the old gateways were gone: "
         f"{rolled:.1f} s; calls answered: {traffic.answered} ({after - before} during the "
         f"rollout), retried once on another endpoint: {traffic.retried}, failed: "
         f"{len(traffic.failed)}; per endpoint: {traffic.served}"

@@ -31,6 +31,12 @@ import (
 // of this cluster) can be found and stopped.
 const markerEnv = "MCPCTL_TEST_KUBELET_RUN"
 
+// containerEnv is set to the container run's id in the environment of its
+// process: when that process ends, whatever it left (daemons in sessions of
+// their own, e.g. Ray's) is killed too, as a runtime kills a container's
+// cgroup.
+const containerEnv = "MCPCTL_TEST_KUBELET_CONTAINER"
+
 type config struct {
 	kubeconfig    string
 	nodeName      string

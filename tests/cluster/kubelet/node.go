@@ -238,7 +238,13 @@ func (k *kubelet) updateNodeStatus(ctx context.Context) error {
 // killMarkedProcesses SIGKILLs every process whose environment carries this
 // run directory's marker: pod processes left behind by a kubelet that died.
 func killMarkedProcesses(runDir string) int {
-	marker := []byte("\x00" + markerEnv + "=" + runDir + "\x00")
+	return killEnvMarked(markerEnv, runDir)
+}
+
+// killEnvMarked sends SIGKILL to every process whose environment has
+// name=value.
+func killEnvMarked(name, value string) int {
+	marker := []byte("\x00" + name + "=" + value + "\x00")
 	self := os.Getpid()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {

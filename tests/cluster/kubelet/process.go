@@ -146,8 +146,10 @@ func startRun(spec runSpec) (*containerRun, error) {
 		} else if waitErr != nil {
 			r.exitCode = 1
 		}
-		// The rest of the process group goes with the process.
+		// The rest of the process group goes with the process, and so does
+		// whatever else the run started (as a container's cgroup would).
 		_ = syscall.Kill(-r.pid, syscall.SIGKILL)
+		killEnvMarked(containerEnv, r.id)
 		// Drain the output (children that escaped the group may still hold
 		// the pipes: do not wait for them forever).
 		drained := make(chan struct{})

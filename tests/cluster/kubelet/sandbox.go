@@ -63,10 +63,24 @@ type podNetwork struct {
 	used map[string]bool
 }
 
+// runTracked runs a command to its end, out of the reaper's way (which would
+// otherwise take its exit status: "waitid: no child processes").
+func runTracked(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := startTracked(cmd); err != nil {
+		return "", err
+	}
+	err := cmd.Wait()
+	untrack(cmd.Process.Pid)
+	return out.String(), err
+}
+
 func ipCmd(args ...string) error {
-	out, err := exec.Command("ip", args...).CombinedOutput()
+	out, err := runTracked("ip", args...)
 	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(out))
 	}
 	return nil
 }
@@ -105,15 +119,15 @@ func newPodNetwork(bridge, cidr string) (*podNetwork, error) {
 // cleanup removes the bridge and every network namespace of this bridge's
 // pods (deleting a namespace deletes its end of the veth pair, and the pair).
 func (p *podNetwork) cleanup() {
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, line := range strings.Split(string(out), "\n") {
+	out, _ := runTracked("ip", "netns", "list")
+	for _, line := range strings.Split(out, "\n") {
 		fields := strings.Fields(line)
 		if len(fields) > 0 && strings.HasPrefix(fields[0], p.bridge+"-") {
 			killInNetns(filepath.Join("/var/run/netns", fields[0]))
 			_ = ipCmd("netns", "del", fields[0])
 		}
 	}
-	_ = exec.Command("ip", "link", "del", p.bridge).Run()
+	_, _ = runTracked("ip", "link", "del", p.bridge)
 	_ = os.RemoveAll(p.shmRoot())
 }
 
@@ -190,6 +204,9 @@ func (k *kubelet) setupSandbox(ctx context.Context, pod *v1.Pod, podDir string) 
 		s.destroy()
 		return nil, err
 	}
+	if _, err := os.Stat(s.nsPath()); err == nil {
+		_ = ipCmd("netns", "del", s.name) // what an attempt that failed half-way left
+	}
 	steps := [][]string{
 		{"netns", "add", s.name},
 		{"link", "add", s.hostVeth, "type", "veth", "peer", "name", "eth0", "netns", s.name},
@@ -232,7 +249,7 @@ func (s *sandbox) destroy() {
 		if err := ipCmd("netns", "del", s.name); err != nil && !strings.Contains(err.Error(), "No such file") {
 			klog.ErrorS(err, "Removing network namespace")
 		}
-		_ = exec.Command("ip", "link", "del", s.hostVeth).Run() // normally gone with the namespace
+		_, _ = runTracked("ip", "link", "del", s.hostVeth) // normally gone with the namespace
 		if s.ip != nil {
 			s.net.release(s.ip)
 		}

@@ -422,6 +422,7 @@ func (w *podWorker) start(ctx context.Context, pod *v1.Pod, st *ctrState) time.T
 	if st.run != nil {
 		st.prevLog = st.run.logPath
 	}
+	env = append(env, containerEnv+"="+id)
 	spec := runSpec{argv: argv, env: env, dir: w.dir, stdin: c.Stdin, logPath: logPath, id: id}
 	if sb := w.sb; sb != nil {
 		spec.wrap = func(path string, argv []string) (string, []string, *syscall.SysProcAttr, error) {
