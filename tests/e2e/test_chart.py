@@ -1451,3 +1451,24 @@ def wait_namespace_gone(core: client.CoreV1Api, name: str) -> None:
             return
         assert time.monotonic() < deadline, f"namespace {name} is still there"
         time.sleep(0.3)
+
+
+def test_pod_annotations_reach_every_pod_of_the_chart(helm: str) -> None:
+    """podAnnotations/podLabels go on the gateways', the Ray head's and workers' pods (the HA
+    test on the test cluster puts them in sandboxes that way), next to the gateways' settings
+    checksum, which a changed value moves (so `helm upgrade` rolls the gateways, not Ray)."""
+    sets = {"podAnnotations.example\\.com/team": "mcp", "podLabels.tier": "gateway"}
+    docs = render(helm, **sets)
+    for component in ("mcpd", "ray-head", "ray-worker"):
+        meta = workload(docs, component)["spec"]["template"]["metadata"]
+        assert meta["annotations"]["example.com/team"] == "mcp", component
+        assert meta["labels"]["tier"] == "gateway", component
+    before = workload(docs)["spec"]["template"]["metadata"]["annotations"]["checksum/settings"]
+    changed = render(helm, **sets, **{"mcpd.logLevel": "debug"})
+    after = workload(changed)["spec"]["template"]["metadata"]["annotations"]["checksum/settings"]
+    assert before != after
+    for component in ("ray-head", "ray-worker"):
+        assert (
+            workload(changed, component)["spec"]["template"]
+            == (workload(docs, component)["spec"]["template"])
+        )
