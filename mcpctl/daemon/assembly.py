@@ -7,8 +7,10 @@ from starlette.applications import Starlette
 from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import Runtime
 from mcpctl.gateway.app import build_app
+from mcpctl.gateway.audit import AuditConfig
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
+from mcpctl.gateway.rate_limit import RateLimitConfig
 from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
@@ -25,6 +27,8 @@ def assemble(
     limits: Limits | None = None,
     shared: bool = False,
     oauth: ResourceServer | None = None,
+    audit: AuditConfig | None = None,
+    rate_limits: RateLimitConfig | None = None,
 ) -> tuple[Starlette, Runtime]:
     """The app and the runtime it starts and stops with (its lifespan)."""
     metrics = Metrics()
@@ -50,4 +54,6 @@ def assemble(
         limits=limits,
         session_key=host_config.secret_key,
         oauth=oauth,
+        audit=audit,
+        rate_limits=rate_limits,
     ), runtime

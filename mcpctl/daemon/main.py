@@ -30,8 +30,10 @@ from mcpctl.daemon.shutdown import (
     ShutdownGate,
     serve_all,
 )
+from mcpctl.gateway.audit import AuditConfig
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics_app
+from mcpctl.gateway.rate_limit import RateLimitConfig
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
@@ -135,6 +137,18 @@ def serve(
         namespace=settings.deployment or f"mcpd-{settings.port}",
         shared=settings.shared,
         oauth=settings.oauth(),
+        audit=AuditConfig(
+            enabled=settings.audit_enabled,
+            retention_days=settings.audit_retention_days,
+            queue_size=settings.audit_queue_size,
+            batch_size=settings.audit_batch_size,
+            flush_seconds=settings.audit_flush_seconds,
+        ),
+        rate_limits=RateLimitConfig(
+            per_minute=settings.rate_limit_per_minute,
+            burst=settings.rate_limit_burst,
+            max_chunk=settings.rate_limit_chunk,
+        ),
         limits=Limits(
             request_timeout=settings.request_timeout,
             max_body_bytes=settings.max_body_bytes,

@@ -65,6 +65,17 @@ class Settings(BaseSettings):
         return {key.strip(): value.strip() for key, value in pairs}
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # The audit trail (gateway/audit.py): kept this many days (0: for ever), written in batches.
+    audit_enabled: bool = True
+    audit_retention_days: float = Field(default=30.0, ge=0)
+    audit_queue_size: int = Field(default=10_000, ge=1)
+    audit_batch_size: int = Field(default=1000, ge=1)
+    audit_flush_seconds: float = Field(default=0.5, gt=0)
+    # Rate limits (gateway/rate_limit.py): each principal's calls per minute (0: none) and burst
+    # (0: the per-minute number); tokens a replica leases from the shared bucket at most.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    rate_limit_burst: int = Field(default=0, ge=0)
+    rate_limit_chunk: int = Field(default=20, ge=1)
     # OAuth 2.1 resource server: JWT access tokens of this OpenID provider besides API tokens.
     oidc_issuer: str | None = None
     # Comma-separated; empty: the MCP endpoint's canonical URL (or MCPD_PUBLIC_URL itself).

@@ -14,12 +14,15 @@ from starlette.routing import Route
 
 from mcpctl.gateway import errors, health, mcp_endpoint, resource_metadata
 from mcpctl.gateway.api import analytics, backup, instances, openapi, resources, templates, users
+from mcpctl.gateway.api import audit as audit_api
 from mcpctl.gateway.api.operation import Operation
+from mcpctl.gateway.audit import AuditConfig, AuditLog
 from mcpctl.gateway.auth import Principal, TokenBackend, on_auth_error
 from mcpctl.gateway.body_limit import BodyLimitMiddleware, BodyTooLarge, on_body_too_large
 from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics
+from mcpctl.gateway.rate_limit import RateLimitConfig, RateLimiter
 from mcpctl.gateway.request_state import RequestStates
 from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.gateway.sessions import SessionRegistry
@@ -33,6 +36,7 @@ def api_operations() -> list[Operation]:
     for kind in KINDS:
         operations += resources.operations(kind)
     operations += templates.OPERATIONS + backup.OPERATIONS + analytics.OPERATIONS
+    operations += audit_api.OPERATIONS
     return operations
 
 
@@ -44,12 +48,16 @@ def build_app(
     limits: Limits | None = None,
     session_key: bytes | None = None,
     oauth: ResourceServer | None = None,
+    audit: AuditConfig | None = None,
+    rate_limits: RateLimitConfig | None = None,
 ) -> Starlette:
     """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints; with
     `oauth`, the OpenID provider's access tokens are accepted besides API tokens."""
     operations = api_operations()
     spec = openapi.document(operations)
     limits = limits or Limits()
+    registry = registry or Metrics()
+    audit_log = AuditLog(context.database, registry, audit or AuditConfig())
 
     async def openapi_json(request: Request, principal: Principal) -> Response:
         return JSONResponse(spec)
@@ -81,7 +89,7 @@ def build_app(
             BodyTooLarge: on_body_too_large,
             mcp_endpoint.ClientGone: mcp_endpoint.on_client_gone,
         },
-        lifespan=lifespan,
+        lifespan=audit_log.around(lifespan),  # the audit's last records written at the end
     )
     app.state.context = context
     app.state.runtime = runtime
@@ -92,6 +100,10 @@ def build_app(
     )
     app.state.request_states = RequestStates(cluster_key, limits.request_timeout)
     app.state.task_ids = TaskIds(cluster_key)
-    app.state.metrics = registry or Metrics()
+    app.state.metrics = registry
+    app.state.audit = audit_log
+    app.state.rate_limiter = RateLimiter(
+        context.database, registry, rate_limits or RateLimitConfig()
+    )
     app.state.limits = limits
     return app

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
+from mcpctl.gateway import audit
 from mcpctl.gateway.errors import error_response
 from mcpctl.gateway.oidc import Identity, TokenRefused, looks_like_jwt
 from mcpctl.gateway.resource_metadata import ResourceServer, challenge
@@ -142,6 +143,7 @@ def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
         unavailable = error_response(503, str(exc))
         unavailable.headers["Retry-After"] = "10"
         return unavailable
+    audit.denied(conn, "invalid_token", reason, status=401)
     response = error_response(401, str(exc))
     response.headers["WWW-Authenticate"] = challenge(conn, "invalid_token", str(exc))
     return response

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mcpctl.gateway import policy, subscriptions, tasks
+from mcpctl.gateway import audit, policy, rate_limit, subscriptions, tasks
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.limits import Limits
@@ -80,6 +80,9 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
 
     if kind == "servers":
         if not principal.is_admin:
+            audit.denied(
+                request, "forbidden", "a member on a server endpoint", principal=principal.email
+            )
             return _rpc_error(
                 403, jsonrpc.INVALID_REQUEST, "members reach servers through their projects"
             )
@@ -108,7 +111,11 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
             del context.project_cache[name]
         return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
     if not policy.in_project(principal, project):
+        audit.denied(
+            request, "not_found", "not in the project", status=404, principal=principal.email
+        )
         return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
+    request.state.rate_limit = project.spec.rate_limit  # for rate_limit.check
     loaded = (list(project.spec.servers), prompts)
 
     async def load() -> tuple[list[str], list[Resource[PromptSpec]]]:
@@ -132,6 +139,7 @@ async def _caller(request: Request) -> tuple[Principal, Target] | Response:
 def _principal(request: Request) -> Principal | Response:
     if isinstance(request.user, Principal):
         return request.user
+    audit.denied(request, "unauthenticated", status=401)
     response = _rpc_error(
         401,
         jsonrpc.INVALID_REQUEST,
@@ -181,6 +189,8 @@ async def post(request: Request) -> Response:
             f"Invalid Request: a batch of {len(messages)} messages; "
             f"the limit is {limits.max_batch}",
         )
+    if (limited := await rate_limit.check(request, principal, messages)) is not None:
+        return limited  # 429
     registry: SessionRegistry = request.app.state.sessions
 
     first = messages[0]
@@ -496,6 +506,7 @@ async def _observed(
                     f"{method} got no answer within {limits.request_timeout:g} s "
                     "(MCPD_REQUEST_TIMEOUT); it was cancelled",
                 )
+                audit.observed(request, session.principal, message, None, started, method)
                 return
             if single_exchange and jsonrpc.is_request(item):
                 # No back-channel on 2026-07-28: the backend's question gets a clear no.
@@ -511,10 +522,13 @@ async def _observed(
                 metrics.requests.labels(*labels).inc()
                 if "error" in item:
                     metrics.errors.labels(*labels).inc()
+                audit.observed(request, session.principal, message, item, started, method)
             yield item
     except Unavailable as error:
         metrics.errors.labels(*labels).inc()
-        yield jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
+        failed = jsonrpc.error(message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, str(error))
+        audit.observed(request, session.principal, message, failed, started, method)
+        yield failed
     finally:
         await stream.aclose()
 

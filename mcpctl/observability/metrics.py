@@ -96,3 +96,35 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # -- audit trail and rate limits (gateway/audit.py, gateway/rate_limit.py) --------
+        self.denied = Counter(
+            "mcpctl_mcp_denied",
+            "Requests refused by a policy, by endpoint kind (servers, projects, api) and reason "
+            "(unauthenticated, invalid_token, forbidden, not_found, rate_limited, tool_denied, "
+            "policy, other).",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "mcpctl_rate_limited",
+            "MCP requests answered 429, by the limit hit (scope: principal or project) and "
+            "endpoint.",
+            ["scope", "target"],
+            registry=self.registry,
+        )
+        self.audit_records = Counter(
+            "mcpctl_audit_records",
+            "Audit records queued for the store, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.audit_dropped = Counter(
+            "mcpctl_audit_dropped",
+            "Audit records dropped: the queue was full or the store refused a batch.",
+            registry=self.registry,
+        )
+        self.audit_batches = Counter(
+            "mcpctl_audit_batches",
+            "Transactions that wrote audit records (many records each).",
+            registry=self.registry,
+        )
