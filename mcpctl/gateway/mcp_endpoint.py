@@ -26,6 +26,7 @@ from starlette.routing import Route
 from mcpctl.gateway import audit, policy, rate_limit, subscriptions, tasks
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
+from mcpctl.gateway.exposure import Exposure
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.request_state import STATE_PREFIX, InvalidState, RequestStates
 from mcpctl.gateway.resource_metadata import challenge
@@ -121,8 +122,17 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     async def load() -> tuple[list[str], list[Resource[PromptSpec]]]:
         return loaded
 
+    view, shown = None, name
+    if "view" in request.path_params:
+        shown = f"{name}/views/{request.path_params['view']}"
+        views = getattr(project.spec, "views", None) or []
+        view = next((v for v in views if v.name == request.path_params["view"]), None)
+        if view is None:
+            return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"view {shown!r} not found")
+    unbound = principal.is_admin or principal.email == project.spec.owner
+    exposure = Exposure.of(project.spec, principal.email, principal.groups, unbound, view)
     owners = context.resource_owners.setdefault(name, {})
-    return ProjectTarget(runtime, name, load, request.app.state.limits, owners)
+    return ProjectTarget(runtime, shown, load, request.app.state.limits, owners, exposure)
 
 
 async def _caller(request: Request) -> tuple[Principal, Target] | Response:
@@ -664,8 +674,9 @@ async def delete(request: Request) -> Response:
 
 
 def routes() -> list[Route]:
+    paths = ("/mcp/servers/{name}", "/mcp/projects/{name}", "/mcp/projects/{name}/views/{view}")
     return [
-        Route(f"/mcp/{kind}/{{name}}", handler, methods=[method])
-        for kind in ("servers", "projects")
+        Route(path, handler, methods=[method])
+        for path in paths
         for handler, method in ((post, "POST"), (get, "GET"), (delete, "DELETE"))
     ]

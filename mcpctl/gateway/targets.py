@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from mcpctl import __version__
 from mcpctl.actors.runtime import Runtime
+from mcpctl.gateway.exposure import Exposure
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.sessions import ClientSession
 from mcpctl.mcp import jsonrpc
@@ -78,11 +79,11 @@ class ServerTarget:
 
 
 ProjectLoader = Callable[[], Awaitable[tuple[list[str], list[Resource[PromptSpec]]]]]
-LISTS = {
-    "tools/list": ("tools", "name"),
-    "prompts/list": ("prompts", "name"),
-    "resources/list": ("resources", "name"),
-    "resources/templates/list": ("resourceTemplates", "name"),
+LISTS = {  # what a project aggregates: method -> the result's field
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
 }
 
 
@@ -94,12 +95,14 @@ class ProjectTarget:
         load: ProjectLoader,
         limits: Limits | None = None,
         owners: dict[str, str] | None = None,
+        exposure: Exposure | None = None,
     ) -> None:
         self.runtime = runtime
         self.name = name
         self.load = load
         self.limits = limits or Limits()
         self.owners = owners if owners is not None else {}  # resource URI -> member server
+        self.exposure = exposure or Exposure()  # what this caller sees and may call
 
     async def initialize(self, caller: Caller) -> dict[str, Any]:
         servers, _ = await self.load()
@@ -183,21 +186,26 @@ class ProjectTarget:
             yield jsonrpc.result(request_id, {})
         elif method in LISTS:
             yield await self._aggregate(session, request_id, method, servers, prompts)
-        elif method == "prompts/get" and _stored(prompts, params.get("name")):
+        elif (
+            method == "prompts/get"
+            and _stored(prompts, params.get("name"))
+            and self.exposure.prompt(None, str(params.get("name")))
+        ):
             yield render_prompt(
                 request_id, _stored(prompts, params.get("name")), params.get("arguments") or {}
             )
         elif method in ("tools/call", "prompts/get", "completion/complete"):
             key = "ref" if method == "completion/complete" else None
-            name = (params.get(key) or {}).get("name") if key else params.get("name")
-            server, _, inner = str(name or "").partition(SEPARATOR)
-            if server not in servers or not inner:
+            name = str(((params.get(key) or {}).get("name") if key else params.get("name")) or "")
+            source = self._source(method, name, servers)
+            if source is None:  # hidden or missing: the same answer, so nothing is learnt
                 yield jsonrpc.error(
                     request_id,
                     jsonrpc.INVALID_PARAMS,
                     f"unknown name {name!r} in project {self.name}",
                 )
                 return
+            server, inner = source
             if key:
                 routed = {**params, key: {**params[key], "name": inner}}
             else:
@@ -207,8 +215,9 @@ class ProjectTarget:
             ):
                 yield item
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-            owner = await self._owner_of(str(params.get("uri")), session, servers)
-            if owner is None:
+            uri = str(params.get("uri"))
+            owner = await self._owner_of(uri, session, servers)
+            if owner is None or not self.exposure.resource(owner, uri):
                 yield jsonrpc.error(
                     request_id,
                     jsonrpc.INVALID_PARAMS,
@@ -226,6 +235,15 @@ class ProjectTarget:
                 jsonrpc.METHOD_NOT_FOUND,
                 f"method {method!r} is not served by project endpoints",
             )
+
+    def _source(self, method: str, name: str, servers: list[str]) -> tuple[str, str] | None:
+        """The member server and its own name for what a caller names, if it may."""
+        if method == "tools/call":
+            return self.exposure.tool_source(name, servers)
+        server, _, inner = name.partition(SEPARATOR)
+        if server not in servers or not inner or not self.exposure.prompt(server, inner):
+            return None
+        return server, inner
 
     async def _owner_of(self, uri: str, session: ClientSession, servers: list[str]) -> str | None:
         """The member server a resource URI belongs to: known from an earlier list (of any
@@ -265,17 +283,20 @@ class ProjectTarget:
         servers: list[str],
         prompts: list[Resource[PromptSpec]],
     ) -> Message:
-        field, key = LISTS[method]
+        field = LISTS[method]
         per_server = await asyncio.gather(
             *(self._list_all(s, session, method, field) for s in servers)
         )
         combined: list[Any] = []
         for server, items in zip(servers, per_server, strict=True):
             for item in items:
+                shown = self._shown(method, server, item) if isinstance(item, dict) else None
+                if shown is None:
+                    continue
                 if method == "resources/list":
                     session.resource_owners[item.get("uri", "")] = server
                     self._learn(server, [item])
-                combined.append({**item, key: f"{server}{SEPARATOR}{item.get(key, '')}"})
+                combined.append(shown)
         if method == "prompts/list":
             combined.extend(
                 {
@@ -284,8 +305,20 @@ class ProjectTarget:
                     "arguments": [a.model_dump(exclude_defaults=False) for a in p.spec.arguments],
                 }
                 for p in prompts
+                if self.exposure.prompt(None, p.metadata.name)
             )
         return jsonrpc.result(request_id, {field: combined})
+
+    def _shown(self, method: str, server: str, item: dict[str, Any]) -> dict[str, Any] | None:
+        """A member's list item as this caller sees it in the project, or None if hidden."""
+        if method == "tools/list":
+            return self.exposure.tool(server, item)
+        name = str(item.get("name", ""))
+        if method == "prompts/list":
+            visible = self.exposure.prompt(server, name)
+        else:  # resources and their templates, by URI
+            visible = self.exposure.resource(server, str(item.get("uri", item.get("uriTemplate"))))
+        return {**item, "name": f"{server}{SEPARATOR}{name}"} if visible else None
 
     async def deliver(self, session: ClientSession, message: Message) -> None:
         servers, _ = await self.load()

@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
-
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import Field, model_validator
 
 from mcpctl.models.base import Model, Name
+from mcpctl.models.exposure import AccessRule, ServerExposure, View
+from mcpctl.models.members import GROUP_PREFIX, Member, group_of
 from mcpctl.models.rate_limit import RateLimit
-from mcpctl.models.user import Email, normalise_member_email
+from mcpctl.models.user import Email
 
-GROUP_PREFIX = "group:"
-# A group as the OpenID provider names it in its groups claim (case kept as it is there).
-GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@ -]{0,127}$")
-
-
-def _member(value: object) -> str:
-    """A user's email (stored normalised), or `group:<name>` for everyone in that group."""
-    if not isinstance(value, str):
-        raise ValueError("a member is an email or 'group:<name>'")
-    text = value.strip()
-    if text[: len(GROUP_PREFIX)].lower() == GROUP_PREFIX:
-        group = text[len(GROUP_PREFIX) :].strip()
-        if not GROUP_NAME.match(group):
-            raise ValueError(
-                f"{text!r}: a group name is 1-128 letters, digits and '._:/@ -', "
-                "starting with a letter or digit"
-            )
-        return GROUP_PREFIX + group
-    return normalise_member_email(text)
-
-
-Member = Annotated[
-    str,
-    PlainValidator(_member),
-    WithJsonSchema({"type": "string", "description": "an email, or group:<name>"}),
-]
-
-
-def group_of(member: str) -> str | None:
-    """The group a member entry names, or None for a user's email."""
-    return member[len(GROUP_PREFIX) :] if member.startswith(GROUP_PREFIX) else None
+__all__ = ["GROUP_PREFIX", "Member", "ProjectSpec", "group_of"]
 
 
 class ProjectSpec(Model):
@@ -51,3 +20,18 @@ class ProjectSpec(Model):
     # Users (emails) and groups of the OpenID provider (`group:platform`).
     members: list[Member] = Field(default_factory=list)
     rate_limit: RateLimit | None = None  # all callers together (gateway/rate_limit.py)
+    # What the project exposes of each server, who may call what, and smaller endpoints
+    # (models/exposure.py).
+    expose: dict[Name, ServerExposure] = Field(default_factory=dict)
+    access: list[AccessRule] = Field(default_factory=list, max_length=256)
+    views: list[View] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _policy_names_what_exists(self) -> ProjectSpec:
+        for server in self.expose:
+            if server not in self.servers:
+                raise ValueError(f"expose.{server}: {server!r} is not one of the servers")
+        names = [view.name for view in self.views]
+        if len(set(names)) != len(names):
+            raise ValueError("views: two views have the same name")
+        return self

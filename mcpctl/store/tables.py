@@ -245,3 +245,13 @@ class ProjectRateLimitRow(Base):
     )
     per_minute: Mapped[int] = mapped_column(Integer)
     burst: Mapped[int] = mapped_column(Integer)
+
+
+class ProjectPolicyRow(Base):
+    """A project's `expose`, `access` and `views` (models/exposure.py), one document."""
+
+    __tablename__ = "project_policies"
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    document: Mapped[dict[str, Any]] = mapped_column(JSONDoc)

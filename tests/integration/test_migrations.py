@@ -18,4 +18,4 @@ def test_migrations_match_the_models(database: Database) -> None:
 def test_migrating_twice_is_a_no_op(database: Database) -> None:
     migrate(database.engine)
     with database.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0004"
+        assert MigrationContext.configure(connection).get_current_revision() == "0005"

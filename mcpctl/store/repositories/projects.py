@@ -14,6 +14,7 @@ from mcpctl.store.errors import InvalidReference, NotFound
 from mcpctl.store.repositories.base import Outcome, Repository, document, remove, spec_json
 from mcpctl.store.tables import (
     ProjectGroupRow,
+    ProjectPolicyRow,
     ProjectRateLimitRow,
     ProjectRow,
     ProjectServerRow,
@@ -44,6 +45,28 @@ def _rate_limit(row: ProjectRow) -> ProjectRateLimitRow | None:
     return None if session is None else session.get(ProjectRateLimitRow, row.id)
 
 
+POLICY_FIELDS = {"expose", "access", "views"}
+
+
+def _policy(row: ProjectRow) -> ProjectPolicyRow | None:
+    session = object_session(row)
+    return None if session is None else session.get(ProjectPolicyRow, row.id)
+
+
+def _set_policy(session: Session, row: ProjectRow, spec: Any) -> None:
+    document = spec.model_dump(
+        mode="json", by_alias=True, exclude_defaults=True, include=POLICY_FIELDS
+    )
+    existing = session.get(ProjectPolicyRow, row.id)
+    if not document:
+        if existing is not None:
+            session.delete(existing)
+    elif existing is None:
+        session.add(ProjectPolicyRow(project_id=row.id, document=document))
+    else:
+        existing.document = document
+
+
 def _set_rate_limit(session: Session, row: ProjectRow, limit: Any) -> None:
     existing = session.get(ProjectRateLimitRow, row.id)
     if limit is None:
@@ -61,7 +84,7 @@ class ProjectRepository(Repository):
     kind = PROJECT
 
     def to_resource(self, row: ProjectRow) -> Resource[Any]:
-        spec = {
+        spec: dict[str, Any] = {
             "description": row.description,
             "owner": row.owner.email,
             "servers": [server.name for server in row.servers],
@@ -73,6 +96,9 @@ class ProjectRepository(Repository):
         limit = _rate_limit(row)  # audit & rate limits: a table of their own
         if limit is not None:
             spec["rateLimit"] = {"perMinute": limit.per_minute, "burst": limit.burst}
+        policy = _policy(row)  # expose, access, views: one document of their own
+        if policy is not None:
+            spec.update(policy.document)
         return document(PROJECT, row.name, spec, row.created_at, row.updated_at)
 
     def list(self, session: Session, project: str | None = None) -> list[Resource[Any]]:
@@ -114,6 +140,7 @@ class ProjectRepository(Repository):
             row.groups = [ProjectGroupRow(name=group) for group in groups]
         session.flush()
         _set_rate_limit(session, row, spec.rate_limit)
+        _set_policy(session, row, spec)
         session.query(ProjectServerRow).filter_by(project_id=row.id).delete()
         for position, server in enumerate(servers):
             session.add(ProjectServerRow(project_id=row.id, server_id=server.id, position=position))

@@ -1,0 +1,174 @@
+"""Per-tool exposure and access in a project, through mcpd with the official SDK client, on
+tests/servers/misbehaving.py (which counts what really ran) and the published
+`@modelcontextprotocol/server-everything`: a caller lists exactly what it may call, and
+anything else is an unknown name that never reaches the server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from mcpctl.models.project import ProjectSpec
+from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.test_gateway import EVERYTHING, wait_running
+from tests.e2e.test_tenancy import SCRIPT
+
+POLICY = {
+    "expose": {
+        "misbehaving": {
+            "tools": {
+                "allow": ["echo", "append", "pid", "meta"],
+                "deny": ["append"],
+                "rename": {"echo": "say"},
+                "descriptions": {"say": "Say it back"},
+            }
+        },
+        "everything": {
+            "prompts": {"deny": ["args-*"]},
+            "resources": {"allow": ["demo://resource/static/*"]},
+        },
+    },
+    "access": [
+        {"members": ["alice@example.com"], "tools": ["*"], "prompts": ["*"], "resources": ["*"]},
+        {"members": ["bob@example.com"], "tools": ["*__say"]},
+    ],
+    "views": [{"name": "lite", "tools": ["misbehaving__say", "everything__get-sum"]}],
+}
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    state: Path
+    tokens: dict[str, str]
+    api: httpx.Client
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    workdir = tmp_path_factory.mktemp("exposure")
+    state = workdir / "state"
+    state.mkdir()
+    gateway = start_gateway(workdir, "exposure", hosts=1)
+    api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
+    misbehaving = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    for name, spec in (("misbehaving", misbehaving), ("everything", EVERYTHING)):
+        assert api.post("/api/v1/servers", json={"metadata": {"name": name}, "spec": spec})
+    tokens = {"admin": gateway.token}
+    for user in ("alice", "bob"):
+        email = f"{user}@example.com"
+        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
+        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+    spec = {
+        "servers": ["misbehaving", "everything"],
+        "members": ["alice@example.com", "bob@example.com"],
+        **POLICY,
+    }
+    created = api.post("/api/v1/projects", json={"metadata": {"name": "team"}, "spec": spec})
+    assert created.status_code == 201, created.text
+    wait_running(gateway, "misbehaving")
+    wait_running(gateway, "everything")
+    yield World(gateway, state, tokens, api)
+    api.close()
+    gateway.stop()
+
+
+@asynccontextmanager
+async def connect(world: World, user: str, mode: str, path: str = "/mcp/projects/team"):
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens[user]}"}, timeout=60)
+    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
+    async with http, Client(transport, mode=mode) as client:
+        yield client
+
+
+async def names(client: Client) -> dict[str, list[str]]:
+    return {
+        "tools": sorted(t.name for t in (await client.list_tools()).tools),
+        "prompts": sorted(p.name for p in (await client.list_prompts()).prompts),
+        "resources": sorted(r.uri for r in (await client.list_resources()).resources),
+    }
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_member_lists_and_calls_exactly_what_is_exposed_to_them(
+    world: World, mode: str
+) -> None:
+    async with connect(world, "alice", mode) as alice:
+        listed = await names(alice)
+        ours = [t for t in listed["tools"] if t.startswith("misbehaving__")]
+        assert ours == ["misbehaving__meta", "misbehaving__pid", "misbehaving__say"]
+        assert "everything__echo" in listed["tools"]  # no exposure set: all of it
+        tools = {t.name: t for t in (await alice.list_tools()).tools}
+        assert tools["misbehaving__say"].description == "Say it back"
+        assert not [p for p in listed["prompts"] if p.startswith("everything__args-")]
+        demo = [u for u in listed["resources"] if u.startswith("demo://")]  # everything's
+        assert demo and all(u.startswith("demo://resource/static/") for u in demo)
+        said = await alice.call_tool("misbehaving__say", {"text": "hi"})
+        assert said.content[0].text == "echo: hi"
+        for hidden in ("misbehaving__echo", "misbehaving__append", "misbehaving__nope"):
+            with pytest.raises(MCPError, match=f"unknown name '{hidden}' in project team"):
+                await alice.call_tool(hidden, {"text": "x"})
+        with pytest.raises(MCPError, match="unknown resource"):
+            await alice.read_resource("demo://resource/dynamic/text/1")
+    assert not (world.state / "appended").exists()  # nothing hidden ever ran
+
+
+async def test_access_rules_narrow_a_member_to_their_tools(world: World) -> None:
+    async with connect(world, "bob", "legacy") as bob:
+        assert await names(bob) == {"tools": ["misbehaving__say"], "prompts": [], "resources": []}
+        assert (await bob.call_tool("misbehaving__say", {"text": "b"})).content[0].text == "echo: b"
+        with pytest.raises(MCPError, match="unknown name 'everything__echo'"):
+            await bob.call_tool("everything__echo", {"message": "x"})
+        with pytest.raises(MCPError, match="unknown name"):
+            await bob.get_prompt("everything__simple-prompt")
+    async with connect(world, "admin", "legacy") as admin:  # not bound by access rules
+        assert "everything__echo" in (await names(admin))["tools"]
+
+
+async def test_a_view_serves_a_smaller_set_of_tools(world: World) -> None:
+    async with connect(world, "alice", "2026-07-28", "/mcp/projects/team/views/lite") as lite:
+        assert await names(lite) == {
+            "tools": ["everything__get-sum", "misbehaving__say"],
+            "prompts": [],
+            "resources": [],
+        }
+        total = await lite.call_tool("everything__get-sum", {"a": 1, "b": 2})
+        assert "3" in total.content[0].text
+    async with connect(world, "bob", "legacy", "/mcp/projects/team/views/lite") as lite:
+        assert (await names(lite))["tools"] == ["misbehaving__say"]  # the view and his rules
+    missing = httpx.post(
+        f"{world.gateway.url}/mcp/projects/team/views/nope",
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers=world.gateway.headers,
+    )
+    assert missing.status_code == 404 and "view 'team/views/nope' not found" in missing.text
+
+
+def test_the_policy_is_part_of_the_project(world: World) -> None:
+    shown = world.api.get("/api/v1/projects/team").json()["spec"]
+
+    def policy(spec: dict[str, Any]) -> dict[str, Any]:
+        parsed = ProjectSpec.model_validate({**spec, "servers": ["misbehaving", "everything"]})
+        return parsed.model_dump(include={"expose", "access", "views"})
+
+    assert policy(shown) == policy(POLICY)  # kept as applied (defaults shown)
+    again = world.api.put(
+        "/api/v1/projects/team", json={"metadata": {"name": "team"}, "spec": shown}
+    )
+    assert again.headers["Mcpctl-Outcome"] == "unchanged"
+    bad: dict[str, Any] = {**shown, "expose": {"time": {}}}
+    refused = world.api.put(
+        "/api/v1/projects/team", json={"metadata": {"name": "team"}, "spec": bad}
+    )
+    assert refused.status_code == 422 and "expose.time" in refused.text
