@@ -172,3 +172,19 @@ def test_the_policy_is_part_of_the_project(world: World) -> None:
         "/api/v1/projects/team", json={"metadata": {"name": "team"}, "spec": bad}
     )
     assert refused.status_code == 422 and "expose.time" in refused.text
+
+
+def test_the_policy_is_kept_in_backups(world: World) -> None:
+    backup = world.api.get("/api/v1/backup").json()
+    [team] = [
+        i for i in backup["items"] if i["kind"] == "Project" and i["metadata"]["name"] == "team"
+    ]
+    assert team["spec"]["access"][1] == {
+        "members": ["bob@example.com"],
+        "tools": ["*__say"],
+        "prompts": [],
+        "resources": [],
+    }
+    restored = world.api.post("/api/v1/restore", json=backup)
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["restored"]["projects"] == {"unchanged": 1}
