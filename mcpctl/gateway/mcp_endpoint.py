@@ -34,6 +34,7 @@ from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessi
 from mcpctl.gateway.streams import event_stream, sse, with_keepalive
 from mcpctl.gateway.targets import (
     BACKEND_VERSION,
+    DENIED_KEY,
     ROUTE_KEY,
     SEPARATOR,
     ProjectTarget,
@@ -532,7 +533,12 @@ async def _observed(
                 metrics.requests.labels(*labels).inc()
                 if "error" in item:
                     metrics.errors.labels(*labels).inc()
-                audit.observed(request, session.principal, message, item, started, method)
+                if item.pop(DENIED_KEY, False):  # the project's exposure or access rules
+                    audit.denied(
+                        request, "tool_denied", principal=session.principal, message=message
+                    )
+                else:
+                    audit.observed(request, session.principal, message, item, started, method)
             yield item
     except Unavailable as error:
         metrics.errors.labels(*labels).inc()

@@ -29,6 +29,8 @@ SEPARATOR = "__"
 # On a message mcpd makes (a round trip's continuation, a task's poll): the member server it is
 # for. Clients cannot set it: their messages keep only JSON-RPC members (validation.check).
 ROUTE_KEY = "mcpd/server"
+# On an answer a project gives: its policy refused the name (audited as denied, never sent).
+DENIED_KEY = "mcpd/denied"
 MAX_KNOWN_RESOURCES = 100_000  # remembered resource owners per project (then forgotten)
 
 
@@ -199,11 +201,13 @@ class ProjectTarget:
             name = str(((params.get(key) or {}).get("name") if key else params.get("name")) or "")
             source = self._source(method, name, servers)
             if source is None:  # hidden or missing: the same answer, so nothing is learnt
-                yield jsonrpc.error(
+                refused = name.partition(SEPARATOR)[0] in servers  # a member's: the policy's
+                unknown = jsonrpc.error(
                     request_id,
                     jsonrpc.INVALID_PARAMS,
                     f"unknown name {name!r} in project {self.name}",
                 )
+                yield {**unknown, DENIED_KEY: True} if refused else unknown
                 return
             server, inner = source
             if key:
@@ -218,11 +222,12 @@ class ProjectTarget:
             uri = str(params.get("uri"))
             owner = await self._owner_of(uri, session, servers)
             if owner is None or not self.exposure.resource(owner, uri):
-                yield jsonrpc.error(
+                unknown = jsonrpc.error(
                     request_id,
                     jsonrpc.INVALID_PARAMS,
                     f"unknown resource {params.get('uri')!r} in project {self.name}",
                 )
+                yield {**unknown, DENIED_KEY: True} if owner else unknown
                 return
             async for item in self.runtime.exchange(owner, session.caller, message):
                 yield item

@@ -6,6 +6,7 @@ anything else is an unknown name that never reaches the server."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -134,6 +135,14 @@ async def test_access_rules_narrow_a_member_to_their_tools(world: World) -> None
             await bob.get_prompt("everything__simple-prompt")
     async with connect(world, "admin", "legacy") as admin:  # not bound by access rules
         assert "everything__echo" in (await names(admin))["tools"]
+    # Each refusal is in the audit trail as denied (written in batches: wait for it).
+    query = {"user": "bob@example.com", "outcome": "denied"}
+    deadline = time.monotonic() + 30
+    while not (rows := world.api.get("/api/v1/audit", params=query).json()["items"]):
+        assert time.monotonic() < deadline, "no denied record for bob"
+        time.sleep(0.1)
+    denied = {(row["method"], row["name"]) for row in rows}
+    assert ("tools/call", "everything__echo") in denied
 
 
 async def test_a_view_serves_a_smaller_set_of_tools(world: World) -> None:
