@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,38 +29,13 @@ from mcp_types import (
 )
 
 from mcpctl.gateway.limits import Limits
-from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.gateway import start_gateway
 from tests.e2e.test_gateway import EVERYTHING, wait_running
-from tests.e2e.test_tenancy import SCRIPT
+from tests.e2e.test_tenancy import INIT, SCRIPT, World
 
 DEADLINE = 4.0  # MCPD_REQUEST_TIMEOUT here: how long a round trip may wait for its retry
 MODERN = "2026-07-28"
 SERVER = "/mcp/servers/misbehaving"
-
-
-@dataclass
-class World:
-    gateway: Gateway
-    state: Path
-    tokens: dict[str, str]
-
-    def lines(self, name: str) -> list[str]:
-        path = self.state / name
-        return path.read_text().splitlines() if path.exists() else []
-
-    def until(self, check: Any, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.05)
-        return True
-
-    def until_lines(self, name: str, count: int, timeout: float = 30) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while len(lines := self.lines(name)) < count:
-            assert time.monotonic() < deadline, f"{name}: {lines}"
-            time.sleep(0.05)
-        return lines
 
 
 @pytest.fixture(scope="module")
@@ -471,18 +443,7 @@ def test_trace_context_in_meta_reaches_the_backend(world: World) -> None:
     seen = json.loads(post(world, "admin", body, SERVER).json()["result"]["content"][0]["text"])
     assert seen == trace  # and nothing of the 2026 envelope reaches a 2025-era backend
     session = httpx.post(
-        f"{world.gateway.url}{SERVER}",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"},
-            },
-        },
-        headers=world.gateway.headers,
+        f"{world.gateway.url}{SERVER}", json=INIT, headers=world.gateway.headers
     ).headers["Mcp-Session-Id"]
     legacy = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
     legacy["params"] = {"name": "meta", "arguments": {}, "_meta": trace}

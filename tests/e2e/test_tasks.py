@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from mcpctl.gateway.limits import Limits
-from tests.e2e.gateway import Gateway, start_gateway
+from tests.e2e.gateway import start_gateway
 from tests.e2e.test_gateway import wait_running
+from tests.e2e.test_tenancy import World
 
 SCRIPT = Path(__file__).parents[1] / "servers" / "tasks.py"
 MODERN = "2026-07-28"
 TASKS = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
 DEADLINE = 3.0
-
-
-@dataclass
-class World:
-    gateway: Gateway
-    state: Path
-    tokens: dict[str, str]
-
-    def lines(self, name: str) -> list[str]:
-        path = self.state / name
-        return path.read_text().splitlines() if path.exists() else []
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,13 @@ class World:
         path = self.state / name
         return path.read_text().splitlines() if path.exists() else []
 
+    def until(self, check: Any, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.02)
+        return True
+
     def until_lines(self, name: str, count: int, timeout: float = 30) -> list[str]:
         """The server writes a line per event; wait until `count` are there."""
         deadline = time.monotonic() + timeout
