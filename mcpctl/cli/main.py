@@ -9,7 +9,7 @@ import click
 import typer
 
 from mcpctl import __version__
-from mcpctl.cli import backup, create, describe, login
+from mcpctl.cli import audit, backup, create, describe, login
 from mcpctl.cli import config as config_commands
 from mcpctl.cli.context import Invocation, client
 from mcpctl.cli.documents import load_documents
@@ -30,6 +30,7 @@ app.command("describe")(describe.describe)
 app.command("restore")(backup.restore)
 app.command("login")(login.login)
 app.command("logout")(login.logout)
+app.command("audit")(audit.audit)
 
 OutputOption = Annotated[
     str, typer.Option("--output", "-o", help="table, wide, json or yaml.", show_default=True)

@@ -281,10 +281,14 @@ class AuditLog:
                 log.exception("writing the audit trail failed")
 
     async def flush(self) -> None:
-        """Write everything recorded so far, a batch per transaction."""
-        while self._pending:
-            batch = self._pending[: self.config.batch_size]
-            del self._pending[: self.config.batch_size]
+        """Write what was recorded before this call, a batch per transaction (what arrives
+        meanwhile waits for the next turn, so a slow store means bigger batches, not more)."""
+        waiting = len(self._pending)
+        while waiting > 0:
+            size = min(waiting, self.config.batch_size)
+            batch = self._pending[:size]
+            del self._pending[:size]
+            waiting -= size
             try:
                 await asyncio.to_thread(self._write, batch)
             except Exception:
@@ -313,7 +317,8 @@ class AuditLog:
                 await self._task
             self._task = None
         try:
-            await self.flush()
+            while self._pending:
+                await self.flush()
         except Exception:
             log.exception("writing the audit trail at shutdown failed")
 

@@ -511,13 +511,13 @@ async def _observed(
             except TimeoutError:
                 metrics.refused.labels(_path(target), "timeout").inc()
                 metrics.errors.labels(*labels).inc()
+                audit.observed(request, session.principal, message, None, started, method)
                 yield jsonrpc.error(
                     message.get("id"),
                     jsonrpc.REQUEST_TIMEOUT,
                     f"{method} got no answer within {limits.request_timeout:g} s "
                     "(MCPD_REQUEST_TIMEOUT); it was cancelled",
                 )
-                audit.observed(request, session.principal, message, None, started, method)
                 return
             if single_exchange and jsonrpc.is_request(item):
                 # No back-channel on 2026-07-28: the backend's question gets a clear no.
