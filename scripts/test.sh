@@ -22,6 +22,8 @@ MCPCTL_TEST_POSTGRES_URL="$("$REPO_ROOT/scripts/postgres.sh" start)"
 export MCPCTL_TEST_POSTGRES_URL
 # The OpenID provider of the OAuth tests (Ory Hydra, built once and cached).
 eval "$("$REPO_ROOT/scripts/idp.sh" start)"
+# The trace backend of the tracing tests (Jaeger all-in-one, built once and cached).
+eval "$("$REPO_ROOT/scripts/jaeger.sh" start)"
 
 cleanup() {
     if [ -x "$REPO_ROOT/scripts/k8s/cluster.sh" ] && [ -n "${KUBECONFIG:-}" ]; then
@@ -29,6 +31,7 @@ cleanup() {
     fi
     "$REPO_ROOT/scripts/postgres.sh" stop || true
     "$REPO_ROOT/scripts/idp.sh" stop || true
+    "$REPO_ROOT/scripts/jaeger.sh" stop || true
 }
 trap cleanup EXIT
 

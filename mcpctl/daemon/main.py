@@ -34,6 +34,7 @@ from mcpctl.gateway.audit import AuditConfig
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics_app
 from mcpctl.gateway.rate_limit import RateLimitConfig
+from mcpctl.observability import tracing
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
@@ -128,7 +129,9 @@ def serve(
         request_timeout=settings.request_timeout,
         host_resource=settings.ray_host_resource,
         kubernetes=kubernetes,
+        telemetry=tracing.environment(),  # tracing hook: hosts get mcpd's OTEL_* variables
     )
+    tracing.configure("gateway")  # tracing hook: on only when OTEL_* name an exporter
     app, _ = assemble(
         database,
         host_config,
@@ -171,7 +174,10 @@ def serve(
             "resource of the same provider can never be presented here"
         )
     settle_heap()
-    serve_http(app, settings)
+    try:
+        serve_http(app, settings)
+    finally:
+        tracing.shutdown()  # tracing hook: export what is buffered
 
 
 def http_config(app: ASGIApp, settings: Settings, port: int, connections: int) -> uvicorn.Config:

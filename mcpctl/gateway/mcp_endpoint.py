@@ -48,6 +48,7 @@ from mcpctl.mcp.caller import PER_REQUEST_PREFIX
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.models.kinds import PROMPT, Resource
 from mcpctl.models.prompt import PromptSpec
+from mcpctl.observability import tracing
 from mcpctl.observability.metrics import method_label
 from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories.projects import PROJECTS
@@ -482,7 +483,36 @@ async def _final(
     return final
 
 
-async def _observed(
+def _observed(
+    request: Request,
+    target: Target,
+    session: ClientSession,
+    message: Message,
+    sealing: Sealing | None = None,
+) -> AsyncGenerator[Message, None]:
+    # -- tracing hook (mcpctl/observability/tracing.py): off, nothing more than this test --
+    if not tracing.enabled:
+        return _served(request, target, session, message, sealing)
+    attributes = {
+        "mcpctl.endpoint": _path(target),
+        "enduser.id": session.principal,
+        "mcp.protocol.version": session.protocol_version,
+    }
+    if isinstance(target, ServerTarget):
+        attributes["mcpctl.server"] = target.name
+    elif ROUTE_KEY in message or SEPARATOR in str((message.get("params") or {}).get("name")):
+        attributes["mcpctl.server"] = _server_of(target, message)
+    return tracing.gateway_request(
+        message,
+        sealing.method if sealing else str(message.get("method")),
+        request.headers,
+        attributes,
+        lambda traced: _served(request, target, session, traced, sealing),
+    )
+    # -- end of the tracing hook --
+
+
+async def _served(
     request: Request,
     target: Target,
     session: ClientSession,

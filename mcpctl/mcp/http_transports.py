@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Transport
+from mcpctl.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,13 @@ class SdkTransport(Transport):
                 await write_stream.send(SessionMessage(parsed, metadata=metadata))
 
     async def send(self, message: Message, headers: dict[str, str] | None = None) -> None:
+        # W3C trace context of the message's _meta also as HTTP headers (traceparent,
+        # tracestate), for HTTP backends and proxies that trace (mcpctl/observability/tracing.py)
+        params = message.get("params")
+        if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
+            traced = tracing.headers_of(message)
+            if traced:
+                headers = {**headers, **traced} if headers else traced
         await self._ready.wait()
         if self._task.done():
             raise ConnectionError(f"backend connection failed: {self._failure}")
