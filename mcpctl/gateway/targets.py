@@ -31,6 +31,7 @@ SEPARATOR = "__"
 ROUTE_KEY = "mcpd/server"
 # On an answer a project gives: its policy refused the name (audited as denied, never sent).
 DENIED_KEY = "mcpd/denied"
+TRACE_CONTEXT = frozenset({"traceparent", "tracestate", "baggage"})  # W3C, in `_meta`
 MAX_KNOWN_RESOURCES = 100_000  # remembered resource owners per project (then forgotten)
 
 
@@ -105,6 +106,7 @@ class ProjectTarget:
         self.limits = limits or Limits()
         self.owners = owners if owners is not None else {}  # resource URI -> member server
         self.exposure = exposure or Exposure()  # what this caller sees and may call
+        self._trace: dict[str, Any] = {}  # of the request being served (one HTTP request)
 
     async def initialize(self, caller: Caller) -> dict[str, Any]:
         servers, _ = await self.load()
@@ -144,6 +146,8 @@ class ProjectTarget:
         seen: set[str] = set()
         for _ in range(self.limits.max_list_pages):
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+            if self._trace:  # the caller's trace context: the lists belong to its trace
+                params["_meta"] = self._trace
             request = {
                 "jsonrpc": "2.0",
                 "id": f"{method}:{server}",
@@ -172,6 +176,9 @@ class ProjectTarget:
         method = message.get("method", "")
         request_id = message.get("id")
         params = message.get("params") or {}
+        meta = params.get("_meta")
+        if isinstance(meta, dict):
+            self._trace = {k: v for k, v in meta.items() if k in TRACE_CONTEXT}
         servers, prompts = await self.load()
         if ROUTE_KEY in message:  # mcpd's own, for the member server a sealed id names
             server, routed = routed_to(message)
