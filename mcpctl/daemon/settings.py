@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # (0: the per-minute number); tokens a replica leases from the shared bucket at most.
     rate_limit_per_minute: int = Field(default=0, ge=0)
     rate_limit_burst: int = Field(default=0, ge=0)
-    rate_limit_chunk: int = Field(default=20, ge=1)
+    rate_limit_chunk: int = Field(default=100, ge=1)
     # OAuth 2.1 resource server: JWT access tokens of this OpenID provider besides API tokens.
     oidc_issuer: str | None = None
     # Comma-separated; empty: the MCP endpoint's canonical URL (or MCPD_PUBLIC_URL itself).

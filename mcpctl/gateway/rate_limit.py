@@ -45,7 +45,7 @@ PROJECT_LIMIT_KEY = "rate_limit"  # request.state: the project's RateLimit, set 
 class RateLimitConfig:
     per_minute: int = 0  # each principal's calls per minute; 0: no limit
     burst: int = 0  # 0: per_minute
-    max_chunk: int = 20  # tokens a replica leases at once, at most
+    max_chunk: int = 100  # tokens a replica leases at once, at most (and a tenth of the burst)
     lease_seconds: float = 1.0  # leased tokens unused this long are dropped
 
 

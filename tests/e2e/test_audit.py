@@ -261,6 +261,7 @@ def test_a_thousand_calls_are_written_in_a_few_transactions(world: World) -> Non
 
     until(written, 30, "the 1000 calls were not all written")
     batches = world.metric("mcpctl_audit_batches_total") - before
+    print(f"1000 calls in {spent:.1f} s written in {batches:.0f} transactions")
     # A transaction per flush (every 0.5 s, or per 1000 rows), never one per call.
     assert 1 <= batches <= spent / 0.5 + 3, (batches, spent)
     assert world.metric("mcpctl_audit_dropped_total") == 0

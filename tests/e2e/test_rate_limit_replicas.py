@@ -21,7 +21,7 @@ from tests.e2e.test_audit import INIT, MCP, own_database
 
 DEPLOYMENT = "rate-limit-test"
 PER_MINUTE, BURST = 60, 40
-CHUNK = min(20, BURST // 10)  # MCPD_RATE_LIMIT_CHUNK (20) and a tenth of the burst
+CHUNK = min(100, BURST // 10)  # MCPD_RATE_LIMIT_CHUNK (100) and a tenth of the burst
 
 
 @dataclass

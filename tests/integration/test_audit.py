@@ -12,7 +12,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select, text
 from starlette.requests import Request
 from starlette.testclient import TestClient
