@@ -170,6 +170,8 @@ def _session(
             400, jsonrpc.INVALID_REQUEST, f"Bad Request: {SESSION_HEADER} header is required"
         )
     session = registry.get(session_id, _path(target))
+    if session is not None and session.principal != principal.email:
+        audit.denied(request, "forbidden", "another principal's session", status=404)
     if session is None or session.principal != principal.email:
         return _rpc_error(404, jsonrpc.INVALID_REQUEST, "Session not found: initialize again")
     return session

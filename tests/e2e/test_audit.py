@@ -183,6 +183,17 @@ def test_every_outcome_two_tenants_and_no_argument_values(world: World) -> None:
     # Bob: alice's project is hidden from him (404), servers are for admins (403).
     assert Session(world, "bob", "/mcp/projects/p-alice").opened.status_code == 404
     assert Session(world, "bob", "/mcp/servers/audited").opened.status_code == 403
+    # The admin may enter p-alice, but not with alice's session.
+    hijack = httpx.post(
+        f"{world.mcpd.url}/mcp/projects/p-alice",
+        json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"},
+        headers={
+            "Authorization": f"Bearer {world.tokens['admin']}",
+            "Mcp-Session-Id": alice.http.headers["Mcp-Session-Id"],
+            **MCP,
+        },
+    )
+    assert hijack.status_code == 404
     anonymous = httpx.post(f"{world.mcpd.url}/mcp/projects/p-bob", json=INIT, headers=MCP)
     assert anonymous.status_code == 401
     bad = {"Authorization": "Bearer mcp_not-a-token", **MCP}
@@ -217,7 +228,7 @@ def test_every_outcome_two_tenants_and_no_argument_values(world: World) -> None:
 
     # Bob's refusals are his; alice sees only her own rows, bob only his.
     denied = until(
-        lambda: len(world.audit(outcome="denied")) >= 4 and world.audit(outcome="denied")
+        lambda: len(world.audit(outcome="denied")) >= 5 and world.audit(outcome="denied")
     )
     bobs = {
         (r["status"], r["reason"].split(":")[0]) for r in denied if r["principal"].startswith("bob")
@@ -227,6 +238,8 @@ def test_every_outcome_two_tenants_and_no_argument_values(world: World) -> None:
         (r["principal"], r["status"]) for r in denied if not r["principal"].endswith(".com")
     }
     assert ("-", 401) in strangers
+    hijacks = [r for r in denied if r["reason"] == "forbidden: another principal's session"]
+    assert hijacks and hijacks[0]["endpoint"] == "projects/p-alice" and hijacks[0]["status"] == 404
     assert {r["principal"] for r in world.audit("alice")} == {"alice@example.com"}
     assert {r["principal"] for r in world.audit("bob")} == {"bob@example.com"}
     assert world.api("alice").get("/api/v1/audit", params={"user": "bob@example.com"}).is_error
