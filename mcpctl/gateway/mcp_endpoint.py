@@ -425,6 +425,7 @@ def _for_hosts(
         try:
             task = request.app.state.task_ids.open(params.get("taskId"), principal.email, endpoint)
         except tasks.UnknownTask as error:
+            audit.denied(request, "policy", str(error), principal=principal.email, message=message)
             return FastJSONResponse(
                 jsonrpc.error(message["id"], jsonrpc.INVALID_PARAMS, str(error))
             )
@@ -449,6 +450,10 @@ def _for_hosts(
         resumption = states.open(state, principal.email, endpoint, message)
     except InvalidState as error:
         request.app.state.metrics.refused.labels(endpoint, "invalid_request_state").inc()
+        detail = f"requestState: {error}"
+        audit.denied(
+            request, "policy", detail, status=400, principal=principal.email, message=message
+        )
         return _rpc_error(
             400, jsonrpc.INVALID_PARAMS, f"Invalid params: requestState: {error}", message["id"]
         )

@@ -107,6 +107,14 @@ def test_a_task_handle_is_its_principals_alone(world: World) -> None:
         time.sleep(0.05)
     assert polled["result"]["content"][0]["text"] == "built: mine"
     assert world.lines("cancels") == []  # bob's cancel never reached the server
+    # ... and his tries are in the audit trail as denied (written in batches: wait for them)
+    audit = f"{world.gateway.url}/api/v1/audit"
+    query = {"user": "bob@example.com", "outcome": "denied"}
+    assert world.until(
+        lambda: (
+            len(httpx.get(audit, params=query, headers=world.gateway.headers).json()["items"]) >= 2
+        )
+    )
 
 
 def test_a_task_is_cancelled_by_its_principal(world: World) -> None:
