@@ -28,9 +28,18 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcpctl.observability.metrics import Metrics
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig, KubernetesOrchestrator
 from tests.e2e.gateway import Gateway, start_gateway
-from tests.e2e.test_chart import CHART, DASHBOARDS, expressions, helm_path, run_helm, selectors
+from tests.e2e.test_chart import (
+    CHART,
+    DASHBOARDS,
+    expressions,
+    helm_path,
+    metric_samples,
+    run_helm,
+    selectors,
+)
 
 pytestmark = [
     pytest.mark.k8s,
@@ -348,7 +357,14 @@ async def test_dashboards_query_only_metrics_that_mcpd_serves(
         scraped = httpx.get(f"{mcpd.url}/metrics", timeout=30).text  # while the session is open
     labels: dict[str, set[str]] = {}
     values: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    declared = metric_samples(Metrics())
     for family in text_string_to_metric_families(scraped):
+        if not family.samples:  # served, with no series yet (nothing denied, nothing limited)
+            for suffix in ("_total", "_created", "_bucket", "_sum", "_count", ""):
+                if family.name + suffix in declared:
+                    labels.setdefault(family.name + suffix, set()).update(
+                        declared[family.name + suffix]
+                    )
         for sample in family.samples:
             labels.setdefault(sample.name, set()).update(sample.labels)
             values[sample.name, frozenset(sample.labels.items())] = sample.value

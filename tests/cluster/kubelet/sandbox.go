@@ -597,6 +597,20 @@ func enterSandbox(args []string) {
 		}
 		todo = append(todo, bind{fd, dst, st.Mode&syscall.S_IFMT == syscall.S_IFDIR})
 	}
+	// Directories on PATH that a volume would hide (e.g. a venv under /tmp with an
+	// emptyDir at /tmp) are bound back over it: the pod's commands are the host's.
+	var hidden []bind
+	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		for _, b := range todo {
+			if b.isDir && dir != b.dst && strings.HasPrefix(dir, strings.TrimSuffix(b.dst, "/")+"/") {
+				if fd, err := syscall.Open(dir, oPath|syscall.O_CLOEXEC, 0); err == nil {
+					hidden = append(hidden, bind{fd, dir, true})
+				}
+				break
+			}
+		}
+	}
+	todo = append(todo, hidden...)
 	for _, b := range todo {
 		if b.isDir {
 			// a missing mount point is made on the host (an empty directory)
