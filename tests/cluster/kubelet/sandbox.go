@@ -598,9 +598,13 @@ func enterSandbox(args []string) {
 		todo = append(todo, bind{fd, dst, st.Mode&syscall.S_IFMT == syscall.S_IFDIR})
 	}
 	// Directories on PATH that a volume would hide (e.g. a venv under /tmp with an
-	// emptyDir at /tmp) are bound back over it: the pod's commands are the host's.
+	// emptyDir at /tmp) are bound back over it, a `bin` with its parent (the venv, with
+	// its libraries): the pod's commands are the host's.
 	var hidden []bind
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
+		if filepath.Base(dir) == "bin" {
+			dir = filepath.Dir(dir)
+		}
 		for _, b := range todo {
 			if b.isDir && dir != b.dst && strings.HasPrefix(dir, strings.TrimSuffix(b.dst, "/")+"/") {
 				if fd, err := syscall.Open(dir, oPath|syscall.O_CLOEXEC, 0); err == nil {
