@@ -597,21 +597,26 @@ func enterSandbox(args []string) {
 		}
 		todo = append(todo, bind{fd, dst, st.Mode&syscall.S_IFMT == syscall.S_IFDIR})
 	}
-	// Directories on PATH that a volume would hide (e.g. a venv under /tmp with an
-	// emptyDir at /tmp) are bound back over it, a `bin` with its parent (the venv, with
-	// its libraries): the pod's commands are the host's.
+	// A directory on PATH that a volume would hide (e.g. a checkout and its venv under
+	// /tmp, with an emptyDir at /tmp) is bound back over it, as the whole entry just
+	// below the volume (the checkout: an editable install's sources live there too):
+	// the pod's commands are the host's.
 	var hidden []bind
+	seen := map[string]bool{}
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
-		if filepath.Base(dir) == "bin" {
-			dir = filepath.Dir(dir)
-		}
 		for _, b := range todo {
-			if b.isDir && dir != b.dst && strings.HasPrefix(dir, strings.TrimSuffix(b.dst, "/")+"/") {
-				if fd, err := syscall.Open(dir, oPath|syscall.O_CLOEXEC, 0); err == nil {
-					hidden = append(hidden, bind{fd, dir, true})
-				}
-				break
+			top := strings.TrimSuffix(b.dst, "/") + "/"
+			if !b.isDir || !strings.HasPrefix(dir, top) {
+				continue
 			}
+			entry := top + strings.SplitN(strings.TrimPrefix(dir, top), "/", 2)[0]
+			if !seen[entry] {
+				seen[entry] = true
+				if fd, err := syscall.Open(entry, oPath|syscall.O_CLOEXEC, 0); err == nil {
+					hidden = append(hidden, bind{fd, entry, true})
+				}
+			}
+			break
 		}
 	}
 	todo = append(todo, hidden...)
