@@ -41,6 +41,7 @@ from mcpctl.gateway.targets import (
     ServerTarget,
     Target,
     Unavailable,
+    final_response,
     route,
 )
 from mcpctl.mcp import bridge, jsonrpc, round_trips, validation, versions
@@ -483,11 +484,7 @@ async def _subscription(
 async def _final(
     request: Request, target: Target, session: ClientSession, message: Message
 ) -> Message:
-    final: Message = jsonrpc.error(message.get("id"), jsonrpc.INTERNAL_ERROR, "no response")
-    async for item in _observed(request, target, session, message):
-        if jsonrpc.is_response(item):
-            final = item
-    return final
+    return await final_response(_observed(request, target, session, message), message.get("id"))
 
 
 def _observed(
@@ -614,7 +611,7 @@ async def _answer(
         return tasks.with_task_id(response, sealed)
 
     async def ask(poll: Message) -> Message:
-        return await _final_of(target.handle(session, route(poll, server)))
+        return await final_response(target.handle(session, route(poll, server)), None)
 
     try:
         return await tasks.until_done(response, ask)
@@ -631,17 +628,6 @@ def _server_of(target: Target, message: Message) -> str:
     if isinstance(target, ServerTarget):
         return target.name
     return str((message.get("params") or {}).get("name")).partition(SEPARATOR)[0]
-
-
-async def _final_of(stream: AsyncGenerator[Message, None]) -> Message:
-    final: Message = jsonrpc.error(None, jsonrpc.INTERNAL_ERROR, "no response")
-    try:
-        async for item in stream:
-            if jsonrpc.is_response(item):
-                final = item
-    finally:
-        await stream.aclose()
-    return final
 
 
 async def _respond(

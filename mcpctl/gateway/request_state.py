@@ -8,16 +8,15 @@ gateway replica can continue the request and nobody can forge, read or replay it
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken
 
+from mcpctl.gateway.sessions import fernet_for
 from mcpctl.mcp.jsonrpc import Message
 
 MAX_STATE_BYTES = 4096
@@ -47,8 +46,7 @@ def digest(message: Message) -> str:
 
 class RequestStates:
     def __init__(self, cluster_key: bytes, ttl: float) -> None:
-        derived = hmac.new(cluster_key, b"mcpd-request-state-v1", hashlib.sha256).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = fernet_for(cluster_key, b"mcpd-request-state-v1")
         self.ttl = ttl
 
     def seal(

@@ -64,7 +64,7 @@ class SessionRegistry:
         self.idle_seconds = idle_seconds
         self.per_principal = per_principal
         self.max_age = max_age
-        self._fernet = Fernet(_session_key(cluster_key or Fernet.generate_key()))
+        self._fernet = fernet_for(cluster_key or Fernet.generate_key(), b"mcpd-sessions-v1")
         self._ended: dict[str, float] = {}  # ids ended here (DELETE, idle): not reopened
         self._sessions: dict[str, ClientSession] = {}
         self._owned: Counter[str] = Counter()
@@ -156,7 +156,8 @@ class SessionRegistry:
             self.end(session.id)
 
 
-def _session_key(cluster_key: bytes) -> bytes:
-    """The sessions' own Fernet key, derived from the cluster key (never the key itself)."""
-    derived = hmac.new(cluster_key, b"mcpd-sessions-v1", hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(derived)
+def fernet_for(cluster_key: bytes, purpose: bytes) -> Fernet:
+    """A Fernet of its own for one purpose (sessions, request states, task ids), derived
+    from the cluster key (never the key itself), so every replica derives the same one."""
+    derived = hmac.new(cluster_key, purpose, hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))

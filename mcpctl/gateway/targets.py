@@ -130,11 +130,8 @@ class ProjectTarget:
         }
 
     async def _collect(self, server: str, session: ClientSession, message: Message) -> Message:
-        response: Message = jsonrpc.error(message.get("id"), jsonrpc.INTERNAL_ERROR, "no answer")
-        async for item in self.runtime.exchange(server, session.caller, message):
-            if jsonrpc.is_response(item):
-                response = item
-        return response
+        stream = self.runtime.exchange(server, session.caller, message)
+        return await final_response(stream, message.get("id"))
 
     async def _list_all(
         self, server: str, session: ClientSession, method: str, field: str
@@ -351,6 +348,18 @@ class ProjectTarget:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+async def final_response(stream: AsyncGenerator[Message, None], request_id: Any) -> Message:
+    """The response a stream ends with (what else it carries is dropped), or an error."""
+    final: Message = jsonrpc.error(request_id, jsonrpc.INTERNAL_ERROR, "no response")
+    try:
+        async for item in stream:
+            if jsonrpc.is_response(item):
+                final = item
+    finally:
+        await stream.aclose()
+    return final
 
 
 def route(message: Message, server: str) -> Message:

@@ -11,16 +11,14 @@ client) gets the final result: mcpd polls the task for it, within the request de
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import InvalidToken
 
+from mcpctl.gateway.sessions import fernet_for
 from mcpctl.mcp import bridge, jsonrpc
 from mcpctl.mcp.jsonrpc import Message
 
@@ -54,8 +52,7 @@ def is_task(response: Message) -> bool:
 
 class TaskIds:
     def __init__(self, cluster_key: bytes) -> None:
-        derived = hmac.new(cluster_key, b"mcpd-task-ids-v1", hashlib.sha256).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = fernet_for(cluster_key, b"mcpd-task-ids-v1")
 
     def seal(self, principal: str, endpoint: str, server: str, task_id: str) -> str:
         sealed = orjson.dumps({"p": principal, "e": endpoint, "s": server, "t": task_id})

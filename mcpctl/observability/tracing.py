@@ -301,28 +301,13 @@ async def host_exchange(
     """`exchange(message)` inside the host's span, continuing the gateway's (in `_meta`).
     A message that comes with no trace context (mcpd's own requests, such as a project's
     list of each server) is not traced here: it would be a trace of its own, of no call."""
-    parent = _parent(message)
-    if parent is None:
-        async for item in exchange(message):
-            yield item
-        return
-    from opentelemetry.trace import SpanKind
-
-    method = str(message.get("method"))
-    subject, described = _request_attributes(message, method)
-    span = _tracer.start_span(
-        _span_name("host", method, subject),
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={
-            **described,
-            "mcpctl.server": server,
-            "mcpctl.host": host,
-            "mcpctl.endpoint": endpoint,
-            "enduser.id": principal,
-        },
-    )
-    async for item in _within(span, message, exchange):
+    attributes = {
+        "mcpctl.server": server,
+        "mcpctl.host": host,
+        "mcpctl.endpoint": endpoint,
+        "enduser.id": principal,
+    }
+    async for item in _continued("host", "SERVER", attributes, message, exchange):
         yield item
 
 
@@ -331,6 +316,16 @@ async def backend_call(
 ) -> AsyncGenerator[Message, None]:
     """`exchange(message)` (the multiplexer's, to the backend) inside a client span whose
     context the backend gets in `_meta` (and HTTP backends in headers too)."""
+    attributes = {"mcpctl.server": server, "mcpctl.replica": replica}
+    async for item in _continued("backend", "CLIENT", attributes, message, exchange):
+        yield item
+
+
+async def _continued(
+    hop: str, kind: str, attributes: dict[str, Any], message: Message, exchange: Exchange
+) -> AsyncGenerator[Message, None]:
+    """`exchange(message)` inside a span of this hop, continuing the trace in `_meta`; a
+    message without one is not traced."""
     parent = _parent(message)
     if parent is None:
         async for item in exchange(message):
@@ -341,10 +336,10 @@ async def backend_call(
     method = str(message.get("method"))
     subject, described = _request_attributes(message, method)
     span = _tracer.start_span(
-        _span_name("backend", method, subject),
+        _span_name(hop, method, subject),
         context=parent,
-        kind=SpanKind.CLIENT,
-        attributes={**described, "mcpctl.server": server, "mcpctl.replica": replica},
+        kind=getattr(SpanKind, kind),
+        attributes={**described, **attributes},
     )
     async for item in _within(span, message, exchange):
         yield item
