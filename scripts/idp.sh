@@ -20,40 +20,17 @@ ISSUER="http://127.0.0.1:$PORT"
 
 die() { log "idp: $*"; exit 1; }
 
-find_go() {
-    for c in "${GO_BIN:-}" "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
-        if [ -n "$c" ] && [ -x "$c" ]; then GO="$c"; return 0; fi
-    done
-    return 1
-}
-
 build() {
     [ -x "$BIN" ] && return 0
-    find_go || die "no Go toolchain (install golang-go, or set GO_BIN)"
     if ! command -v cc >/dev/null 2>&1; then
         log "installing a C compiler (Hydra's SQLite store needs cgo)"
         as_root apt-get update -qq
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
     fi
-    mkdir -p "$CACHE"
-    log "building Ory Hydra $HYDRA_VERSION from Go modules (once; log: $CACHE/build.log)"
-    local start
-    start=$(date +%s)
     # Hydra's own go.mod replaces gobuffalo/pop with Ory's fork: tests/idp/go.mod repeats that.
-    if ! (cd "$REPO_ROOT/tests/idp" &&
-        GOPATH="$CACHE/go" GOMODCACHE="$CACHE/go/pkg/mod" GOCACHE="$CACHE/go-build" \
-            GOFLAGS=-mod=mod CGO_ENABLED=1 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" \
-            "$GO" build -p "${MCPCTL_IDP_BUILD_JOBS:-2}" -trimpath \
-            -tags sqlite,sqlite_omit_load_extension -o "$BIN.tmp" github.com/ory/hydra/v2 \
-            >"$CACHE/build.log" 2>&1); then
-        tail -n 20 "$CACHE/build.log" >&2
-        die "building Hydra failed (whole log: $CACHE/build.log)"
-    fi
-    mv "$BIN.tmp" "$BIN"
-    # The module and build caches only serve a rebuild: drop them, keep the binary.
-    chmod -R u+w "$CACHE/go" 2>/dev/null || true
-    rm -rf "$CACHE/go" "$CACHE/go-build"
-    log "Hydra built in $(($(date +%s) - start))s"
+    CGO_ENABLED=1 go_build_binary "$CACHE" "$REPO_ROOT/tests/idp" "$BIN" "Ory Hydra $HYDRA_VERSION" \
+        -p "${MCPCTL_IDP_BUILD_JOBS:-2}" -tags sqlite,sqlite_omit_load_extension \
+        github.com/ory/hydra/v2 || exit 1
 }
 
 ready() { curl -sf -o /dev/null "$1"; }

@@ -23,34 +23,11 @@ RUN="$CACHE/run-$PORT"
 
 die() { log "jaeger: $*"; exit 1; }
 
-find_go() {
-    for c in "${GO_BIN:-}" "$(command -v go || true)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
-        if [ -n "$c" ] && [ -x "$c" ]; then GO="$c"; return 0; fi
-    done
-    return 1
-}
-
 build() {
     [ -x "$BIN" ] && return 0
-    find_go || die "no Go toolchain (install golang-go, or set GO_BIN)"
-    mkdir -p "$CACHE"
-    log "building Jaeger $JAEGER_VERSION from Go modules (once, ~8 min; log: $CACHE/build.log)"
-    local start
-    start=$(date +%s)
-    if ! (cd "$REPO_ROOT/tests/jaeger" &&
-        GOPATH="$CACHE/go" GOMODCACHE="$CACHE/go/pkg/mod" GOCACHE="$CACHE/go-build" \
-            GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" \
-            "$GO" build -p "${MCPCTL_JAEGER_BUILD_JOBS:-2}" -trimpath -ldflags="-s -w" \
-            -o "$BIN.tmp" github.com/jaegertracing/jaeger/cmd/jaeger \
-            >"$CACHE/build.log" 2>&1); then
-        tail -n 20 "$CACHE/build.log" >&2
-        die "building Jaeger failed (whole log: $CACHE/build.log)"
-    fi
-    mv "$BIN.tmp" "$BIN"
-    # The module and build caches only serve a rebuild: drop them, keep the binary.
-    chmod -R u+w "$CACHE/go" 2>/dev/null || true
-    rm -rf "$CACHE/go" "$CACHE/go-build"
-    log "Jaeger built in $(($(date +%s) - start))s"
+    CGO_ENABLED=0 go_build_binary "$CACHE" "$REPO_ROOT/tests/jaeger" "$BIN" "Jaeger $JAEGER_VERSION" \
+        -p "${MCPCTL_JAEGER_BUILD_JOBS:-2}" -ldflags="-s -w" \
+        github.com/jaegertracing/jaeger/cmd/jaeger || exit 1
 }
 
 ready() { curl -sf -o /dev/null "http://127.0.0.1:$HEALTH_PORT/status"; }
