@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -72,3 +72,14 @@ def api(context: GatewayContext) -> Iterator[TestClient]:
         build_app(context), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
     ) as client:
         yield client
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report on the test item (`report_setup`, `report_call`): a fixture's
+    teardown can tell whether its test failed, and explain why."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -242,16 +242,49 @@ def wait_rolled(release: Release, timeout: float) -> None:
         if time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    report = []
+    raise AssertionError("the release did not roll out:\n" + diagnosis(release))
+
+
+def diagnosis(release: Release) -> str:
+    """What `kubectl describe` would show of the release's pods: state, restarts, the last
+    exit, the namespace's events (probe failures, kills, back-offs), and the previous log of
+    every container that restarted."""
+    lines = []
     for pod in release.core.list_namespaced_pod(release.control).items:
+        lines.append(f"pod {pod.metadata.name} {pod.status.phase} ip={pod.status.pod_ip}")
         for status in pod.status.container_statuses or []:
-            report.append(f"{pod.metadata.name}: {status.state} restarts {status.restart_count}")
+            last = status.last_state.terminated if status.last_state else None
+            ended = (
+                f" last exit {last.exit_code} {last.reason} at {last.finished_at}" if last else ""
+            )
+            lines.append(
+                f"  {status.name}: ready={status.ready} restarts={status.restart_count}{ended}"
+                f" now {status.state}"
+            )
             if status.restart_count:
                 log = release.core.read_namespaced_pod_log(
                     pod.metadata.name, release.control, container=status.name, previous=True
                 )
-                report.append(log[-4000:])
-    raise AssertionError("the release did not roll out:\n" + "\n".join(report))
+                # Ray's fatal errors print their cause first and a long stack dump after it
+                lines.append(log if len(log) < 9000 else f"{log[:5000]}\n…\n{log[-4000:]}")
+    events = release.core.list_namespaced_event(release.control).items
+    events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+    for event in events[-40:]:
+        when = event.last_timestamp or event.event_time
+        lines.append(
+            f"event {when} {event.type} {event.reason} {event.involved_object.name}"
+            f" x{event.count or 1}: {event.message}"
+        )
+    return "\n".join(lines)
+
+
+@pytest.fixture(autouse=True)
+def explain_failure(request: pytest.FixtureRequest, release: Release) -> Iterator[None]:
+    """A failed test prints the release's pods and events (captured output of its teardown)."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        print(diagnosis(release))
 
 
 def wait_gone(core: client.CoreV1Api, namespace: str, timeout: float = 90) -> None:
