@@ -38,7 +38,7 @@ from mcpctl.observability import tracing
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store import tokens
-from mcpctl.store.database import Database, migrate
+from mcpctl.store.database import Database, migrate, startup_lock
 from mcpctl.store.secretbox import SecretBox
 
 log = logging.getLogger("mcpd")
@@ -52,9 +52,10 @@ def open_database(settings: Settings) -> tuple[Database, str | None]:
     if not settings.database_url:
         create_private_file(settings.sqlite_file)
     database = Database(settings.database)
-    migrate(database.engine)
-    with database.transaction() as session:
-        new_token = tokens.bootstrap(session, settings.admin_token)
+    with startup_lock(database.engine):
+        migrate(database.engine)
+        with database.transaction() as session:
+            new_token = tokens.bootstrap(session, settings.admin_token)
     return database, new_token
 
 

@@ -9,10 +9,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock key of mcpd's start-up ("mcpctl" in ASCII): one per database
+STARTUP_LOCK = 0x6D6370637463
 
 
 def make_engine(url: str) -> Engine:
@@ -37,6 +39,24 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextmanager
+def startup_lock(engine: Engine) -> Iterator[None]:
+    """Replicas that start together on a fresh PostgreSQL take turns to migrate and bootstrap:
+    concurrent `CREATE TABLE`s of one schema fail all but one. A lock of the session, so a
+    replica that dies holding it releases it with its connection."""
+    if engine.dialect.name != "postgresql":
+        yield  # SQLite: one mcpd per file
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
+            connection.commit()
 
 
 class Database:

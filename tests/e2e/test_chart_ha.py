@@ -87,6 +87,15 @@ class Release:
                     urls += [f"http://{address}:{port}" for address in endpoint.addresses]
         return sorted(urls)
 
+    def both_ready(self, timeout: float = 60) -> list[str]:
+        """The two gateways' endpoints, once both are ready: on a busy node a readiness probe
+        can time out now and then (a load balancer routes around it meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while len(urls := self.endpoints()) != 2:
+            assert time.monotonic() < deadline, f"ready endpoints: {urls}\n{diagnosis(self)}"
+            time.sleep(0.5)
+        return urls
+
 
 @pytest.fixture(scope="module")
 def helm() -> str:
@@ -312,7 +321,7 @@ def until_running(release: Release, url: str, timeout: float = 120) -> None:
 @pytest.fixture(scope="module")
 def server(release: Release) -> str:
     """A command server created through replica A's REST API; running as seen from B."""
-    a, b = release.endpoints()
+    a, b = release.both_ready()
     spec = {"command": sys.executable, "args": [str(SCRIPT), release.state]}
     created = httpx.post(
         f"{a}/api/v1/servers",
@@ -326,7 +335,7 @@ def server(release: Release) -> str:
 
 @pytest.fixture(scope="module")
 def session(release: Release, server: str) -> str:
-    a, _ = release.endpoints()
+    a, _ = release.both_ready()
     begun = httpx.post(f"{a}{server}", json=INIT, headers=release.headers(), timeout=30)
     assert begun.status_code == 200, begun.text
     return begun.headers["Mcp-Session-Id"]
@@ -339,13 +348,14 @@ def test_the_release_runs_in_pod_sandboxes(release: Release) -> None:
     assert [len(pods[c]) for c in ("mcpd", "ray-head", "ray-worker")] == [2, 1, 1]
     addresses = {p.status.pod_ip for group in pods.values() for p in group}
     assert len(addresses) == 4 and "127.0.0.1" not in addresses
-    assert release.endpoints() == sorted(f"http://{p.status.pod_ip}:8420" for p in pods["mcpd"])
-    for url in release.endpoints():
+    ready = release.both_ready()
+    assert ready == sorted(f"http://{p.status.pod_ip}:8420" for p in pods["mcpd"])
+    for url in ready:
         assert httpx.get(f"{url}/readyz").status_code == 200
 
 
 def test_both_replicas_serve_one_session(release: Release, server: str, session: str) -> None:
-    a, b = release.endpoints()
+    a, b = release.both_ready()
     echoed = httpx.post(
         f"{b}{server}", json=call(1, "echo", text="on b"), headers=release.headers(session)
     )
@@ -544,7 +554,7 @@ def test_a_rollout_under_traffic_fails_no_call(
     assert len(new) == 2 and not new & old
     assert {p.metadata.name for p in release.pods("ray-worker")} == workers  # Ray stayed
     # the session survived: both new gateways serve it
-    for index, url in enumerate(release.endpoints()):
+    for index, url in enumerate(release.both_ready()):
         echoed = httpx.post(
             f"{url}{server}",
             json=call(1000 + index, "echo", text=f"after {index}"),
