@@ -4,7 +4,8 @@ address (other nodes); every connection starts with the cluster token.
 Each CALL or LISTEN becomes a task that pumps the backend's stream into ITEM frames, sending
 no more than the credit the gateway granted (a slow client slows its own stream only; the
 multiplexer's bounded queue does the rest). CANCEL, or the connection closing, cancels the
-task, and with it the request at the backend.
+task, and with it the request at the backend. A CALL whose serving fails before its response
+ends with an error response that says so, never with silence.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mcpctl.dataplane import frames
+from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 
@@ -105,13 +107,14 @@ class StreamServer:
         kind, sid = frame[0], frame[1]
         if kind in (frames.CALL, frames.LISTEN):
             server, caller = frame[2], Caller(*frame[3])
-            if kind == frames.CALL:
-                source = self.backend.exchange(server, caller, frame[4])
+            request = frame[4] if kind == frames.CALL else None
+            if request is not None:
+                source = self.backend.exchange(server, caller, request)
             else:
                 source = self.backend.listen(server, caller)
             stream = streams[sid] = _Stream()
             stream.task = asyncio.get_running_loop().create_task(
-                self._pump(sid, source, stream, streams, writer)
+                self._pump(sid, source, stream, streams, writer, server, request)
             )
         elif kind == frames.MORE:
             if sid in streams:
@@ -136,20 +139,37 @@ class StreamServer:
         stream: _Stream,
         streams: dict[int, _Stream],
         writer: asyncio.StreamWriter,
+        server: str,
+        request: Message | None,  # a CALL's; None for a LISTEN
     ) -> None:
+        answered = False
         try:
             async for item in source:
                 await stream.credit.acquire()
                 writer.write(frames.encode(frames.ITEM, sid, item))
                 await writer.drain()
+                answered = answered or jsonrpc.is_response(item)
             writer.write(frames.encode(frames.END, sid))
             await writer.drain()
-        except ConnectionError:
-            pass
-        except Exception:
+        except Exception as error:
+            if writer.is_closing():
+                return  # the gateway's connection ended: nobody to tell
             log.exception("data-plane stream %d failed", sid)
             with contextlib.suppress(ConnectionError):
+                if not answered and request is not None:
+                    # A request is never left without an answer: the client hears what failed.
+                    await stream.credit.acquire()
+                    writer.write(frames.encode(frames.ITEM, sid, _failed(server, request, error)))
                 writer.write(frames.encode(frames.END, sid))
         finally:
             streams.pop(sid, None)
             await source.aclose()
+
+
+def _failed(server: str, request: Message, error: Exception) -> Message:
+    """The answer to a request whose serving failed before its response."""
+    text = (
+        f"server {server}: mcpd failed while serving {request.get('method')} "
+        f"({type(error).__name__}: {error}); it may or may not have run"
+    )
+    return jsonrpc.error(request.get("id"), jsonrpc.INTERNAL_ERROR, text)

@@ -47,6 +47,7 @@ from mcpctl.gateway.targets import (
 from mcpctl.mcp import bridge, jsonrpc, round_trips, validation, versions
 from mcpctl.mcp.caller import PER_REQUEST_PREFIX
 from mcpctl.mcp.jsonrpc import Message
+from mcpctl.mcp.multiplexer import READ_ONLY
 from mcpctl.models.kinds import PROMPT, Resource
 from mcpctl.models.prompt import PromptSpec
 from mcpctl.observability import tracing
@@ -533,6 +534,7 @@ async def _served(
     single_exchange = session.protocol_version in versions.SINGLE_EXCHANGE_REVISIONS
     stream = target.handle(session, message)
     deadline = asyncio.get_running_loop().time() + limits.request_timeout
+    answered = False
     try:
         while True:
             try:
@@ -541,6 +543,8 @@ async def _served(
                     if jsonrpc.is_response(item):
                         item = await _answer(request, target, session, message, item, sealing)
             except StopAsyncIteration:
+                if not answered:  # never silence: the client hears that no answer came
+                    raise Unavailable(_unanswered(target, method)) from None
                 return
             except TimeoutError:
                 metrics.refused.labels(_path(target), "timeout").inc()
@@ -561,6 +565,7 @@ async def _served(
                 await target.deliver(session, refusal)
                 continue
             if jsonrpc.is_response(item):
+                answered = True
                 if session.backend_version != session.protocol_version:
                     item = bridge.response_for(method, session.protocol_version, item)
                 metrics.latency.labels(*labels).observe(time.perf_counter() - started)
@@ -581,6 +586,20 @@ async def _served(
         yield failed
     finally:
         await stream.aclose()
+
+
+def _unanswered(target: Target, method: str) -> str:
+    """Why a request's stream ended without its response, as its client is told."""
+    text = f"{method} ended without an answer from {_path(target)}"
+    return text if method in READ_ONLY else f"{text}; it may or may not have run"
+
+
+def _no_answer(target: Target, message: Message, sealing: Sealing | None) -> Message:
+    """The error for a stream that ended without a response (_served ends none so)."""
+    method = sealing.method if sealing else str(message.get("method"))
+    return jsonrpc.error(
+        message.get("id"), jsonrpc.BACKEND_UNAVAILABLE, _unanswered(target, method)
+    )
 
 
 async def _answer(
@@ -637,12 +656,14 @@ async def _respond(
     message: Message,
     sealing: Sealing | None = None,
 ) -> Response:
+    """The answer to one request: JSON, or an SSE stream once something precedes it. A
+    request the backend's end left unanswered gets a JSON-RPC error, never an HTTP error."""
     stream = _observed(request, target, session, message, sealing)
     wants_sse = "text/event-stream" in request.headers.get("accept", "")
-    first = await _unless_disconnected(request, anext(stream), message.get("id"))
-    if jsonrpc.is_response(first):
+    first = await _unless_disconnected(request, anext(stream, None), message.get("id"))
+    if first is None or jsonrpc.is_response(first):
         await stream.aclose()
-        return FastJSONResponse(first)
+        return FastJSONResponse(first or _no_answer(target, message, sealing))
     if not wants_sse:
 
         async def response() -> Message | None:
@@ -653,11 +674,7 @@ async def _respond(
 
         final = await _unless_disconnected(request, response(), message.get("id"))
         await stream.aclose()
-        if final is not None:
-            return FastJSONResponse(final)
-        return _rpc_error(
-            502, jsonrpc.INTERNAL_ERROR, "the backend sent no response", message.get("id")
-        )
+        return FastJSONResponse(final or _no_answer(target, message, sealing))
 
     async def events() -> AsyncIterator[bytes]:
         try:

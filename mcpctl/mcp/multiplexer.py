@@ -10,8 +10,10 @@ notification dropped, and both counted (DESIGN: tenants never meet).
 
 When the backend is replaced, only requests that cannot change anything are sent again;
 every other request in flight fails with "may or may not have run" (DESIGN: no repeated
-side effects). A request whose client went away, cancelled it or ran out of time is removed
-at once and the backend is told `notifications/cancelled`.
+side effects). A backend that can no longer be written to is gone, even while its output
+has not ended: a request that could not be written to it waits for the next one. A request
+whose client went away, cancelled it or ran out of time is removed at once and the backend
+is told `notifications/cancelled`.
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ class Multiplexer:
         await self._sync_level()
         for exchange in list(self._pending.values()):
             await self._send_request(exchange)
-        self._attached.set()
+        if self._transport is transport and not self.lost.is_set():  # not gone already
+            self._attached.set()
 
     async def detach(self) -> None:
         """The backend is gone: fail what may have changed something, keep the rest."""
@@ -149,21 +152,27 @@ class Multiplexer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._reader = None
-        for backend_id, exchange in list(self._pending.items()):
-            if exchange.sends == 0 or (exchange.read_only and exchange.sends < MAX_SENDS):
-                continue  # never reached it, or harmless to ask again
-            del self._pending[backend_id]
-            method = exchange.request.get("method")
-            if exchange.read_only:
-                text = f"{method} failed: server {self.name} ended twice while answering it"
-            else:
-                text = (
-                    f"server {self.name} restarted while {method} was in flight; "
-                    "it may or may not have run"
-                )
-            exchange.queue.put_nowait(
-                jsonrpc.error(exchange.client_id, jsonrpc.BACKEND_UNAVAILABLE, text)
+        for exchange in list(self._pending.values()):
+            self._outlived(exchange)
+
+    def _outlived(self, exchange: _Exchange) -> None:
+        """A request in flight when its backend went: kept for the next backend if it never
+        reached this one or is harmless to ask again, else answered with what happened."""
+        if exchange.sends == 0 or (exchange.read_only and exchange.sends < MAX_SENDS):
+            return
+        if self._pending.pop(exchange.request["id"], None) is None:
+            return  # answered or gone already
+        method = exchange.request.get("method")
+        if exchange.read_only:
+            text = f"{method} failed: server {self.name} ended twice while answering it"
+        else:
+            text = (
+                f"server {self.name} restarted while {method} was in flight; "
+                "it may or may not have run"
             )
+        exchange.queue.put_nowait(
+            jsonrpc.error(exchange.client_id, jsonrpc.BACKEND_UNAVAILABLE, text)
+        )
 
     async def close(self, reason: str) -> None:
         """No backend will come back: fail everything in flight."""
@@ -175,14 +184,35 @@ class Multiplexer:
             self._pending.pop(backend_id, None)
 
     async def _send(self, message: Message) -> None:
-        if self._transport is None:
+        transport = self._transport
+        if transport is None:
             raise BackendUnavailable(f"{self.name}: no backend session")
-        await self._transport.send(message)
+        try:
+            await transport.send(message)
+        except OSError:
+            # It cannot be written to: the backend is gone (its process ended, or its stdin
+            # closed), though its output may not have ended yet. Nothing more goes to it.
+            self._lose(transport)
+            raise
+
+    def _lose(self, transport: Transport) -> None:
+        """The session through `transport` ended: requests wait, and the replica (which
+        watches `lost`) replaces the backend."""
+        if self._transport is transport:
+            self._attached.clear()
+            self.lost.set()
 
     async def _send_request(self, exchange: _Exchange) -> None:
-        with contextlib.suppress(OSError, BackendUnavailable):
+        """Send a request to the backend, or leave it for the next one (attach sends it) when
+        this one cannot take it."""
+        transport = self._transport
+        try:
             await self._send(exchange.request)
-            exchange.sends += 1
+        except (OSError, BackendUnavailable):
+            return
+        exchange.sends += 1
+        if self._transport is not transport:  # that backend went while this was sent to it
+            self._outlived(exchange)
 
     # -- from clients ------------------------------------------------------------------
 
@@ -365,9 +395,7 @@ class Multiplexer:
                 await self._route(message)
         except Exception:
             log.exception("%s: reading from the backend failed", self.name)
-        if self._transport is transport:
-            self._attached.clear()
-            self.lost.set()
+        self._lose(transport)
 
     async def _route(self, message: Message) -> None:
         if jsonrpc.is_response(message):

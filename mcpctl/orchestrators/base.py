@@ -76,7 +76,8 @@ class Channel(ABC):
         """One line, or b'' at end of stream; LineTooLong for one over MAX_LINE_BYTES."""
 
     @abstractmethod
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes) -> None:
+        """Raises ConnectionError (an OSError) once the stream is closed."""
 
     @abstractmethod
     async def close(self) -> None: ...

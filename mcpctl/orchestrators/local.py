@@ -73,7 +73,12 @@ class PipeChannel(Channel):
             return b""
 
     async def write(self, data: bytes) -> None:
-        self._stdin.write(data)
+        """ConnectionResetError once the process's stdin is closed (it ended, or closed it):
+        asyncio would drop the data silently and uvloop raise RuntimeError."""
+        if not self._stdin.is_closing():
+            self._stdin.write(data)
+        if self._stdin.is_closing():  # closed before, or by this write (EPIPE)
+            raise ConnectionResetError("the server's stdin is closed")
         await self._stdin.drain()
 
     async def close(self) -> None:

@@ -302,7 +302,8 @@ async def test_killed_backend_is_replaced_and_clients_recover(gateway: Gateway) 
             for _ in range(10)
         ]
         os.killpg(before["pid"], signal.SIGKILL)
-        # A tool call in flight is never sent again: answered before the kill, or it says so.
+        # A tool call is never sent again: one the killed process may have read says so; the
+        # others are answered, before the kill or (never having reached it) by the replacement.
         for answer in await asyncio.gather(*calls, return_exceptions=True):
             if isinstance(answer, BaseException):
                 assert isinstance(answer, MCPError), answer

@@ -8,6 +8,9 @@ Tools:
   echo {text}               answers at once
   append {text}             appends to STATE_DIR/appended, answers "appended N"
   crash {text}              appends, then exits without answering (a crash after a side effect)
+  vanish {}                 exits without answering, leaving a child that holds its stdout open
+                            until killed: mcpd sees the process end (its stdin closed) while
+                            its output has not ended
   hang {}                   logs to STATE_DIR/hanging, never answers (cancellations are
                             logged to STATE_DIR/cancelled)
   sample {text}             logs to STATE_DIR/sampled, asks the client
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -50,6 +54,7 @@ TOOLS = [
     "echo",
     "append",
     "crash",
+    "vanish",
     "hang",
     "sample",
     "elicit",
@@ -104,6 +109,10 @@ def call_tool(request: dict[str, Any]) -> dict[str, Any] | None:
         return text_result(f"appended {record('appended', text)}")
     if name == "crash":
         record("appended", text)
+        os._exit(1)
+    if name == "vanish":
+        stay = "import signal; signal.pause()"
+        subprocess.Popen([sys.executable, "-c", stay], stdin=subprocess.DEVNULL)  # stdout: ours
         os._exit(1)
     if name == "hang":
         record("hanging", text)

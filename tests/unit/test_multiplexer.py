@@ -138,6 +138,56 @@ async def test_after_a_restart_only_read_only_requests_are_sent_again(
     assert replacement.sent.empty()  # the tool call was not sent again
 
 
+class SlowWire(Wire):
+    """A backend whose sends finish only when the test says (a pipe it reads slowly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = asyncio.Event()
+        self.flushed = asyncio.Event()
+
+    async def send(self, message: Message) -> None:
+        self.sending.set()
+        await self.flushed.wait()
+        await super().send(message)
+
+
+async def test_a_call_written_as_its_backend_went_is_not_sent_to_the_next() -> None:
+    mux = Multiplexer("srv", attach_timeout=1, request_timeout=5)
+    wire = SlowWire()
+    await mux.attach(wire)
+    _, call = await start(mux, ALICE, request(1, "tools/call", name="pay"))
+    await wire.sending.wait()
+    await mux.detach()  # the backend went while the call was being written to it...
+    wire.flushed.set()  # ...and the write went through: it may have run there
+    [failed] = await call
+    assert "may or may not have run" in failed["error"]["message"]
+    replacement = Wire()
+    await mux.attach(replacement)
+    assert replacement.sent.empty()  # never a second execution
+    assert mux.in_flight == 0
+
+
+async def test_a_backend_that_cannot_be_written_to_is_lost(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+
+    async def broken(message: Message) -> None:
+        raise ConnectionResetError("the server's stdin is closed")
+
+    wire.send = broken  # type: ignore[method-assign]
+    _, call = await start(mux, ALICE, request(1, "tools/call", name="pay"))
+    await asyncio.wait_for(mux.lost.wait(), 5)  # what the replica watches: it replaces it
+    assert not mux.attached and not call.done()
+    await mux.detach()
+    replacement = Wire()
+    await mux.attach(replacement)
+    sent = await replacement.next_sent()  # it never reached the first: the next one runs it
+    replacement.inbox.put_nowait(jsonrpc.result(sent["id"], {"paid": True}))
+    assert (await call)[-1] == jsonrpc.result(1, {"paid": True})
+
+
 async def test_a_cancelled_request_ends_at_once_and_the_backend_is_told(
     wired: tuple[Multiplexer, Wire],
 ) -> None:

@@ -65,7 +65,10 @@ class WebSocketChannel(Channel):
     async def write(self, data: bytes) -> None:
         if not self._ws.is_open():
             raise ConnectionError("the exec/attach stream is closed")
-        await self._loop.run_in_executor(self._executor, self._ws.write_stdin, data.decode())
+        try:
+            await self._loop.run_in_executor(self._executor, self._ws.write_stdin, data.decode())
+        except Exception as error:  # websocket-client's own exceptions: the stream broke
+            raise ConnectionError(f"the exec/attach stream broke: {error}") from error
 
     async def close(self) -> None:
         self._closed.set()
