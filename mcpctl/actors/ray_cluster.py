@@ -43,27 +43,31 @@ def ensure_token(path: Path) -> Path:
     return path
 
 
-def init_ray(data_dir: Path | None = None) -> None:
+def init_ray(data_dir: Path | None = None, node_ip: str | None = None) -> None:
     """Join RAY_ADDRESS when set, else start a fresh local Ray (DESIGN: measured settings).
-    The local Ray's token is kept in `data_dir` (without one, in Ray's private directory)."""
+    The local Ray's token is kept in `data_dir` (without one, in Ray's private directory).
+    `node_ip`: the address of the Ray node to connect to when joining (this pod's raylet)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        join_ray(address)
+        join_ray(address, node_ip)
     else:
         start_local_ray(data_dir)
 
 
-def join_ray(address: str) -> None:
+def join_ray(address: str, node_ip: str | None = None) -> None:
     mode = os.environ.setdefault("RAY_AUTH_MODE", "token")
     if mode != "token":
         log.warning(
             "joining Ray at %s without token authentication (RAY_AUTH_MODE=%s)", address, mode
         )
     reload_auth_config()
-    ray.init(address=address, log_to_driver=False, namespace=None)
+    # Without the node's address a driver takes any raylet it can see on the machine, the
+    # head's first: where processes of several Ray nodes are visible (pods without their own
+    # PID namespace, several nodes on one host) it would connect through another node's socket.
+    ray.init(address=address, log_to_driver=False, namespace=None, _node_ip_address=node_ip)
 
 
 def start_local_ray(data_dir: Path | None) -> None:

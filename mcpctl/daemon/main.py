@@ -166,7 +166,7 @@ def serve(
         ),
     )
     # Ray first: uvicorn then installs its signal handlers over Ray's, so SIGTERM is graceful.
-    init_ray(settings.data_dir.expanduser())
+    init_ray(settings.data_dir.expanduser(), settings.ray_node_ip)
     log.info("mcpd listening on http://%s:%d", settings.host, settings.port)
     if settings.oidc_issuer and not settings.public_url:
         log.warning(

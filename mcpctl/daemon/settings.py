@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     deployment: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     # Host actors and the controller run only on Ray nodes that advertise this resource.
     ray_host_resource: str | None = None
+    # Joining RAY_ADDRESS: the address of this machine's Ray node, which mcpd connects through.
+    ray_node_ip: str | None = None
 
     @property
     def node_selector_labels(self) -> dict[str, str]:

@@ -469,6 +469,8 @@ def test_the_charts_ray_cluster(helm: str) -> None:
     [script] = mcpd["args"]
     assert 'ray start --address="$RAY_ADDRESS" --node-ip-address="$POD_IP"' in script
     assert "--num-cpus=0" in script and script.rstrip().endswith("exec mcpd")
+    # and mcpd connects through that raylet, not any other it may see on the machine
+    assert {e["name"]: e.get("value") for e in mcpd["env"]}["MCPD_RAY_NODE_IP"] == "$(POD_IP)"
     assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in secret_refs_of(mcpd)}[
         "RAY_AUTH_TOKEN"
     ] == token
@@ -967,7 +969,10 @@ def test_observability_values(helm: str) -> None:
     # mcpd's raylet joins it first (a Ray driver needs one on its node)
     assert mcpd_container(docs)["command"] == ["sh", "-c"]
     extra = [e for e in mcpd_container(docs)["env"] if "value" in e]
-    assert extra == [{"name": "RAY_memory_usage_threshold", "value": "0.9"}]
+    assert extra == [
+        {"name": "MCPD_RAY_NODE_IP", "value": "$(POD_IP)"},
+        {"name": "RAY_memory_usage_threshold", "value": "0.9"},
+    ]
 
 
 def secret_refs(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -352,6 +353,8 @@ def test_the_release_runs_in_pod_sandboxes(release: Release) -> None:
     assert ready == sorted(f"http://{p.status.pod_ip}:8420" for p in pods["mcpd"])
     for url in ready:
         assert httpx.get(f"{url}/readyz").status_code == 200
+    # the two gateways started together on a fresh database: neither had to restart
+    assert [p.status.container_statuses[0].restart_count for p in pods["mcpd"]] == [0, 0]
 
 
 def test_both_replicas_serve_one_session(release: Release, server: str, session: str) -> None:
@@ -435,6 +438,58 @@ def test_host_actors_run_with_the_service_account_on_the_workers(
     payload = token.split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert claims["kubernetes.io"]["pod"]["name"] == worker.metadata.name
+
+
+def gateway_process(pod_ip: str) -> int:
+    """The pid of the mcpd process of the gateway pod at `pod_ip` (the test kubelet runs a
+    container's processes on the host, in the pod's namespaces)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as file:
+                environ = file.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                argv = file.read().split(b"\0")
+        except OSError:
+            continue
+        if f"POD_IP={pod_ip}".encode() in environ and any(a.endswith(b"/mcpd") for a in argv):
+            return int(entry)
+    raise AssertionError(f"no mcpd process of the pod at {pod_ip}")
+
+
+def test_a_gateway_that_crashes_comes_back(release: Release, server: str, session: str) -> None:
+    """kill -9 of one gateway's mcpd: the kubelet restarts the container in the same pod,
+    whose /tmp and /dev/shm still hold the last run's Ray files; it joins Ray again and
+    serves the session, and the other gateway answers meanwhile."""
+    victim, other = release.pods("mcpd")
+    restarts = victim.status.container_statuses[0].restart_count
+    os.kill(gateway_process(victim.status.pod_ip), signal.SIGKILL)
+    answered = httpx.post(
+        f"http://{other.status.pod_ip}:8420{server}",
+        json=call(40, "echo", text="meanwhile"),
+        headers=release.headers(session),
+        timeout=30,
+    )
+    assert "echo: meanwhile" in answered.text, answered.text
+    started = time.monotonic()
+    deadline = started + 120
+    while True:
+        pod = release.core.read_namespaced_pod(victim.metadata.name, release.control)
+        [status] = pod.status.container_statuses
+        if status.restart_count > restarts and status.ready:
+            break
+        assert time.monotonic() < deadline, diagnosis(release)
+        time.sleep(0.5)
+    print(f"\na gateway killed: restarted and ready again in {time.monotonic() - started:.1f} s")
+    again = httpx.post(
+        f"http://{victim.status.pod_ip}:8420{server}",
+        json=call(41, "echo", text="back"),
+        headers=release.headers(session),
+        timeout=30,
+    )
+    assert "echo: back" in again.text, again.text
+    assert status.restart_count == restarts + 1, diagnosis(release)
 
 
 class Traffic:
