@@ -685,14 +685,19 @@ def test_sandboxed_pods_have_an_address_services_volumes_probes_and_a_token(
         " 'status': urllib.request.urlopen('http://web/', timeout=5).status,"
         " 'namespace': open(d + 'namespace').read(), 'token': open(d + 'token').read()}))"
     )
-    out = stream(
+    ws = stream(
         core.connect_get_namespaced_pod_exec,
         "shell",
         namespace,
         command=[python, "-c", probe],
         stderr=True,
         stdout=True,
+        _preload_content=False,
     )
+    ws.run_forever(timeout=60)
+    out, err, code = ws.read_stdout(), ws.read_stderr(), ws.returncode
+    ws.close()
+    assert code == 0 and out.strip(), f"exit {code}; stdout {out!r}; stderr {err!r}"
     seen = json.loads(out.strip().splitlines()[-1])
     assert seen["ip"] == seen["fqdn"] == cluster_ip
     assert seen["status"] == 200 and seen["name"] == "shell" and seen["namespace"] == namespace
