@@ -56,7 +56,7 @@ class _Request:
     """What the audit reads of a request (no HTTP needed for the in-process loop)."""
 
     def __init__(self) -> None:
-        self.scope: dict[str, Any] = {"path": "/mcp/projects/bench"}
+        self.scope: dict[str, Any] = {"path": "/mcp/projects/bench", "headers": []}
         self.headers: dict[str, str] = {}
         context = type("Context", (), {"resource_owners": {}})()
         self.app = type("App", (), {"state": type("State", (), {"context": context})()})()

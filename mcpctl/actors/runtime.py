@@ -211,8 +211,11 @@ class Runtime:
             )
             return
         try:
-            async for item in link.stream(server, caller, message):
-                yield item
+            # Closed here when this is (the gateway stops reading at the response), not
+            # later by the event loop's async-generator finalizer: a task and a wake-up each.
+            async with contextlib.aclosing(link.stream(server, caller, message)) as items:
+                async for item in items:
+                    yield item
         except (HostLost, OSError, ray.exceptions.RayError) as error:
             yield jsonrpc.error(
                 request_id,

@@ -131,6 +131,10 @@ class HostLink:
                     consumed = 0
         finally:
             del self._streams[sid]
+            # A consumer that stops at the response usually leaves the host's END queued
+            # behind it (both came in one read): the stream is over, nothing to cancel.
+            while not ended and not queue.empty():
+                ended = queue.get_nowait() in (_END, _LOST)
             if not ended and not writer.is_closing():
                 writer.write(frames.encode(frames.CANCEL, sid))
 

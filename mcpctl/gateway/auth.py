@@ -8,6 +8,7 @@ per message."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ class TokenBackend(AuthenticationBackend):
         self.cache_seconds = cache_seconds
         self.oauth = oauth
         self._cache = cache  # shared with the API, which empties it when tokens or users change
+        self._lookups: dict[str, asyncio.Future[Entry]] = {}  # by token hash, while in flight
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
@@ -90,7 +92,7 @@ class TokenBackend(AuthenticationBackend):
         key = tokens.hash_token(token)
         cached = self._cache.get(key)
         if cached is None or cached[1] <= time.monotonic():
-            cached = await self._authenticate(token)
+            cached = await self._authenticate_once(key, token)
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = cached
@@ -101,6 +103,22 @@ class TokenBackend(AuthenticationBackend):
                     "audience", "the token was not issued for this resource (its audience)"
                 )
         return AuthCredentials(["authenticated"]), cached[0]
+
+    async def _authenticate_once(self, key: str, token: str) -> Entry:
+        """One lookup of a token at a time: when its entry lapses, every connection of a busy
+        client finds it missing at once, and would each take a thread and a database
+        connection for the same answer."""
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = asyncio.ensure_future(self._authenticate(token))
+            lookup.add_done_callback(lambda done: self._forget_lookup(key, done))
+        return await asyncio.shield(lookup)  # a client that leaves does not cancel the others'
+
+    def _forget_lookup(self, key: str, done: asyncio.Future[Entry]) -> None:
+        if self._lookups.get(key) is done:
+            del self._lookups[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: a refusal nobody waits for any more is not logged
 
     async def _authenticate(self, token: str) -> Entry:
         if self.oauth is not None and looks_like_jwt(token):

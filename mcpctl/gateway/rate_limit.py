@@ -142,7 +142,9 @@ async def check(request: Request, principal: Any, messages: list[Any]) -> Respon
     429 to answer."""
     limiter: RateLimiter = request.app.state.rate_limiter
     config = limiter.config
-    project_limit: RateLimit | None = getattr(request.state, PROJECT_LIMIT_KEY, None)
+    # Read from the scope's state dict: `request.state` would make its State and raise inside
+    # getattr on every request of an endpoint without a limit.
+    project_limit: RateLimit | None = request.scope.get("state", {}).get(PROJECT_LIMIT_KEY)
     if not config.per_minute and not (project_limit and project_limit.per_minute):
         return None
     requests = _requests(messages)

@@ -17,6 +17,7 @@ import hmac
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -40,7 +41,7 @@ class ClientSession:
     # project endpoints: which member server owns each resource URI listed to this client
     resource_owners: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property  # read once or more per request: the digest is made once per session
     def caller(self) -> Caller:
         """Who asks, for the hosts: the session by a short digest of its (long) id."""
         digest = hashlib.sha256(self.id.encode()).digest()[:16]

@@ -7,6 +7,7 @@ back by that prefix; its stored prompts are served beside them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -186,8 +187,9 @@ class ProjectTarget:
                     f"server {server!r} left project {self.name}",
                 )
                 return
-            async for item in self.runtime.exchange(server, session.caller, routed):
-                yield item
+            async with self._member(server, session, routed) as items:
+                async for item in items:
+                    yield item
         elif method == "ping":
             yield jsonrpc.result(request_id, {})
         elif method in LISTS:
@@ -218,10 +220,9 @@ class ProjectTarget:
                 routed = {**params, key: {**params[key], "name": inner}}
             else:
                 routed = {**params, "name": inner}
-            async for item in self.runtime.exchange(
-                server, session.caller, {**message, "params": routed}
-            ):
-                yield item
+            async with self._member(server, session, {**message, "params": routed}) as items:
+                async for item in items:
+                    yield item
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             uri = str(params.get("uri"))
             owner = await self._owner_of(uri, session, servers)
@@ -233,8 +234,9 @@ class ProjectTarget:
                 )
                 yield {**unknown, DENIED_KEY: True} if owner else unknown
                 return
-            async for item in self.runtime.exchange(owner, session.caller, message):
-                yield item
+            async with self._member(owner, session, message) as items:
+                async for item in items:
+                    yield item
         elif method == "logging/setLevel":
             await asyncio.gather(*(self._collect(s, session, message) for s in servers))
             yield jsonrpc.result(request_id, {})
@@ -244,6 +246,14 @@ class ProjectTarget:
                 jsonrpc.METHOD_NOT_FOUND,
                 f"method {method!r} is not served by project endpoints",
             )
+
+    def _member(
+        self, server: str, session: ClientSession, message: Message
+    ) -> contextlib.aclosing[AsyncGenerator[Message, None]]:
+        """A member server's stream for one request, closed when this request's is (the
+        gateway stops reading at the response), not later by the event loop's async-generator
+        finalizer (a task and a wake-up per request)."""
+        return contextlib.aclosing(self.runtime.exchange(server, session.caller, message))
 
     def _source(self, method: str, name: str, servers: list[str]) -> tuple[str, str] | None:
         """The member server and its own name for what a caller names, if it may."""

@@ -216,13 +216,13 @@ class Multiplexer:
 
     # -- from clients ------------------------------------------------------------------
 
-    async def exchange(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
+    def exchange(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
         """Send one client request; yield what the server sends for it, ending with the
-        response (or an error saying why there is none)."""
-        cached = message.get("method") in list_cache.CACHED
-        stream = self._listed(caller, message) if cached else self._exchange(caller, message)
-        async for item in stream:
-            yield item
+        response (or an error saying why there is none). The stream itself is returned, not
+        wrapped in another generator that would pass each item on."""
+        if message.get("method") in list_cache.CACHED:
+            return self._listed(caller, message)
+        return self._exchange(caller, message)
 
     async def _listed(self, caller: Caller, message: Message) -> AsyncGenerator[Message, None]:
         """A list from the cache, or from the one request for it in flight, or asked now."""
@@ -249,7 +249,8 @@ class Multiplexer:
         request_id = message.get("id")
         self._last_active = time.monotonic()
         try:
-            await asyncio.wait_for(self._attached.wait(), self.attach_timeout)
+            if not self._attached.is_set():  # wait_for makes a task: only when it must wait
+                await asyncio.wait_for(self._attached.wait(), self.attach_timeout)
         except TimeoutError:
             yield jsonrpc.error(
                 request_id, jsonrpc.BACKEND_UNAVAILABLE, f"{self.name} is not running"
