@@ -3,34 +3,35 @@
 POST carries JSON-RPC (answered as JSON, or as an SSE stream when the server sends anything
 before its response), GET opens the stream for server-initiated messages, DELETE ends the
 session. Sessions (`Mcp-Session-Id`) belong to the gateway; the replica multiplexes them
-onto its one backend session.
+onto its one backend session. Here: the transport, the rights checked per request,
+`initialize` and its sessions, batches, and serving one request (deadline, metrics, audit,
+tracing, tasks). A 2026-07-28 request (no session, one exchange) is checked and prepared in
+single_exchange.py, then served here like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import orjson
-from mcp.shared import inbound
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from mcpctl.gateway import audit, policy, rate_limit, subscriptions, tasks
+from mcpctl.gateway import audit, policy, rate_limit, single_exchange, tasks
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.exposure import Exposure
 from mcpctl.gateway.limits import Limits
-from mcpctl.gateway.request_state import STATE_PREFIX, InvalidState, RequestStates
 from mcpctl.gateway.resource_metadata import challenge
+from mcpctl.gateway.responses import FastJSONResponse, endpoint_path, invalid, rpc_error
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
+from mcpctl.gateway.single_exchange import Sealing
 from mcpctl.gateway.streams import event_stream, sse, with_keepalive
 from mcpctl.gateway.targets import (
     BACKEND_VERSION,
@@ -44,8 +45,7 @@ from mcpctl.gateway.targets import (
     final_response,
     route,
 )
-from mcpctl.mcp import bridge, jsonrpc, round_trips, validation, versions
-from mcpctl.mcp.caller import PER_REQUEST_PREFIX
+from mcpctl.mcp import bridge, jsonrpc, validation, versions
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.multiplexer import READ_ONLY
 from mcpctl.models.kinds import PROMPT, Resource
@@ -61,24 +61,16 @@ VERSION_HEADER = "MCP-Protocol-Version"
 # A project loaded for an MCP request serves the next ones this long, unless it changes here
 # first (then at once); changes made through another mcpd replica apply within this.
 PROJECT_CACHE_SECONDS = 5.0
-UNSUPPORTED_PROTOCOL_VERSION = -32022
-HEADER_MISMATCH = -32020
 T = TypeVar("T")
 
 
-class FastJSONResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return jsonrpc.dumps(content)
-
-
-def _rpc_error(status: int, code: int, message: str, request_id: Any = None) -> JSONResponse:
-    return FastJSONResponse(jsonrpc.error(request_id, code, message), status_code=status)
-
-
-async def _target(request: Request, principal: Principal) -> Target | Response:
+async def _target(
+    request: Request, principal: Principal
+) -> tuple[Target, ClientSession | None] | Response:
     """The endpoint, with the principal's rights checked now (on every request: a demoted
     admin or a removed member stops at once). A project the principal is not in answers
-    exactly like a missing one."""
+    exactly like a missing one. A server endpoint also gives the session its request names,
+    if any: looked up here (a known session spares the store), not again by `_session`."""
     context = context_of(request)
     kind, name = request.scope["path"].split("/")[2], request.path_params["name"]
     runtime = request.app.state.runtime
@@ -88,16 +80,17 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
             audit.denied(
                 request, "forbidden", "a member on a server endpoint", principal=principal.email
             )
-            return _rpc_error(
+            return rpc_error(
                 403, jsonrpc.INVALID_REQUEST, "members reach servers through their projects"
             )
         registry: SessionRegistry = request.app.state.sessions
-        if registry.get(request.headers.get(SESSION_HEADER, ""), f"servers/{name}") is None:
+        known = registry.get(request.headers.get(SESSION_HEADER, ""), f"servers/{name}")
+        if known is None:
             try:
                 await context.transaction(lambda s: SERVERS.get(s, name))
             except NotFound as error:
-                return _rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
-        return ServerTarget(runtime, name)
+                return rpc_error(404, jsonrpc.INVALID_REQUEST, error.message)
+        return ServerTarget(runtime, name), known
 
     def load_project(session: Session) -> tuple[Any, list[Resource[PromptSpec]]]:
         project = PROJECTS.get(session, name)
@@ -114,12 +107,12 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
     except NotFound:
         if context.project_cache.get(name) is cached:
             del context.project_cache[name]
-        return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
+        return rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
     if not policy.in_project(principal, project):
         audit.denied(
             request, "not_found", "not in the project", status=404, principal=principal.email
         )
-        return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
+        return rpc_error(404, jsonrpc.INVALID_REQUEST, f"project {name!r} not found")
     request.state.rate_limit = project.spec.rate_limit  # for rate_limit.check
     loaded = (list(project.spec.servers), prompts)
 
@@ -132,29 +125,32 @@ async def _target(request: Request, principal: Principal) -> Target | Response:
         views = getattr(project.spec, "views", None) or []
         view = next((v for v in views if v.name == request.path_params["view"]), None)
         if view is None:
-            return _rpc_error(404, jsonrpc.INVALID_REQUEST, f"view {shown!r} not found")
+            return rpc_error(404, jsonrpc.INVALID_REQUEST, f"view {shown!r} not found")
     unbound = principal.is_admin or principal.email == project.spec.owner
     exposure = Exposure.of(project.spec, principal.email, principal.groups, unbound, view)
     owners = context.resource_owners.setdefault(name, {})
-    return ProjectTarget(runtime, shown, load, request.app.state.limits, owners, exposure)
+    return ProjectTarget(runtime, shown, load, request.app.state.limits, owners, exposure), None
 
 
-async def _caller(request: Request) -> tuple[Principal, Target] | Response:
-    """Who asks and which endpoint, or the error response (401, 403, 404)."""
+async def _caller(
+    request: Request,
+) -> tuple[Principal, Target, ClientSession | None] | Response:
+    """Who asks, which endpoint and the session `_target` found, or the error response
+    (401, 403, 404)."""
     principal = _principal(request)
     if isinstance(principal, Response):
         return principal
     target = await _target(request, principal)
     if isinstance(target, Response):
         return target
-    return principal, target
+    return principal, *target
 
 
 def _principal(request: Request) -> Principal | Response:
     if isinstance(request.user, Principal):
         return request.user
     audit.denied(request, "unauthenticated", status=401)
-    response = _rpc_error(
+    response = rpc_error(
         401,
         jsonrpc.INVALID_REQUEST,
         "authentication required: send 'Authorization: Bearer <token>'",
@@ -164,42 +160,43 @@ def _principal(request: Request) -> Principal | Response:
 
 
 def _session(
-    request: Request, registry: SessionRegistry, target: Target, principal: Principal
+    request: Request,
+    registry: SessionRegistry,
+    target: Target,
+    principal: Principal,
+    known: ClientSession | None,
 ) -> ClientSession | Response:
+    """The request's session, for its principal only; `known` if `_target` found it."""
     session_id = request.headers.get(SESSION_HEADER)
     if not session_id:
-        return _rpc_error(
+        return rpc_error(
             400, jsonrpc.INVALID_REQUEST, f"Bad Request: {SESSION_HEADER} header is required"
         )
-    session = registry.get(session_id, _path(target))
+    session = known or registry.get(session_id, endpoint_path(target))
     if session is not None and session.principal != principal.email:
         audit.denied(request, "forbidden", "another principal's session", status=404)
     if session is None or session.principal != principal.email:
-        return _rpc_error(404, jsonrpc.INVALID_REQUEST, "Session not found: initialize again")
+        return rpc_error(404, jsonrpc.INVALID_REQUEST, "Session not found: initialize again")
     return session
-
-
-def _path(target: Target) -> str:
-    return f"{'servers' if isinstance(target, ServerTarget) else 'projects'}/{target.name}"
 
 
 async def post(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
         return caller
-    principal, target = caller
+    principal, target, known = caller
     limits: Limits = request.app.state.limits
     metrics = request.app.state.metrics
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as error:
-        return _rpc_error(400, jsonrpc.PARSE_ERROR, f"Parse error: {error}")
+        return rpc_error(400, jsonrpc.PARSE_ERROR, f"Parse error: {error}")
     messages = body if isinstance(body, list) else [body]
     if not messages:
-        return _rpc_error(400, jsonrpc.INVALID_REQUEST, "Invalid Request: an empty batch")
+        return rpc_error(400, jsonrpc.INVALID_REQUEST, "Invalid Request: an empty batch")
     if len(messages) > limits.max_batch:
-        metrics.refused.labels(_path(target), "batch_too_large").inc()
-        return _rpc_error(
+        metrics.refused.labels(endpoint_path(target), "batch_too_large").inc()
+        return rpc_error(
             400,
             jsonrpc.INVALID_REQUEST,
             f"Invalid Request: a batch of {len(messages)} messages; "
@@ -215,7 +212,7 @@ async def post(request: Request) -> Response:
         try:
             validation.check(first, version)
         except validation.Invalid as error:
-            return _invalid(request, target, error)
+            return invalid(request, target, error)
         return await _initialize(request, registry, target, principal, first, version)
     if (
         len(messages) == 1
@@ -223,15 +220,18 @@ async def post(request: Request) -> Response:
         and isinstance(first, dict)
         and bridge.envelope(first)
     ):
-        return await _single_exchange(request, target, principal, first)
+        prepared = await single_exchange.prepare(request, target, principal, first)
+        if isinstance(prepared, Response):
+            return prepared
+        return await _respond(request, target, *prepared)
 
-    session = _session(request, registry, target, principal)
+    session = _session(request, registry, target, principal, known)
     if isinstance(session, Response):
         return session
     try:
         checked = [validation.check(m, session.protocol_version) for m in messages]
     except validation.Invalid as error:
-        return _invalid(request, target, error)
+        return invalid(request, target, error)
     for message in checked:
         if not jsonrpc.is_request(message):
             await target.deliver(session, message)
@@ -244,12 +244,6 @@ async def post(request: Request) -> Response:
         )
         return FastJSONResponse(answers)
     return await _respond(request, target, session, requests[0])
-
-
-def _invalid(request: Request, target: Target, error: validation.Invalid) -> Response:
-    """A malformed message: answered here, never forwarded to the shared backend."""
-    request.app.state.metrics.refused.labels(_path(target), "invalid").inc()
-    return FastJSONResponse(error.response(), status_code=400)
 
 
 class ClientGone(Exception):
@@ -291,7 +285,7 @@ async def on_client_gone(request: Request, exc: Exception) -> Response:
         "the request was cancelled: the client went away or mcpd is shutting down; "
         "it may or may not have run"
     )
-    return _rpc_error(503, jsonrpc.INTERNAL_ERROR, text, exc.request_id)
+    return rpc_error(503, jsonrpc.INTERNAL_ERROR, text, exc.request_id)
 
 
 async def _disconnected(request: Request) -> None:
@@ -312,8 +306,10 @@ async def _initialize(
     limits: Limits = request.app.state.limits
     described = json.dumps([params.get("clientInfo"), params.get("capabilities")])
     if len(described) > limits.max_client_info_bytes:
-        request.app.state.metrics.refused.labels(_path(target), "client_info_too_large").inc()
-        return _rpc_error(
+        request.app.state.metrics.refused.labels(
+            endpoint_path(target), "client_info_too_large"
+        ).inc()
+        return rpc_error(
             400,
             jsonrpc.INVALID_PARAMS,
             f"Invalid params: clientInfo and capabilities take {len(described)} bytes; "
@@ -321,165 +317,19 @@ async def _initialize(
             message["id"],
         )
     try:
-        session = registry.create(_path(target), principal.email, version, params)
+        session = registry.create(endpoint_path(target), principal.email, version, params)
     except TooManySessions as error:
-        request.app.state.metrics.refused.labels(_path(target), "too_many_sessions").inc()
-        return _rpc_error(429, jsonrpc.INVALID_REQUEST, str(error), message["id"])
+        request.app.state.metrics.refused.labels(endpoint_path(target), "too_many_sessions").inc()
+        return rpc_error(429, jsonrpc.INVALID_REQUEST, str(error), message["id"])
     try:
         info = await target.initialize(session.caller)
     except Unavailable as error:
         registry.end(session.id)
-        return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
+        return rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
     request.app.state.metrics.sessions.set(registry.count())
     session.backend_version = info.pop(BACKEND_VERSION, None)
     result = jsonrpc.result(message["id"], {"protocolVersion": version, **info})
     return FastJSONResponse(result, headers={SESSION_HEADER: session.id})
-
-
-async def _single_exchange(
-    request: Request, target: Target, principal: Principal, message: Message
-) -> Response:
-    """A 2026-07-28 request: self-contained, no session; the envelope says who asks, and the
-    HTTP headers that mirror it (version, method, name) must agree with the body, since
-    intermediaries route on them (the official SDK's checks)."""
-    meta = bridge.envelope(message) or {}
-    version = meta.get(bridge.PROTOCOL_VERSION_KEY)
-    checked = inbound.classify_inbound_request(
-        message,
-        headers=request.headers,
-        supported_modern_versions=versions.SINGLE_EXCHANGE_REVISIONS,
-    )
-    duplicated = inbound.find_duplicated_routing_header(
-        (name.decode("latin-1"), "") for name, _ in request.headers.raw
-    )
-    if duplicated:
-        checked = inbound.InboundLadderRejection(
-            HEADER_MISMATCH, f"the {duplicated} header appears more than once"
-        )
-    if isinstance(checked, inbound.InboundLadderRejection):
-        data = checked.data
-        if checked.code == UNSUPPORTED_PROTOCOL_VERSION:  # handshake revisions are served too
-            data = {"supported": list(versions.SUPPORTED), "requested": version}
-        request.app.state.metrics.refused.labels(_path(target), "header_mismatch").inc()
-        body = jsonrpc.error(message.get("id"), checked.code, checked.message, data)
-        return FastJSONResponse(body, status_code=400)
-    version = checked.protocol_version
-    try:
-        message = validation.check(message, version)
-    except validation.Invalid as error:
-        return _invalid(request, target, error)
-    if not jsonrpc.is_request(message):
-        return Response(status_code=202)  # 2026-07-28 defines no client notifications here
-    session = ClientSession(
-        id=f"{PER_REQUEST_PREFIX}{secrets.token_urlsafe(12)}",
-        target=_path(target),
-        principal=principal.email,
-        protocol_version=version,
-        client_info=meta.get(bridge.CLIENT_INFO_KEY) or {},
-        capabilities=meta.get(bridge.CLIENT_CAPABILITIES_KEY) or {},
-    )
-    if message.get("method") == "subscriptions/listen":
-        return await _subscription(request, target, session, message)
-    if message.get("method") == "server/discover":
-        try:
-            info = await target.initialize(session.caller)
-        except Unavailable as error:
-            return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
-        result = {
-            "supportedVersions": list(versions.SINGLE_EXCHANGE_REVISIONS),
-            "capabilities": info["capabilities"],
-            "instructions": info.get("instructions"),
-            "resultType": "complete",
-            "cacheScope": "private",
-            "ttlMs": 0,
-            "_meta": {bridge.SERVER_INFO_KEY: info.get("serverInfo", {})},
-        }
-        return FastJSONResponse(
-            jsonrpc.result(message["id"], {k: v for k, v in result.items() if v is not None})
-        )
-    prepared = _for_hosts(request, target, principal, message, meta)
-    if isinstance(prepared, Response):
-        return prepared
-    return await _respond(request, target, session, *prepared)
-
-
-@dataclass(frozen=True)
-class Sealing:
-    """What a 2026-07-28 request's answer needs from mcpd: how to seal an `input_required`'s
-    state, or, for a task request, the client's sealed task id to answer with."""
-
-    method: str  # the client's, for the metrics (the hosts may get mcpd's own)
-    seal: Callable[[str, str], str] | None = None  # (server, ticket) -> requestState
-    task_id: str | None = None
-
-
-def _for_hosts(
-    request: Request, target: Target, principal: Principal, message: Message, meta: dict[str, Any]
-) -> tuple[Message, Sealing | None] | Response:
-    """A 2026-07-28 request as the hosts get it: without its envelope; one that may need the
-    client's input says what the client can answer, and a retry carrying mcpd's requestState
-    continues the request that state names (see mcpctl/mcp/round_trips.py)."""
-    plain = bridge.without_envelope(message)
-    method = str(message.get("method"))
-    endpoint = _path(target)
-    if method in tasks.METHODS:
-        params = plain.get("params") or {}
-        try:
-            task = request.app.state.task_ids.open(params.get("taskId"), principal.email, endpoint)
-        except tasks.UnknownTask as error:
-            audit.denied(request, "policy", str(error), principal=principal.email, message=message)
-            return FastJSONResponse(
-                jsonrpc.error(message["id"], jsonrpc.INVALID_PARAMS, str(error))
-            )
-        routed = {**plain, "params": {**params, "taskId": task.task_id}}
-        return route(routed, task.server), Sealing(method, task_id=params["taskId"])
-    if method not in round_trips.INPUT_REQUIRED_METHODS:
-        return plain, None
-    states: RequestStates = request.app.state.request_states
-
-    def seal(server: str, ticket: str) -> str:
-        return states.seal(principal.email, endpoint, message, server, ticket)
-
-    sealing = Sealing(method, seal)
-    params = plain.get("params") or {}
-    state = params.get("requestState")
-    if not (isinstance(state, str) and state.startswith(STATE_PREFIX)):
-        # Not mcpd's: a 2026 backend's own state passes through to it.
-        can_answer = meta.get(bridge.CLIENT_CAPABILITIES_KEY) or {}
-        capabilities = [c for c in round_trips.NEEDS.values() if c in can_answer]
-        return round_trips.for_round_trips(plain, capabilities), sealing
-    try:
-        resumption = states.open(state, principal.email, endpoint, message)
-    except InvalidState as error:
-        request.app.state.metrics.refused.labels(endpoint, "invalid_request_state").inc()
-        detail = f"requestState: {error}"
-        audit.denied(
-            request, "policy", detail, status=400, principal=principal.email, message=message
-        )
-        return _rpc_error(
-            400, jsonrpc.INVALID_PARAMS, f"Invalid params: requestState: {error}", message["id"]
-        )
-    responses = params.get("inputResponses")
-    answers = {k: {"result": v} for k, v in (responses or {}).items() if isinstance(v, dict)}
-    resume_params: dict[str, Any] = {"ticket": resumption.ticket, "answers": answers}
-    if "_meta" in params:
-        resume_params["_meta"] = params["_meta"]
-    resume = {"jsonrpc": "2.0", "id": message["id"], "method": round_trips.RESUME}
-    return route({**resume, "params": resume_params}, resumption.server), sealing
-
-
-async def _subscription(
-    request: Request, target: Target, session: ClientSession, message: Message
-) -> Response:
-    try:
-        subscriptions.requested(message)
-        info = await target.initialize(session.caller)
-    except subscriptions.InvalidFilter as error:
-        return _rpc_error(400, jsonrpc.INVALID_PARAMS, str(error), message["id"])
-    except Unavailable as error:
-        return _rpc_error(503, jsonrpc.BACKEND_UNAVAILABLE, str(error), message["id"])
-    stream = subscriptions.listen(target, session, message, info.get("capabilities") or {})
-    return event_stream(with_keepalive(stream))
 
 
 async def _final(
@@ -499,7 +349,7 @@ def _observed(
     if not tracing.enabled:
         return _served(request, target, session, message, sealing)
     attributes = {
-        "mcpctl.endpoint": _path(target),
+        "mcpctl.endpoint": endpoint_path(target),
         "enduser.id": session.principal,
         "mcp.protocol.version": session.protocol_version,
     }
@@ -529,7 +379,7 @@ async def _served(
     metrics = request.app.state.metrics
     limits: Limits = request.app.state.limits
     method = sealing.method if sealing else str(message.get("method"))
-    labels = (_path(target), method_label(method))
+    labels = (endpoint_path(target), method_label(method))
     started = time.perf_counter()
     single_exchange = session.protocol_version in versions.SINGLE_EXCHANGE_REVISIONS
     stream = target.handle(session, message)
@@ -547,7 +397,7 @@ async def _served(
                     raise Unavailable(_unanswered(target, method)) from None
                 return
             except TimeoutError:
-                metrics.refused.labels(_path(target), "timeout").inc()
+                metrics.refused.labels(endpoint_path(target), "timeout").inc()
                 metrics.errors.labels(*labels).inc()
                 audit.observed(request, session.principal, message, None, started, method)
                 yield jsonrpc.error(
@@ -590,7 +440,7 @@ async def _served(
 
 def _unanswered(target: Target, method: str) -> str:
     """Why a request's stream ended without its response, as its client is told."""
-    text = f"{method} ended without an answer from {_path(target)}"
+    text = f"{method} ended without an answer from {endpoint_path(target)}"
     return text if method in READ_ONLY else f"{text}; it may or may not have run"
 
 
@@ -613,20 +463,16 @@ async def _answer(
     """The backend's response as this client gets it: an `input_required` with its ticket
     sealed, a task handle with its id sealed, or, for a client that takes no tasks, the
     task's final result."""
-    if sealing is not None and sealing.task_id is not None:
-        return tasks.with_task_id(response, sealing.task_id)
-    result = response.get("result")
-    if sealing and sealing.seal and isinstance(result, dict) and round_trips.TICKET_KEY in result:
-        result = dict(result)
-        ticket, server = result.pop(round_trips.TICKET_KEY), result.pop(round_trips.SERVER_KEY)
-        result["requestState"] = sealing.seal(server, ticket)
-        return {**response, "result": result}
+    if sealing is not None and (answer := sealing.sealed(response)) is not None:
+        return answer
     if not tasks.is_task(response):
         return response
     server = _server_of(target, message)
     task_id = str(response["result"].get("taskId"))
     if tasks.takes_tasks(session.capabilities):
-        sealed = request.app.state.task_ids.seal(session.principal, _path(target), server, task_id)
+        sealed = request.app.state.task_ids.seal(
+            session.principal, endpoint_path(target), server, task_id
+        )
         return tasks.with_task_id(response, sealed)
 
     async def ask(poll: Message) -> Message:
@@ -693,12 +539,12 @@ async def get(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
         return caller
-    principal, target = caller
+    principal, target, known = caller
     if "text/event-stream" not in request.headers.get("accept", ""):
-        return _rpc_error(
+        return rpc_error(
             406, jsonrpc.INVALID_REQUEST, "Not Acceptable: GET needs Accept: text/event-stream"
         )
-    session = _session(request, request.app.state.sessions, target, principal)
+    session = _session(request, request.app.state.sessions, target, principal, known)
     if isinstance(session, Response):
         return session
 
@@ -709,9 +555,9 @@ async def delete(request: Request) -> Response:
     caller = await _caller(request)
     if isinstance(caller, Response):
         return caller
-    principal, target = caller
+    principal, target, known = caller
     registry: SessionRegistry = request.app.state.sessions
-    session = _session(request, registry, target, principal)
+    session = _session(request, registry, target, principal, known)
     if isinstance(session, Response):
         return session
     registry.end(session.id)
