@@ -458,6 +458,17 @@ def gateway_process(pod_ip: str) -> int:
     raise AssertionError(f"no mcpd process of the pod at {pod_ip}")
 
 
+def echo_through(release: Release, pod: Any, server: str, session: str, text: str) -> None:
+    """A tool call on the session through that gateway pod, answered."""
+    answered = httpx.post(
+        f"http://{pod.status.pod_ip}:8420{server}",
+        json=call(len(text), "echo", text=text),
+        headers=release.headers(session),
+        timeout=30,
+    )
+    assert f"echo: {text}" in answered.text, answered.text
+
+
 def test_a_gateway_that_crashes_comes_back(release: Release, server: str, session: str) -> None:
     """kill -9 of one gateway's mcpd: the kubelet restarts the container in the same pod,
     whose /tmp and /dev/shm still hold the last run's Ray files; it joins Ray again and
@@ -465,13 +476,7 @@ def test_a_gateway_that_crashes_comes_back(release: Release, server: str, sessio
     victim, other = release.pods("mcpd")
     restarts = victim.status.container_statuses[0].restart_count
     os.kill(gateway_process(victim.status.pod_ip), signal.SIGKILL)
-    answered = httpx.post(
-        f"http://{other.status.pod_ip}:8420{server}",
-        json=call(40, "echo", text="meanwhile"),
-        headers=release.headers(session),
-        timeout=30,
-    )
-    assert "echo: meanwhile" in answered.text, answered.text
+    echo_through(release, other, server, session, "meanwhile")
     started = time.monotonic()
     deadline = started + 120
     while True:
@@ -482,13 +487,7 @@ def test_a_gateway_that_crashes_comes_back(release: Release, server: str, sessio
         assert time.monotonic() < deadline, diagnosis(release)
         time.sleep(0.5)
     print(f"\na gateway killed: restarted and ready again in {time.monotonic() - started:.1f} s")
-    again = httpx.post(
-        f"http://{victim.status.pod_ip}:8420{server}",
-        json=call(41, "echo", text="back"),
-        headers=release.headers(session),
-        timeout=30,
-    )
-    assert "echo: back" in again.text, again.text
+    echo_through(release, victim, server, session, "back")
     assert status.restart_count == restarts + 1, diagnosis(release)
 
 

@@ -47,6 +47,7 @@ from mcpctl.store.repositories import repositories
 from mcpctl.store.repositories.specs import SERVERS
 from mcpctl.store.secretbox import SecretBox
 from tests.conftest import ADMIN_TOKEN, fresh_database
+from tests.e2e.test_tenancy import INIT
 
 MISBEHAVING = str(Path(__file__).parents[1] / "servers" / "misbehaving.py")
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -212,17 +213,7 @@ def test_the_gateway_answers_a_request_its_backend_left_unanswered(tmp_path: Pat
     app = build_app(context, runtime=SilentRuntime())
     try:
         with TestClient(app, headers=headers) as client:
-            initialize = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "test", "version": "1"},
-                },
-            }
-            opened = client.post("/mcp/servers/silent", json=initialize)
+            opened = client.post("/mcp/servers/silent", json=INIT)
             assert opened.status_code == 200, opened.text
             session = {"Mcp-Session-Id": opened.headers["Mcp-Session-Id"]}
             listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
