@@ -64,7 +64,7 @@ webfinger:
   oidc_discovery:
     client_registration_url: $ISSUER/oauth2/register
 oauth2:
-  allowed_top_level_claims: [email, groups]
+  allowed_top_level_claims: [email, email_verified, name, groups]
   mirror_top_level_claims: false
 ttl:
   access_token: 1h

@@ -12,6 +12,7 @@ from mcpctl.gateway.context import GatewayContext
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.rate_limit import RateLimitConfig
 from mcpctl.gateway.resource_metadata import ResourceServer
+from mcpctl.gateway.unauthenticated import SourceLimits
 from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
 from mcpctl.store.repositories import repositories
@@ -29,6 +30,7 @@ def assemble(
     oauth: ResourceServer | None = None,
     audit: AuditConfig | None = None,
     rate_limits: RateLimitConfig | None = None,
+    source_limits: SourceLimits | None = None,
 ) -> tuple[Starlette, Runtime]:
     """The app and the runtime it starts and stops with (its lifespan)."""
     metrics = Metrics()
@@ -56,4 +58,5 @@ def assemble(
         oauth=oauth,
         audit=audit,
         rate_limits=rate_limits,
+        source_limits=source_limits,
     ), runtime

@@ -34,6 +34,7 @@ from mcpctl.gateway.audit import AuditConfig
 from mcpctl.gateway.limits import Limits
 from mcpctl.gateway.metrics_endpoint import metrics_app
 from mcpctl.gateway.rate_limit import RateLimitConfig
+from mcpctl.gateway.unauthenticated import SourceLimits
 from mcpctl.observability import tracing
 from mcpctl.orchestrators.kubernetes.connection import ContextError, check_context
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
@@ -152,6 +153,9 @@ def serve(
             per_minute=settings.rate_limit_per_minute,
             burst=settings.rate_limit_burst,
             max_chunk=settings.rate_limit_chunk,
+        ),
+        source_limits=SourceLimits(
+            per_second=settings.unauthenticated_per_second, burst=settings.unauthenticated_burst
         ),
         limits=Limits(
             request_timeout=settings.request_timeout,

@@ -77,12 +77,19 @@ class Settings(BaseSettings):
     # (0: the per-minute number); tokens a replica leases from the shared bucket at most.
     rate_limit_per_minute: int = Field(default=0, ge=0)
     rate_limit_burst: int = Field(default=0, ge=0)
+    # Requests without a valid token, per source address (gateway/unauthenticated.py): refill
+    # per second (0: unbounded) and burst.
+    unauthenticated_per_second: float = Field(default=5.0, ge=0)
+    unauthenticated_burst: int = Field(default=60, ge=1)
     rate_limit_chunk: int = Field(default=100, ge=1)
     # OAuth 2.1 resource server: JWT access tokens of this OpenID provider besides API tokens.
     oidc_issuer: str | None = None
     # Comma-separated; empty: the MCP endpoint's canonical URL (or MCPD_PUBLIC_URL itself).
     oidc_audience: str = ""
     oidc_email_claim: str = "email"
+    # The boolean claim by which the provider vouches for the email; empty: every email it
+    # issues is verified (only for providers that guarantee that, e.g. a company's directory).
+    oidc_email_verified_claim: str = "email_verified"
     oidc_groups_claim: str = "groups"
     oidc_admin_groups: str = ""  # comma-separated: their members are admins
     oidc_scopes: str = "openid email offline_access"  # advertised to clients
@@ -98,6 +105,7 @@ class Settings(BaseSettings):
             issuer=self.oidc_issuer,
             audiences=tuple(canonical(a) for a in _items(self.oidc_audience)),
             email_claim=self.oidc_email_claim,
+            email_verified_claim=self.oidc_email_verified_claim,
             groups_claim=self.oidc_groups_claim,
             admin_groups=frozenset(_items(self.oidc_admin_groups)),
             scopes=tuple(self.oidc_scopes.split()),

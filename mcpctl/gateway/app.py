@@ -27,6 +27,7 @@ from mcpctl.gateway.request_state import RequestStates
 from mcpctl.gateway.resource_metadata import ResourceServer
 from mcpctl.gateway.sessions import SessionRegistry
 from mcpctl.gateway.tasks import TaskIds
+from mcpctl.gateway.unauthenticated import SourceBudget, SourceLimits
 from mcpctl.models.kinds import KINDS
 from mcpctl.observability.metrics import Metrics
 
@@ -50,6 +51,7 @@ def build_app(
     oauth: ResourceServer | None = None,
     audit: AuditConfig | None = None,
     rate_limits: RateLimitConfig | None = None,
+    source_limits: SourceLimits | None = None,
 ) -> Starlette:
     """The whole app; `runtime` (an actors.runtime.Runtime) serves the MCP endpoints; with
     `oauth`, the OpenID provider's access tokens are accepted besides API tokens."""
@@ -105,5 +107,6 @@ def build_app(
     app.state.rate_limiter = RateLimiter(
         context.database, registry, rate_limits or RateLimitConfig()
     )
+    app.state.source_budget = SourceBudget(source_limits or SourceLimits())
     app.state.limits = limits
     return app

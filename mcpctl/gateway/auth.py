@@ -23,11 +23,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from mcpctl.gateway import audit
+from mcpctl.gateway import audit, unauthenticated
 from mcpctl.gateway.errors import error_response
 from mcpctl.gateway.oidc import Identity, TokenRefused, looks_like_jwt
 from mcpctl.gateway.resource_metadata import ResourceServer, challenge
-from mcpctl.models.user import Role, normalise_email
+from mcpctl.models.user import Role
 from mcpctl.store import identities, tokens
 from mcpctl.store.database import Database
 
@@ -92,6 +92,10 @@ class TokenBackend(AuthenticationBackend):
         key = tokens.hash_token(token)
         cached = self._cache.get(key)
         if cached is None or cached[1] <= time.monotonic():
+            budget = unauthenticated.budget_of(conn)
+            if budget is not None and budget.exhausted(unauthenticated.source_address(conn)):
+                # This address spent its budget of bad tokens: no lookup for it until it refills.
+                raise Refused(unauthenticated.REASON, "too many requests without a valid token")
             cached = await self._authenticate_once(key, token)
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -135,14 +139,25 @@ class TokenBackend(AuthenticationBackend):
         return found, time.monotonic() + self.cache_seconds, None
 
     def _provision(self, identity: Identity) -> Principal:
-        """The provider's user as a principal: created as a member the first time; an admin
-        when the store says so or when in one of MCPD_OIDC_ADMIN_GROUPS."""
+        """The provider's account as the user it is bound to (see store/identities.py); an
+        admin when the store says so or when in one of MCPD_OIDC_ADMIN_GROUPS."""
         assert self.oauth is not None
-        with self.database.transaction() as session:
-            role = identities.provision(session, identity.email, identity.name)
+        account = identities.Account(
+            issuer=identity.issuer,
+            subject=identity.subject,
+            email=identity.email,
+            email_verified=identity.email_verified,
+            display_name=identity.name,
+        )
+        try:
+            with self.database.write_transaction() as session:
+                bound = identities.provision(session, account)
+        except identities.NotBound as refused:
+            raise Refused(refused.reason, str(refused)) from None
+        role = bound.role
         if self.oauth.verifier.config.admin_groups.intersection(identity.groups):
             role = Role.ADMIN
-        return Principal(email=normalise_email(identity.email), role=role, groups=identity.groups)
+        return Principal(email=bound.email, role=role, groups=identity.groups)
 
     def _lookup(self, token: str) -> Principal | None:
         with self.database.transaction() as session:
@@ -156,11 +171,17 @@ def on_auth_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     """401 with RFC 6750's `invalid_token` (and, with a provider, where to get a good one);
     503 when the provider's keys cannot be fetched (nothing is wrong with the token then)."""
     reason = exc.reason if isinstance(exc, Refused) else "invalid"
+    if reason == unauthenticated.REASON:
+        budget = unauthenticated.budget_of(conn)
+        wait = budget.exhausted(unauthenticated.source_address(conn)) if budget else None
+        return unauthenticated.too_many(conn, wait or 1.0)
     conn.app.state.metrics.auth_failures.labels(reason).inc()
     if reason == "issuer_unavailable":  # the token may well be good: try again, keep it
         unavailable = error_response(503, str(exc))
         unavailable.headers["Retry-After"] = "10"
         return unavailable
+    if (limited := unauthenticated.over_budget(conn)) is not None:
+        return limited
     audit.denied(conn, "invalid_token", reason, status=401)
     response = error_response(401, str(exc))
     response.headers["WWW-Authenticate"] = challenge(conn, "invalid_token", str(exc))

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mcpctl.gateway import audit, policy, rate_limit, single_exchange, tasks
+from mcpctl.gateway import audit, policy, rate_limit, single_exchange, tasks, unauthenticated
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.exposure import Exposure
@@ -149,6 +149,8 @@ async def _caller(
 def _principal(request: Request) -> Principal | Response:
     if isinstance(request.user, Principal):
         return request.user
+    if (limited := unauthenticated.over_budget(request)) is not None:
+        return limited
     audit.denied(request, "unauthenticated", status=401)
     response = rpc_error(
         401,

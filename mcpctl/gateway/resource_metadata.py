@@ -10,6 +10,7 @@ its tokens must carry) and the OpenID provider that issues them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -53,7 +54,9 @@ class ResourceServer:
         return (base + path, base) if path else (base,)
 
     def metadata_url(self, conn: HTTPConnection) -> str:
-        return self.base_url(conn) + WELL_KNOWN + (self.endpoint_path(conn) or "")
+        # Percent-encoded: the path and Host are the client's text, and this goes in a header.
+        url = self.base_url(conn) + WELL_KNOWN + (self.endpoint_path(conn) or "")
+        return quote(url, safe=":/@!$&'()*+,;=%[]")
 
     def challenge(
         self, conn: HTTPConnection, error: str | None = None, description: str | None = None

@@ -71,5 +71,16 @@ class Database:
         with self._sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def write_transaction(self) -> Iterator[Session]:
+        """A transaction that reads, then writes what it read decides. On SQLite it takes the
+        write lock first: a reading transaction cannot become a writer once another one has
+        written (SQLITE_BUSY at once, whatever the busy timeout), so it would fail instead of
+        waiting its turn. PostgreSQL needs nothing (constraints decide there)."""
+        with self._sessions.begin() as session:
+            if self.engine.dialect.name == "sqlite":
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            yield session
+
     def dispose(self) -> None:
         self.engine.dispose()

@@ -71,6 +71,20 @@ class UserRow(Timestamps, Base):
     )
 
 
+class IdentityRow(Base):
+    """An OpenID provider's account (issuer + subject) bound to the user it created or claimed
+    on first sight: later tokens of that account are that user whatever their email says, and
+    no other account of any provider can become that user."""
+
+    __tablename__ = "external_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    issuer: Mapped[str] = mapped_column(String(1024))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class TokenRow(Base):
     __tablename__ = "api_tokens"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -378,3 +378,112 @@ def test_mcpctl_login_fails_in_one_line(tmp_path: Path, mcpd: Mcpd) -> None:
     assert err.strip() == (
         f"error: the provider {mcpd_issuer(mcpd)} offers no device flow: log in without --device"
     )
+
+
+# -- who a provider's account may become (issue 18, defects 1 and 8) -------------------------
+
+
+def as_token(mcpd: Mcpd, token: str, path: str = "/api/v1/whoami") -> httpx.Response:
+    return httpx.get(f"{mcpd.url}{path}", headers={"Authorization": f"Bearer {token}"})
+
+
+def create_user(mcpd: Mcpd, email: str, role: str) -> None:
+    created = httpx.post(
+        f"{mcpd.url}/api/v1/users",
+        headers={"Authorization": f"Bearer {mcpd.token}"},
+        json={"metadata": {"name": email}, "spec": {"role": role}},
+    )
+    assert created.status_code == 201, created.text
+
+
+def refused_as(answer: httpx.Response, described: str) -> None:
+    assert answer.status_code == 401, answer.text
+    assert described in answer.json()["message"], answer.json()
+
+
+def test_no_account_becomes_the_system_user(mcpd: Mcpd, idp: Idp) -> None:
+    """The audit's token: `email: system@mcpctl.io, email_verified: false` was the admin."""
+    set_user(idp, "mallory-1", [], {"email": "system@mcpctl.io", "email_verified": False})
+    token = mint(idp, "mallory-1", mcpd.url)
+    refused_as(as_token(mcpd, token), "has not verified")
+    refused_as(as_token(mcpd, token, "/api/v1/secrets"), "has not verified")
+    set_user(idp, "mallory-1", [], {"email": "SYSTEM@mcpctl.io"})  # verified, any case
+    token = mint(idp, "mallory-1", mcpd.url)
+    refused_as(as_token(mcpd, token), "mcpd's built-in user")
+    refused_as(as_token(mcpd, token, "/api/v1/secrets"), "mcpd's built-in user")
+
+
+def test_an_unverified_email_makes_no_user(mcpd: Mcpd, idp: Idp) -> None:
+    set_user(idp, "carol-1", [], {"email": "carol@example.com", "email_verified": False})
+    refused_as(as_token(mcpd, mint(idp, "carol-1", mcpd.url)), "has not verified")
+    set_user(idp, "carol-1", [], {"email": "carol@example.com", "email_verified": "true"})
+    refused_as(as_token(mcpd, mint(idp, "carol-1", mcpd.url)), "must be a boolean, not a string")
+    admin = {"Authorization": f"Bearer {mcpd.token}"}
+    assert httpx.get(f"{mcpd.url}/api/v1/users/carol@example.com", headers=admin).status_code == 404
+
+
+def test_an_admin_made_in_mcpd_is_never_taken_over(mcpd: Mcpd, idp: Idp) -> None:
+    """The audit's `ROOT@Example.com` became admin `root@example.com`: now a verified email is
+    not enough to become an existing admin, in any case."""
+    create_user(mcpd, "ops-admin@example.com", "admin")
+    set_user(idp, "mallory-2", [], {"email": "OPS-ADMIN@Example.com"})
+    refused_as(as_token(mcpd, mint(idp, "mallory-2", mcpd.url)), "is an admin created in mcpd")
+
+
+def test_an_account_is_bound_to_the_user_it_became(mcpd: Mcpd, idp: Idp) -> None:
+    set_user(idp, "dave-1", [], {"email": "dave@example.com"})
+    me = as_token(mcpd, mint(idp, "dave-1", mcpd.url))
+    assert me.status_code == 200 and me.json()["email"] == "dave@example.com", me.text
+    # Another account of the provider with the same email (any case) does not become dave...
+    set_user(idp, "eve-1", [], {"email": "Dave@Example.com"})
+    refused_as(as_token(mcpd, mint(idp, "eve-1", mcpd.url)), "belongs to another account")
+    # ...and dave's account stays dave when its email claim changes.
+    set_user(idp, "dave-1", [], {"email": "dave.renamed@example.com"})
+    me = as_token(mcpd, mint(idp, "dave-1", mcpd.url))
+    assert me.status_code == 200 and me.json()["email"] == "dave@example.com", me.text
+
+
+def test_a_member_an_admin_created_is_claimed_by_its_verified_account(mcpd: Mcpd, idp: Idp) -> None:
+    create_user(mcpd, "frank@example.com", "member")
+    set_user(idp, "frank-1", [], {"email": "frank@example.com"})
+    me = as_token(mcpd, mint(idp, "frank-1", mcpd.url))
+    assert me.json() == {"email": "frank@example.com", "role": "member", "groups": []}, me.text
+    set_user(idp, "frank-2", [], {"email": "frank@example.com"})  # a second account: refused
+    refused_as(as_token(mcpd, mint(idp, "frank-2", mcpd.url)), "belongs to another account")
+
+
+@pytest.mark.parametrize(
+    ("claims", "described"),
+    [
+        ({"groups": {"mcpctl-admins": False}}, "'groups' claim must be an array"),
+        ({"groups": "mcpctl-admins"}, "'groups' claim must be an array"),
+        ({"groups": [1, "mcpctl-admins"]}, "'groups' claim must be an array"),
+        ({"email": 42}, "'email' claim must be a string, not a number"),
+        ({"name": ["x"]}, "'name' claim must be a string, not an array"),
+    ],
+)
+def test_claims_of_the_wrong_type_are_refused(
+    mcpd: Mcpd, idp: Idp, claims: dict[str, Any], described: str
+) -> None:
+    """The audit's `{"groups": {"mcpctl-admins": false}}` made an admin of its keys."""
+    set_user(idp, "grace-1", [], {"email": "grace@example.com", **claims})
+    token = mint(idp, "grace-1", mcpd.url)
+    refused_as(as_token(mcpd, token), described)
+    refused_as(as_token(mcpd, token, "/api/v1/secrets"), described)
+    text = httpx.get(f"{mcpd.url}/metrics").text
+    assert re.search(r'mcpctl_auth_failures_total\{reason="claim_type"\} [1-9]', text)
+
+
+def test_a_nul_in_the_path_never_reaches_the_challenge_header(mcpd: Mcpd) -> None:
+    """With a provider, the 401 for `/mcp/projects/%00` put the NUL into WWW-Authenticate and
+    uvicorn dropped the connection."""
+    for path, encoded in (
+        ("/mcp/projects/%00", "/mcp/projects/%00"),
+        ("/mcp/projects/a%22b%0d%0aX:y", "/mcp/projects/a%22b%0D%0AX:y"),
+        ("/mcp/servers/%ED%A0%80", "/mcp/servers/"),
+    ):
+        answer = httpx.post(f"{mcpd.url}{path}", json=INIT, headers=MCP_HEADERS)
+        assert answer.status_code == 401, (path, answer.text)
+        header = answer.headers["www-authenticate"]
+        assert header.isascii() and header.isprintable(), header
+        assert encoded in challenge(answer)["resource_metadata"], header

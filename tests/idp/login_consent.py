@@ -1,9 +1,11 @@
 """The login and consent app of the test OpenID provider (Ory Hydra): it accepts every login
 without a page, so tests and `mcpctl login` run headless against a real authorization server.
 
-Who logs in: the authorization request's `login_hint` (default `alice@example.com`). What the
-access token says: `email` and `groups` (from the users table, seeded by IDP_USERS as
-`{"email": ["group", ...]}` and changed with `POST /users {"email", "groups"}`). Its audience:
+Who logs in: the authorization request's `login_hint` (default `alice@example.com`), which is
+the token's subject. What the access token says: `email` (the subject), `email_verified: true`
+and `groups` (from the users table, seeded by IDP_USERS as `{"email": ["group", ...]}` and
+changed with `POST /users {"email", "groups", "claims"}`, where `claims` replace or add any
+claim, of any JSON type, for tests of what a provider may send). Its audience:
 what the client asked for, by Hydra's `audience` or by RFC 8707's `resource` parameter (Hydra
 2.3 knows only the former, so the app reads the latter from the original request URL).
 
@@ -30,6 +32,7 @@ DEFAULT_USER = "alice@example.com"
 
 def build(admin: str) -> Starlette:
     users: dict[str, list[str]] = json.loads(os.environ.get("IDP_USERS") or "{}")
+    extra_claims: dict[str, dict[str, Any]] = {}
     http = httpx.AsyncClient(base_url=admin.rstrip("/") + "/admin/oauth2/auth/requests", timeout=10)
 
     async def call(method: str, path: str, challenge: str, body: Any = None) -> Any:
@@ -59,7 +62,8 @@ def build(admin: str) -> Starlette:
         email = asked["subject"]
         audience = list(asked.get("requested_access_token_audience") or [])
         audience += [r for r in original(asked).get("resource", []) if r not in audience]
-        claims = {"email": email, "groups": users.get(email, [])}
+        claims = {"email": email, "email_verified": True, "groups": users.get(email, [])}
+        claims.update(extra_claims.get(email, {}))
         body = {
             "grant_scope": asked.get("requested_scope") or [],
             "grant_access_token_audience": audience,
@@ -72,6 +76,7 @@ def build(admin: str) -> Starlette:
     async def set_user(request: Request) -> Response:
         body = await request.json()
         users[body["email"]] = list(body.get("groups") or [])
+        extra_claims[body["email"]] = dict(body.get("claims") or {})
         return JSONResponse({"email": body["email"], "groups": users[body["email"]]})
 
     async def health(request: Request) -> Response:

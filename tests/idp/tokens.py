@@ -45,8 +45,12 @@ def start_idp(port: str | None = None) -> Idp:
     )
 
 
-def set_user(idp: Idp, email: str, groups: list[str]) -> None:
-    httpx.post(f"{idp.login}/users", json={"email": email, "groups": groups}).raise_for_status()
+def set_user(
+    idp: Idp, email: str, groups: list[str], claims: dict[str, object] | None = None
+) -> None:
+    """`email` logs in as the subject `email`; `claims` replace the token's (any JSON)."""
+    body = {"email": email, "groups": groups, "claims": claims or {}}
+    httpx.post(f"{idp.login}/users", json=body).raise_for_status()
 
 
 def play_browser(url: str, email: str, stop_at: str) -> str:

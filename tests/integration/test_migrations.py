@@ -14,9 +14,12 @@ from sqlalchemy import create_engine, func, make_url, select, text
 
 from mcpctl.daemon.main import open_database
 from mcpctl.daemon.settings import Settings
-from mcpctl.store.database import Database, migrate
+from mcpctl.store.database import MIGRATIONS, Database, migrate
 from mcpctl.store.tables import Base, TokenRow, UserRow
 from tests.conftest import ADMIN_TOKEN, postgres_url
+
+# The newest revision: the file name with the highest number (each revises the one before).
+HEAD = max(p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 def test_migrations_match_the_models(database: Database) -> None:
@@ -28,7 +31,7 @@ def test_migrations_match_the_models(database: Database) -> None:
 def test_migrating_twice_is_a_no_op(database: Database) -> None:
     migrate(database.engine)
     with database.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0005"
+        assert MigrationContext.configure(connection).get_current_revision() == HEAD
 
 
 def start_replica(url: str, data_dir: str, barrier: Any) -> None:
@@ -63,7 +66,7 @@ def test_replicas_starting_together_on_a_fresh_postgresql_all_start(tmp_path: Pa
         assert [r.exitcode for r in replicas] == [0, 0, 0]
         database = Database(url)
         with database.engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0005"
+            assert MigrationContext.configure(connection).get_current_revision() == HEAD
         with database.transaction() as session:
             assert session.scalar(select(func.count()).select_from(UserRow)) == 1
             assert session.scalar(select(func.count()).select_from(TokenRow)) == 1

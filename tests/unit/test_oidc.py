@@ -57,7 +57,9 @@ class Provider:
             "iss": ISSUER,
             "aud": ["https://mcpd.example/mcp/projects/p"],
             "exp": int(time.time()) + 300,
+            "sub": "alice-1",
             "email": "Alice@Example.com",
+            "email_verified": True,
             "groups": ["platform"],
             **claims,
         }
@@ -79,7 +81,8 @@ def refused(verifier: OidcVerifier, token: str) -> str:
 def test_a_good_token_gives_the_identity() -> None:
     provider = Provider()
     identity = asyncio.run(verifier(provider).verify(provider.token()))
-    assert identity.email == "Alice@Example.com"
+    assert (identity.issuer, identity.subject) == (ISSUER, "alice-1")
+    assert identity.email == "alice@example.com" and identity.email_verified
     assert identity.groups == ("platform",)
     assert identity.audiences == {"https://mcpd.example/mcp/projects/p"}
 
@@ -91,6 +94,8 @@ def test_refusals_by_reason() -> None:
     assert refused(check, provider.token(iss="https://other.example")) == "issuer"
     assert refused(check, provider.token(exp=None)) == "invalid"  # exp is required
     assert refused(check, provider.token(email=None)) == "identity"
+    assert refused(check, provider.token(sub=None)) == "identity"
+    assert refused(check, provider.token(email="not an email")) == "identity"
     assert refused(check, "not-a-jwt") == "malformed"
     header, payload, _ = provider.token().split(".")
     assert refused(check, f"{header}.{payload}.") == "signature"
@@ -130,7 +135,7 @@ def test_an_unknown_key_fetches_the_keys_again_at_most_every_refresh_seconds() -
     provider.rotate("k2")  # the provider rotates: the new key is found after the interval
     time.sleep(0.6)
     identity = asyncio.run(check.verify(provider.token(kid="k2")))
-    assert identity.email == "Alice@Example.com" and provider.jwks_fetches == 2
+    assert identity.email == "alice@example.com" and provider.jwks_fetches == 2
 
 
 def test_an_unreachable_provider_is_not_the_token_s_fault() -> None:
@@ -155,6 +160,42 @@ def test_claims_by_name_or_dotted_path() -> None:
     token = provider.token(upn="bob@example.com", realm_access={"roles": ["ops"]})
     identity = asyncio.run(check.verify(token))
     assert (identity.email, identity.groups) == ("bob@example.com", ("ops",))
+
+
+@pytest.mark.parametrize(
+    ("claims", "described"),
+    [
+        ({"groups": {"mcpctl-admins": False}}, "'groups' claim must be an array"),
+        ({"groups": "mcpctl-admins"}, "'groups' claim must be an array"),
+        ({"groups": ["ops", 7]}, "'groups' claim must be an array"),
+        ({"groups": ["x" * 257]}, "'groups' claim must be an array"),
+        ({"groups": [f"g{n}" for n in range(1001)]}, "'groups' claim must be an array"),
+        ({"email": ["alice@example.com"]}, "'email' claim must be a string, not an array"),
+        ({"email_verified": "true"}, "'email_verified' claim must be a boolean, not a string"),
+        ({"email_verified": 1}, "'email_verified' claim must be a boolean, not a number"),
+        ({"aud": 5}, "'aud' claim must be a string or an array, not a number"),
+        ({"aud": ["ok", {"x": 1}]}, "'aud' claim must be strings"),
+        ({"name": {"first": "A"}}, "'name' claim must be a string, not an object"),
+    ],
+)
+def test_claims_of_the_wrong_type_are_refused_not_coerced(
+    claims: dict[str, Any], described: str
+) -> None:
+    provider = Provider()
+    with pytest.raises(TokenRefused) as caught:
+        asyncio.run(verifier(provider).verify(provider.token(**claims)))
+    assert caught.value.reason == "claim_type", caught.value.description
+    assert described in caught.value.description
+
+
+def test_email_verified_is_read_and_may_be_vouched_for_by_configuration() -> None:
+    provider = Provider()
+    unverified = provider.token(email_verified=False)
+    assert not asyncio.run(verifier(provider).verify(unverified)).email_verified
+    absent = provider.token(email_verified=None)
+    assert not asyncio.run(verifier(provider).verify(absent)).email_verified
+    trusting = verifier(provider, email_verified_claim="")
+    assert asyncio.run(trusting.verify(unverified)).email_verified
 
 
 def test_canonical_resource_urls() -> None:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mcpctl.gateway.auth import Principal
+from mcpctl.gateway.unauthenticated import over_budget
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
@@ -32,6 +33,8 @@ class Operation:
         async def endpoint(request: Request) -> Response:
             principal = request.user
             if not isinstance(principal, Principal) and not self.public:
+                if (limited := over_budget(request)) is not None:
+                    return limited
                 raise HTTPException(
                     401,
                     "authentication required: send 'Authorization: Bearer <token>'",
