@@ -261,14 +261,21 @@ class Host:
             yield item
 
     async def dropped(self) -> dict[str, dict[str, int]]:
-        """Messages no client could be given, per server and reason (for /metrics)."""
+        """Messages no client could be given, and client messages no backend took, per server
+        and reason (for /metrics)."""
         counts: dict[str, dict[str, int]] = {}
         for name, supervisor in self.supervisors.items():
             for replica in supervisor.replicas.values():
                 for reason, count in replica.multiplexer.dropped.items():
                     counts.setdefault(name, {}).setdefault(reason, 0)
                     counts[name][reason] += count
+        for (name, reason), count in self._dataplane.deliveries.dropped.items():
+            counts.setdefault(name, {})[reason] = count
         return counts
+
+    async def dataplane_refused(self) -> dict[str, int]:
+        """Data-plane connections closed before they showed the cluster token, by reason."""
+        return dict(self._dataplane.refused)
 
     async def logs(
         self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None

@@ -28,6 +28,7 @@ END = "e"
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # above the 16 MiB a backend message may take
+MAX_HELLO = 256  # ["h", "<64 hex digits>"] is 73 bytes: nothing bigger is read before the token
 WINDOW = 64  # items a stream may send before the gateway grants more
 
 
@@ -40,18 +41,21 @@ def encode(*frame: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> list[Any] | None:
-    """The next frame, or None when the peer closed the connection."""
+async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME) -> list[Any] | None:
+    """The next frame, or None when the peer closed the connection. A frame over `limit` is
+    refused from its header, before its body is read."""
     try:
         header = await reader.readexactly(HEADER.size)
         (size,) = HEADER.unpack(header)
-        if size > MAX_FRAME:
-            raise FrameError(f"a frame of {size} bytes is over the limit")
+        if size > limit:
+            raise FrameError(f"a frame of {size} bytes is over the limit of {limit}")
         frame = orjson.loads(await reader.readexactly(size))
     except (asyncio.IncompleteReadError, ConnectionError) as error:
         if isinstance(error, FrameError):
             raise
         return None
+    except orjson.JSONDecodeError as error:
+        raise FrameError(f"a frame is not JSON: {error}") from None
     if not isinstance(frame, list) or len(frame) < 2:
         raise FrameError("a frame must be [kind, stream, ...]")
     return frame

@@ -28,6 +28,7 @@ from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.gateway.exposure import Exposure
 from mcpctl.gateway.limits import Limits
+from mcpctl.gateway.notification_size import oversized_notification
 from mcpctl.gateway.resource_metadata import challenge
 from mcpctl.gateway.responses import FastJSONResponse, endpoint_path, invalid, rpc_error
 from mcpctl.gateway.sessions import ClientSession, SessionRegistry, TooManySessions
@@ -204,6 +205,8 @@ async def post(request: Request) -> Response:
             f"Invalid Request: a batch of {len(messages)} messages; "
             f"the limit is {limits.max_batch}",
         )
+    if (oversized := oversized_notification(request, target, messages)) is not None:
+        return oversized  # 413
     if (limited := await rate_limit.check(request, principal, messages)) is not None:
         return limited  # 429
     registry: SessionRegistry = request.app.state.sessions

@@ -10,6 +10,9 @@ to `max_chunk`) and shrinks when tokens are left over, and what is left unused a
 than the bucket hands out, plus at most one chunk per replica leased just before the bucket ran
 dry; a bucket found empty makes the replica refuse locally until it would have refilled.
 
+Requests and notifications alike take a token (a notification also costs a backend a write);
+answers to a server's questions do not.
+
 An exceeded limit answers HTTP 429 with `Retry-After` and a JSON-RPC error in the body (for
 clients that read only the body), is recorded in the audit trail as denied, and is counted in
 `mcpctl_rate_limited_total{scope, target}` (never the principal as a label).
@@ -133,13 +136,14 @@ class RateLimiter:
         return 0, (1.0 - tokens) / rate if rate > 0 else 60.0
 
 
-def _requests(messages: list[Any]) -> list[Message]:
-    return [m for m in messages if isinstance(m, dict) and jsonrpc.is_request(m)]
+def _counted(messages: list[Any]) -> list[Message]:
+    """What takes a token: requests and notifications (whatever names a method)."""
+    return [m for m in messages if isinstance(m, dict) and "method" in m]
 
 
 async def check(request: Request, principal: Any, messages: list[Any]) -> Response | None:
-    """The hook of mcp_endpoint.post: None when every request of this POST may go, else the
-    429 to answer."""
+    """The hook of mcp_endpoint.post: None when every request and notification of this POST
+    may go, else the 429 to answer."""
     limiter: RateLimiter = request.app.state.rate_limiter
     config = limiter.config
     # Read from the scope's state dict: `request.state` would make its State and raise inside
@@ -147,20 +151,20 @@ async def check(request: Request, principal: Any, messages: list[Any]) -> Respon
     project_limit: RateLimit | None = request.scope.get("state", {}).get(PROJECT_LIMIT_KEY)
     if not config.per_minute and not (project_limit and project_limit.per_minute):
         return None
-    requests = _requests(messages)
-    if not requests:
+    counted = _counted(messages)
+    if not counted:
         return None
     endpoint = audit._endpoint(request)
-    for _ in requests:
+    for _ in counted:
         if config.per_minute:
             wait = await limiter.admit(f"u:{principal.email}", config.per_minute, config.burst)
             if wait is not None:
-                return _refused(request, principal, requests[0], "principal", endpoint, wait)
+                return _refused(request, principal, counted[0], "principal", endpoint, wait)
         if project_limit and project_limit.per_minute and endpoint[1]:
             key = f"p:{endpoint[1]}"
             wait = await limiter.admit(key, project_limit.per_minute, project_limit.burst)
             if wait is not None:
-                return _refused(request, principal, requests[0], "project", endpoint, wait)
+                return _refused(request, principal, counted[0], "project", endpoint, wait)
     return None
 
 

@@ -13,7 +13,8 @@ every other request in flight fails with "may or may not have run" (DESIGN: no r
 side effects). A backend that can no longer be written to is gone, even while its output
 has not ended: a request that could not be written to it waits for the next one. A request
 whose client went away, cancelled it or ran out of time is removed at once and the backend
-is told `notifications/cancelled`.
+is told `notifications/cancelled`. A backend that stops reading its input (writes to it have a
+deadline, see transports) fails the requests that could not be written to it, at once.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from mcpctl.mcp import jsonrpc, list_cache, log_levels
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
-from mcpctl.mcp.transports import Transport
+from mcpctl.mcp.transports import Stalled, Transport
 
 log = logging.getLogger(__name__)
 LIST_CHANGED = (
@@ -210,6 +211,14 @@ class Multiplexer:
             await self._send(exchange.request)
         except (OSError, BackendUnavailable):
             return
+        except Stalled as stalled:  # nothing was written: say so now, not at the deadline
+            if self._pending.pop(exchange.request["id"], None) is not None:
+                method = exchange.request.get("method")
+                text = f"server {self.name}: {stalled}; {method} was not sent"
+                exchange.queue.put_nowait(
+                    jsonrpc.error(exchange.client_id, jsonrpc.BACKEND_UNAVAILABLE, text)
+                )
+            return
         exchange.sends += 1
         if self._transport is not transport:  # that backend went while this was sent to it
             self._outlived(exchange)
@@ -334,7 +343,7 @@ class Multiplexer:
             "method": "logging/setLevel",
             "params": {"level": wanted},
         }
-        with contextlib.suppress(OSError, BackendUnavailable):
+        with contextlib.suppress(OSError, BackendUnavailable, Stalled):
             await self._send(request)
 
     async def _cancel_at_backend(self, backend_id: int, reason: str) -> None:
@@ -362,13 +371,13 @@ class Multiplexer:
                     "requestId"
                 ):
                     del self._pending[backend_id]
-                    if exchange.sends:
-                        await self._cancel_at_backend(backend_id, "cancelled by the client")
-                    exchange.queue.put_nowait(
+                    exchange.queue.put_nowait(  # the client first: the backend may be slow
                         jsonrpc.error(
                             exchange.client_id, jsonrpc.REQUEST_CANCELLED, "cancelled by the client"
                         )
                     )
+                    if exchange.sends:
+                        await self._cancel_at_backend(backend_id, "cancelled by the client")
             return
         if method in FORWARDED_NOTIFICATIONS:
             await self._send(message)
@@ -393,7 +402,10 @@ class Multiplexer:
     async def _read(self, transport: Transport) -> None:
         try:
             while (message := await transport.receive()) is not None:
-                await self._route(message)
+                try:
+                    await self._route(message)
+                except Stalled:  # an answer to the backend's own request; it is not reading
+                    self.dropped["backend_stalled"] += 1
         except Exception:
             log.exception("%s: reading from the backend failed", self.name)
         self._lose(transport)

@@ -1,7 +1,16 @@
-"""Message transports to a backend server: newline-delimited JSON over a STDIO channel."""
+"""Message transports to a backend server: newline-delimited JSON over a STDIO channel.
+
+A write has a deadline. One that misses it stays queued in the channel (it goes when the
+server reads again); until it has gone, nothing more is queued behind it: each later write
+waits up to the deadline for it, then fails with Stalled, having written nothing. So a server
+that stops reading its input holds at most one message of mcpd's memory, and no writer waits
+for it longer than the deadline.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -16,6 +25,12 @@ from mcpctl.orchestrators.base import MAX_LINE_BYTES, Channel, LineTooLong
 log = logging.getLogger(__name__)
 # The id of a response, near its start as servers write them: {"jsonrpc":"2.0","id":7,...
 RESPONSE_ID = re.compile(rb'"id"\s*:\s*(-?\d+|"(?:[^"\\]|\\.)*")\s*,\s*"(?:result|error)"')
+WRITE_TIMEOUT = 10.0  # seconds a write to a server may wait for it to read
+
+
+class Stalled(Exception):
+    """The server has not read what it was sent for the write deadline: nothing was written.
+    (Not an OSError: the server is still there, and may read again.)"""
 
 
 class Transport(ABC):
@@ -31,11 +46,38 @@ class Transport(ABC):
 
 
 class StdioTransport(Transport):
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, write_timeout: float | None = None) -> None:
         self.channel = channel
+        self.write_timeout = WRITE_TIMEOUT if write_timeout is None else write_timeout
+        self._backlog: asyncio.Task[None] | None = None  # a write that missed its deadline
 
     async def send(self, message: Message) -> None:
-        await self.channel.write(jsonrpc.dumps(message) + b"\n")
+        data = jsonrpc.dumps(message) + b"\n"
+        writing = False
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                if self._backlog is not None:
+                    await self._drained(self._backlog)
+                writing = True
+                await self.channel.write(data)
+        except TimeoutError:
+            if not writing:
+                text = f"the server has not read its input for {self.write_timeout:g} s"
+                raise Stalled(text) from None
+            # What was written stays queued in the channel (a pipe's buffer, the websocket's
+            # send lock) and goes when the server reads again; an empty write returns then.
+            if self._backlog is None:
+                self._backlog = asyncio.get_running_loop().create_task(self.channel.write(b""))
+                self._backlog.add_done_callback(lambda done: done.cancelled() or done.exception())
+                log.warning("a server has not read its input for %g s", self.write_timeout)
+
+    async def _drained(self, backlog: asyncio.Task[None]) -> None:
+        """Until the write that missed its deadline has gone (or the channel broke: the write
+        that follows says so)."""
+        with contextlib.suppress(OSError):
+            await asyncio.shield(backlog)
+        if self._backlog is backlog:
+            self._backlog = None
 
     async def receive(self) -> Message | None:
         while True:
@@ -64,6 +106,8 @@ class StdioTransport(Transport):
                 log.debug("ignoring a JSON-RPC batch from a server")
 
     async def close(self) -> None:
+        if self._backlog is not None:
+            self._backlog.cancel()
         await self.channel.close()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import ray
 from mcp.shared.exceptions import MCPError
 
 from mcpctl.dataplane import frames
@@ -154,3 +155,89 @@ async def test_a_connection_without_the_cluster_token_is_refused(world: World) -
     assert await frames.read_frame(reader) is None  # closed, nothing answered
     writer.close()
     assert oct(os.stat(os.path.dirname(address["unix"])).st_mode & 0o777) == "0o700"
+
+
+HOSTILE = 48 * 1024 * 1024  # what each unauthenticated connection announces, and sends
+
+
+def rss_of(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def worker_logs(pid: int) -> dict[Path, int]:
+    """The Ray worker log files of process `pid`, with their sizes now."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return {path: path.stat().st_size for path in logs.glob(f"worker-*-{pid}.*")}
+
+
+async def hostile(address: tuple[str, int], hello: bytes, body: int = 0) -> bool:
+    """Send `hello` (and `body` bytes after it, as fast as they are taken); whether the host
+    closed the connection within a second of it."""
+    reader, writer = await asyncio.open_connection(*address)
+    chunk = bytes(2**20)
+    try:
+        writer.write(hello)
+        for _ in range(body // len(chunk)):
+            writer.write(chunk)
+            await writer.drain()
+        async with asyncio.timeout(1):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+    return True
+
+
+async def test_unauthenticated_connections_cost_the_host_almost_nothing(world: World) -> None:
+    host = world.gateway.runtime.hosts[0]
+    pid = await host.process_id.remote()
+    address = await host.dataplane_address.remote()
+    tcp = (address["tcp"][0], address["tcp"][1])
+    logs = worker_logs(pid)
+    assert logs, "no log of the host process"
+    refused_before = await host.dataplane_refused.remote()
+    rss_before, peak = rss_of(pid), 0.0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_of(pid))
+            await asyncio.sleep(0.01)
+
+    watching = asyncio.ensure_future(watch())
+    large = frames.HEADER.pack(HOSTILE)
+    closed = await asyncio.gather(*(hostile(tcp, large, HOSTILE) for _ in range(8)))
+    others = {
+        "not ascii": frames.encode(frames.HELLO, "é" * 64),
+        "garbage": frames.HEADER.pack(9) + b"not json!",
+        "wrong type": frames.encode(frames.HELLO, 7),
+        "wrong token": frames.encode(frames.HELLO, "0" * 64),
+    }
+    for hello in others.values():
+        closed.append(await hostile(tcp, hello))
+    watching.cancel()
+    rss_after = rss_of(pid)
+    assert all(closed), closed
+
+    refused = await host.dataplane_refused.remote()
+    grew = {k: v - refused_before.get(k, 0) for k, v in refused.items()}
+    assert grew == {"hello_malformed": 8 + 3, "wrong_token": 1}, grew
+    assert peak - rss_before < 32, f"the host grew from {rss_before:.0f} to {peak:.0f} MiB"
+    written = "".join(
+        path.read_bytes()[size:].decode(errors="replace") for path, size in logs.items()
+    )
+    assert "Traceback" not in written and "Unhandled exception" not in written, written
+    # The gateway's own connection is untouched.
+    async with client(world, f"/mcp/servers/{SERVER}", "admin") as admin:
+        assert text(await admin.call_tool("echo", {"text": "still"})) == "echo: still"
+    print(
+        f"\nhost RSS {rss_before:.0f} MiB before, {peak:.0f} MiB at most during, "
+        f"{rss_after:.0f} MiB after 8 connections announcing 48 MiB; refused: {refused}"
+    )

@@ -28,7 +28,8 @@ Tools:
 resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
 logging/setLevel is logged to STATE_DIR/levels, tools/list to STATE_DIR/lists.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
-Flags: --crash-after-init exits 0.3 s after the handshake (a crash loop).
+Flags: --crash-after-init exits 0.3 s after the handshake (a crash loop); --deaf-after-init
+stops reading its stdin after the handshake (it stays up, and what it is sent piles up).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from typing import Any
 
 STATE = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
 CRASH_AFTER_INIT = "--crash-after-init" in sys.argv
+DEAF_AFTER_INIT = "--deaf-after-init" in sys.argv
 _write = threading.Lock()
 _answers: dict[str, dict[str, Any]] = {}
 _answered = threading.Condition()
@@ -270,6 +272,8 @@ def main() -> None:
                 record("cancelled", json.dumps(message.get("params")))
             if message["method"] == "notifications/initialized" and CRASH_AFTER_INIT:
                 threading.Thread(target=crash_soon, daemon=True).start()
+            if message["method"] == "notifications/initialized" and DEAF_AFTER_INIT:
+                threading.Event().wait()  # never reads again
             continue
         if message["method"] == "initialize":
             answer(message)
