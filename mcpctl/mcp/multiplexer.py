@@ -361,7 +361,7 @@ class Multiplexer:
                 self.dropped["foreign_answer"] += 1
                 return  # unknown, or not this client's to answer
             self._forget_question(str(message["id"]), answer=False)
-            await self._send({**message, "id": question.backend_id})
+            await self._send_from_client({**message, "id": question.backend_id})
             return
         method = message.get("method")
         if method == "notifications/cancelled":
@@ -380,8 +380,16 @@ class Multiplexer:
                         await self._cancel_at_backend(backend_id, "cancelled by the client")
             return
         if method in FORWARDED_NOTIFICATIONS:
-            await self._send(message)
+            await self._send_from_client(message)
         # Anything else (initialized: the replica did the handshake) stays here.
+
+    async def _send_from_client(self, message: Message) -> None:
+        """A client's answer or notification; lost with its backend (counted), raising Stalled
+        when the backend does not read."""
+        try:
+            await self._send(message)
+        except (OSError, BackendUnavailable):  # the next backend never asked, needs no notice
+            self.dropped["client_message_backend_gone"] += 1
 
     async def listen(self, caller: Caller) -> AsyncGenerator[Message, None]:
         """Messages for `caller` outside any request of its: list changes, server requests."""

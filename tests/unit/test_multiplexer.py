@@ -13,7 +13,7 @@ from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.multiplexer import Multiplexer
-from mcpctl.mcp.transports import Transport
+from mcpctl.mcp.transports import Stalled, Transport
 
 ALICE = Caller("s-alice", "alice@example.com", "projects/a")
 ALICE_2 = Caller("s-alice-2", "alice@example.com", "projects/a")
@@ -42,6 +42,10 @@ class Wire(Transport):
 
 def request(request_id: Any, method: str = "tools/call", **params: Any) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+async def answers(stream: AsyncGenerator[Message, None]) -> list[Message]:
+    return [item async for item in stream]
 
 
 async def start(mux: Multiplexer, caller: Caller, message: Message) -> tuple[Any, Any]:
@@ -186,6 +190,42 @@ async def test_a_backend_that_cannot_be_written_to_is_lost(
     sent = await replacement.next_sent()  # it never reached the first: the next one runs it
     replacement.inbox.put_nowait(jsonrpc.result(sent["id"], {"paid": True}))
     assert (await call)[-1] == jsonrpc.result(1, {"paid": True})
+
+
+async def test_a_backend_that_does_not_read_fails_what_was_not_written_and_stays(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+
+    async def stalled(message: Message) -> None:
+        raise Stalled("the server has not read its input for 10 s")
+
+    wire.send = stalled  # type: ignore[method-assign]
+    [failed] = await asyncio.wait_for(answers(mux.exchange(ALICE, request(1))), 5)
+    assert failed["error"]["message"] == (
+        "server srv: the server has not read its input for 10 s; tools/call was not sent"
+    )
+    wire.inbox.put_nowait({"jsonrpc": "2.0", "id": "p", "method": "ping"})  # its answer: stuck
+    while not mux.dropped["backend_stalled"]:  # the reader goes on
+        await asyncio.sleep(0)
+    with pytest.raises(Stalled):  # a client's notification: the host counts it
+        await mux.deliver(ALICE, jsonrpc.notification("notifications/roots/list_changed"))
+    assert mux.attached and not mux.lost.is_set()  # not replaced: it may read again
+    assert mux.in_flight == 0
+
+
+async def test_a_client_message_for_a_backend_that_went_is_dropped_and_counted(
+    wired: tuple[Multiplexer, Wire],
+) -> None:
+    mux, wire = wired
+
+    async def broken(message: Message) -> None:
+        raise ConnectionResetError("the server's stdin is closed")
+
+    wire.send = broken  # type: ignore[method-assign]
+    await mux.deliver(ALICE, jsonrpc.notification("notifications/roots/list_changed"))
+    assert mux.dropped == {"client_message_backend_gone": 1}
+    assert mux.lost.is_set()
 
 
 async def test_a_cancelled_request_ends_at_once_and_the_backend_is_told(
