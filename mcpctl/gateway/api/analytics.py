@@ -5,18 +5,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mcpctl.backup.history import history, parse_window
+from mcpctl.backup.history import history
 from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation
+from mcpctl.gateway.api.params import Name, Params, Window
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
-from mcpctl.gateway.errors import error_response
 from mcpctl.models.base import Model
 from mcpctl.store.repositories.events import events_for_window
+
+
+class HistoryParams(Params):
+    server: Name | None = None
+    window: Window = Field("24h", validate_default=True)
 
 
 class History(Model):
@@ -27,13 +33,10 @@ class History(Model):
 
 async def server_history(request: Request, principal: Principal) -> Response:
     policy.require_admin(principal, "read history")
-    server = request.query_params.get("server") or None
-    try:
-        window = parse_window(request.query_params.get("window", "24h"))
-    except ValueError as error:
-        return error_response(422, str(error), "window")
+    params = HistoryParams.of(request)
+    server = params.server
     end = datetime.now(UTC)
-    start = end - window
+    start = end - params.window
     events = await context_of(request).transaction(
         lambda s: events_for_window(s, start, end, server)
     )
@@ -49,7 +52,7 @@ OPERATIONS = [
         server_history,
         "instance history",
         "analytics",
-        query=("server", "window"),
+        params=HistoryParams,
         responses={200: History},
     )
 ]

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
+from pydantic import Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcpctl.backup.audit_summary import summarize
-from mcpctl.backup.history import parse_window
 from mcpctl.gateway.api.operation import Operation
+from mcpctl.gateway.api.params import Digits, Moment, OneOf, Params, Text, moment
 from mcpctl.gateway.audit import OUTCOMES
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
-from mcpctl.gateway.errors import error_response
 from mcpctl.models.audit import AuditEvent, AuditList, AuditSummary, AuditSummaryRow
+from mcpctl.models.base import field_error
 from mcpctl.models.user import normalise_email
 from mcpctl.store.repositories.audit import (
     AuditFilter,
@@ -32,62 +33,54 @@ from mcpctl.store.repositories.audit import (
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 10_000
 MAX_EXPORT = 1_000_000  # rows of one JSON-lines export or one summary
-FILTERS = ("since", "until", "user", "project", "server", "outcome")
 
 
-class BadQuery(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class SummaryParams(Params):
+    since: Moment = Field("24h", validate_default=True)
+    until: Moment | None = None  # now
+    user: Text | None = None  # an email, or `-` for requests without a principal
+    project: Text | None = None
+    server: Text | None = None
+    outcome: Annotated[str, OneOf(OUTCOMES)] | None = None
 
 
-def moment(text: str, now: datetime, field: str) -> datetime:
-    """`1h`, `30m`, `7d` (that long ago) or an ISO 8601 time (UTC unless it says otherwise)."""
-    try:
-        return now - parse_window(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BadQuery(
-            field, f"{field} {text[:40]!r}: use a duration (30m, 24h, 7d) or an ISO 8601 time"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+class AuditParams(SummaryParams):
+    limit: Annotated[int, Digits(1, MAX_EXPORT)] | None = None
+    format: Literal["json", "jsonl"] = "json"
 
 
-def audit_filter(request: Request, principal: Principal, default_since: str) -> AuditFilter:
-    query = request.query_params
+def audit_filter(params: SummaryParams, principal: Principal) -> AuditFilter:
     now = datetime.now(UTC)
-    since = moment(query.get("since") or default_since, now, "since")
-    until = moment(query["until"], now, "until") if query.get("until") else now
-    user = query.get("user") or None
+    user = params.user
     if user is not None:
         user = normalise_email(user) if "@" in user else user
     if not principal.is_admin:  # members see only their own
         if user is not None and user != principal.email:
-            raise BadQuery("user", "members see only their own audit records")
+            raise field_error(
+                "AuditParams", "user", "members see only their own audit records", user
+            )
         user = principal.email
-    outcome = query.get("outcome") or None
-    if outcome is not None and outcome not in OUTCOMES:
-        raise BadQuery("outcome", f"outcome {outcome[:40]!r}: one of {', '.join(OUTCOMES)}")
     return AuditFilter(
-        since=since,
-        until=until,
+        since=moment(params.since, now),
+        until=moment(params.until, now) if params.until is not None else now,
         principal=user,
-        project=query.get("project") or None,
-        server=query.get("server") or None,
-        outcome=outcome,
+        project=params.project,
+        server=params.server,
+        outcome=params.outcome,
     )
 
 
-def _limit(request: Request, default: int, most: int) -> int:
-    text = request.query_params.get("limit")
-    if not text:
-        return default
-    if not text.isdigit() or not 1 <= int(text) <= most:
-        raise BadQuery("limit", f"limit: a number from 1 to {most}")
-    return int(text)
+def _limit(params: AuditParams) -> int:
+    if params.format == "jsonl":
+        return params.limit or MAX_EXPORT
+    if params.limit is not None and params.limit > MAX_LIMIT:
+        raise field_error(
+            "AuditParams",
+            "limit",
+            f"at most {MAX_LIMIT} (up to {MAX_EXPORT} with format=jsonl)",
+            params.limit,
+        )
+    return params.limit or DEFAULT_LIMIT
 
 
 def _event(row: dict[str, Any]) -> dict[str, Any]:
@@ -95,16 +88,11 @@ def _event(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_audit(request: Request, principal: Principal) -> Response:
-    try:
-        where = audit_filter(request, principal, "24h")
-        jsonl = request.query_params.get("format") == "jsonl"
-        limit = _limit(
-            request, MAX_EXPORT if jsonl else DEFAULT_LIMIT, MAX_EXPORT if jsonl else MAX_LIMIT
-        )
-    except BadQuery as error:
-        return error_response(422, str(error), error.field)
+    params = AuditParams.of(request)
+    where = audit_filter(params, principal)
+    limit = _limit(params)
     context = context_of(request)
-    if jsonl:
+    if params.format == "jsonl":
         return StreamingResponse(
             _lines(context.database, where, limit), media_type="application/jsonl"
         )
@@ -134,10 +122,7 @@ async def _lines(database: Any, where: AuditFilter, limit: int) -> AsyncIterator
 
 
 async def audit_summary(request: Request, principal: Principal) -> Response:
-    try:
-        where = audit_filter(request, principal, "24h")
-    except BadQuery as error:
-        return error_response(422, str(error), error.field)
+    where = audit_filter(SummaryParams.of(request), principal)
     columns = await context_of(request).transaction(lambda s: audit_columns(s, where, MAX_EXPORT))
     rows = await run_in_threadpool(summarize, columns)
     body = AuditSummary(
@@ -153,7 +138,7 @@ OPERATIONS = [
         list_audit,
         "list audit records",
         "audit",
-        query=(*FILTERS, "limit", "format"),
+        params=AuditParams,
         responses={200: AuditList},
     ),
     Operation(
@@ -162,7 +147,7 @@ OPERATIONS = [
         audit_summary,
         "summarize audit records",
         "audit",
-        query=FILTERS,
+        params=SummaryParams,
         responses={200: AuditSummary},
     ),
 ]

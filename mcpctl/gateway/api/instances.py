@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -10,11 +11,27 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation
+from mcpctl.gateway.api.params import Digits, InstanceName, Name, Params
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Model
 from mcpctl.models.instance import Instance
 from mcpctl.store.repositories import instances
+
+MAX_TAIL = 1_000_000  # lines
+
+
+class ListParams(Params):
+    server: Name | None = None
+
+
+class InstanceParams(Params):
+    name: InstanceName
+
+
+class LogParams(InstanceParams):
+    follow: bool = False  # true/false, 1/0, yes/no, on/off
+    tail: Annotated[int, Digits(0, MAX_TAIL)] | None = None  # start this many lines back
 
 
 class InstanceList(Model):
@@ -28,14 +45,14 @@ def _json(model: Model) -> dict[str, object]:
 
 async def list_instances(request: Request, principal: Principal) -> Response:
     policy.require_admin(principal, "read instances")
-    server = request.query_params.get("server")
+    server = ListParams.of(request).server
     items = await context_of(request).transaction(lambda s: instances.list_instances(s, server))
     return JSONResponse(_json(InstanceList(items=items)))
 
 
 async def get_instance(request: Request, principal: Principal) -> Response:
     policy.require_admin(principal, "read instances")
-    name = request.path_params["name"]
+    name = InstanceParams.of(request).name
     instance = await context_of(request).transaction(lambda s: instances.get_instance(s, name))
     return JSONResponse(_json(instance))
 
@@ -43,7 +60,7 @@ async def get_instance(request: Request, principal: Principal) -> Response:
 async def delete_instance(request: Request, principal: Principal) -> Response:
     policy.require_admin(principal, "delete instances")
     context = context_of(request)
-    name = request.path_params["name"]
+    name = InstanceParams.of(request).name
     instance = await context.transaction(lambda s: instances.delete_instance(s, name))
     context.on_instance_deleted(instance.server, instance.replica)
     return Response(status_code=204)
@@ -52,12 +69,10 @@ async def delete_instance(request: Request, principal: Principal) -> Response:
 async def instance_logs(request: Request, principal: Principal) -> Response:
     """The instance's output as text; `follow=true` keeps streaming, `tail=N` starts late."""
     policy.require_admin(principal, "read logs")
-    name = request.path_params["name"]
-    instance = await context_of(request).transaction(lambda s: instances.get_instance(s, name))
-    follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
-    tail_text = request.query_params.get("tail")
-    if tail_text is not None and not tail_text.isdigit():
-        raise HTTPException(422, "tail: a whole number of lines")
+    params = LogParams.of(request)
+    instance = await context_of(request).transaction(
+        lambda s: instances.get_instance(s, params.name)
+    )
     runtime = request.app.state.runtime
     if runtime is None:
         raise HTTPException(503, "mcpd runs no runtime")
@@ -65,8 +80,8 @@ async def instance_logs(request: Request, principal: Principal) -> Response:
         instance.server,
         instance.replica,
         instance.pod,
-        follow,
-        int(tail_text) if tail_text is not None else None,
+        params.follow,
+        params.tail,
     )
 
     async def body() -> AsyncIterator[bytes]:
@@ -84,7 +99,7 @@ OPERATIONS = [
         list_instances,
         "list instances",
         "instances",
-        query=("server",),
+        params=ListParams,
         responses={200: InstanceList},
     ),
     Operation(
@@ -93,6 +108,7 @@ OPERATIONS = [
         get_instance,
         "get instance",
         "instances",
+        params=InstanceParams,
         responses={200: Instance},
     ),
     Operation(
@@ -101,7 +117,7 @@ OPERATIONS = [
         instance_logs,
         "instance logs",
         "instances",
-        query=("follow", "tail"),
+        params=LogParams,
         responses={200: str},
     ),
     Operation(
@@ -110,6 +126,7 @@ OPERATIONS = [
         delete_instance,
         "delete instance",
         "instances",
+        params=InstanceParams,
         responses={204: None},
     ),
 ]

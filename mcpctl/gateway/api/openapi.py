@@ -11,6 +11,7 @@ from mcpctl import __version__
 from mcpctl.gateway.api.operation import Operation
 
 REF = "#/components/schemas/{model}"
+STRING = {"type": "string"}
 ERROR_SCHEMA = {
     "type": "object",
     "required": ["status", "error", "message"],
@@ -47,14 +48,7 @@ def document(operations: list[Operation]) -> dict[str, Any]:
             "tags": [op.tag],
             "responses": {},
         }
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)}", op.path)
-        ]
-        parameters += [
-            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-            for name in op.query
-        ]
+        parameters = _parameters(op, schemas)
         if parameters:
             item["parameters"] = parameters
         if op.body is not None:
@@ -95,10 +89,41 @@ def document(operations: list[Operation]) -> dict[str, Any]:
     }
 
 
+def _parameters(op: Operation, schemas: _Schemas) -> list[dict[str, Any]]:
+    """The path's `{names}` and the query's, described by the operation's Params model."""
+    in_path = re.findall(r"{(\w+)}", op.path)
+    described: dict[str, Any] = {}
+    required: list[str] = []
+    if op.params is not None:
+        schema = schemas.of(op.params, "validation")
+        described, required = schema.get("properties", {}), schema.get("required", [])
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": described.get(name, STRING)}
+        for name in in_path
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": name in required, "schema": _not_null(item)}
+        for name, item in described.items()
+        if name not in in_path
+    ]
+    return parameters
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """An optional parameter's schema without its `null` (a query has no null: it is absent)."""
+    choices = [s for s in schema.get("anyOf", []) if s != {"type": "null"}]
+    if len(choices) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**choices[0], **rest}
+
+
 def _error_statuses(op: Operation) -> list[int]:
     statuses = [] if op.public else [401, 403]
     if "{" in op.path:
         statuses.append(404)
     if op.body is not None:
         statuses += [400, 409, 422]
+    elif op.params is not None:
+        statuses.append(422)
     return statuses

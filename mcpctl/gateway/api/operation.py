@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mcpctl.gateway.api.params import Params
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.unauthenticated import over_budget
 
@@ -26,7 +27,7 @@ class Operation:
     tag: str
     body: Any = None  # a type pydantic can describe, or None
     responses: dict[int, Any] = field(default_factory=dict)  # status -> type (None: no body)
-    query: tuple[str, ...] = ()
+    params: type[Params] | None = None  # its path and query parameters
     public: bool = False
 
     def route(self) -> Route:
@@ -40,6 +41,8 @@ class Operation:
                     "authentication required: send 'Authorization: Bearer <token>'",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
+            if self.params is not None:
+                self.params.of(request)  # a 422 naming the parameter before the handler runs
             return await self.handler(request, principal)
 
         return Route(self.path, endpoint, methods=[self.method], name=self.operation_id)

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation, json_body
+from mcpctl.gateway.api.params import Email, Name, Params
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Model, field_error
@@ -44,15 +45,46 @@ def _with_status(session: Session, resource: Resource[Any]) -> Resource[Any]:
     return resource
 
 
+class ProjectParams(Params):
+    project: Name
+
+
+class NameParams(Params):
+    name: Name
+
+
+class ScopedParams(ProjectParams, NameParams):
+    pass
+
+
+class EmailParams(Params):
+    name: Email  # the stored form: `Alice@Example.COM` names alice@example.com
+
+
+def _item_params(kind: Kind) -> type[NameParams | EmailParams]:
+    if kind.named_by_email:
+        return EmailParams
+    return ScopedParams if kind.scoped else NameParams
+
+
+def _located(kind: Kind, request: Request) -> tuple[str | None, str | None]:
+    """The validated `{name}` and `{project}` of the URL (None where the path has none)."""
+    project = ProjectParams.of(request).project if "project" in request.path_params else None
+    name = _item_params(kind).of(request).name if "name" in request.path_params else None
+    return name, project
+
+
 def _parse(kind: Kind, raw: Any, request: Request) -> Resource[Any]:
-    project = request.path_params.get("project")
+    name, project = _located(kind, request)
     if kind.scoped and isinstance(raw, dict):
         metadata = raw.setdefault("metadata", {})
         if isinstance(metadata, dict) and metadata.setdefault("project", project) != project:
             raise field_error("Resource", "metadata.project", "does not match the URL")
     resource = kind.parse(raw)
-    name = request.path_params.get("name")
-    if name is not None and resource.metadata.name != name:
+    given = resource.metadata.name
+    if kind.named_by_email:
+        given = normalise_email(given)
+    if name is not None and given != name:
         raise field_error(
             "Resource", "metadata.name", "does not match the URL", resource.metadata.name
         )
@@ -96,10 +128,12 @@ def operations(kind: Kind) -> list[Operation]:
     item = f"{base}/{{name}}"
     document = Resource[kind.spec]  # type: ignore[name-defined]
     label = kind.name.lower()
+    located = _item_params(kind)
+    listed = ProjectParams if kind.scoped else None
 
     async def list_items(request: Request, principal: Principal) -> Response:
         policy.require_read_kind(principal, kind)
-        project = request.path_params.get("project")
+        _, project = _located(kind, request)
 
         def work(session: Session) -> list[dict[str, Any]]:
             repo = context_of(request).repositories[kind]
@@ -117,8 +151,8 @@ def operations(kind: Kind) -> list[Operation]:
 
     async def get_item(request: Request, principal: Principal) -> Response:
         policy.require_read_kind(principal, kind)
-        name = request.path_params["name"]
-        project = request.path_params.get("project")
+        name, project = _located(kind, request)
+        assert name is not None
 
         def work(session: Session) -> dict[str, Any]:
             if project is not None:
@@ -167,8 +201,8 @@ def operations(kind: Kind) -> list[Operation]:
 
     async def delete(request: Request, principal: Principal) -> Response:
         context = context_of(request)
-        name = request.path_params["name"]
-        project = request.path_params.get("project")
+        name, project = _located(kind, request)
+        assert name is not None
 
         def work(session: Session) -> None:
             repo = context.repositories[kind]
@@ -198,12 +232,27 @@ def operations(kind: Kind) -> list[Operation]:
     return [
         *every_project,
         Operation(
-            "GET", base, list_items, f"list {kind.plural}", tag, responses={200: ResourceList}
+            "GET",
+            base,
+            list_items,
+            f"list {kind.plural}",
+            tag,
+            responses={200: ResourceList},
+            params=listed,
         ),
         Operation(
-            "POST", base, create, f"create {label}", tag, body=document, responses={201: document}
+            "POST",
+            base,
+            create,
+            f"create {label}",
+            tag,
+            body=document,
+            responses={201: document},
+            params=listed,
         ),
-        Operation("GET", item, get_item, f"get {label}", tag, responses={200: document}),
+        Operation(
+            "GET", item, get_item, f"get {label}", tag, responses={200: document}, params=located
+        ),
         Operation(
             "PUT",
             item,
@@ -212,6 +261,9 @@ def operations(kind: Kind) -> list[Operation]:
             tag,
             body=document,
             responses={200: document, 201: document},
+            params=located,
         ),
-        Operation("DELETE", item, delete, f"delete {label}", tag, responses={204: None}),
+        Operation(
+            "DELETE", item, delete, f"delete {label}", tag, responses={204: None}, params=located
+        ),
     ]

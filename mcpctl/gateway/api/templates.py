@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation, json_body
-from mcpctl.gateway.api.resources import to_json
+from mcpctl.gateway.api.resources import NameParams, to_json
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Metadata
@@ -23,7 +23,7 @@ from mcpctl.store.errors import Conflict, NotFound
 async def instantiate(request: Request, principal: Principal) -> Response:
     policy.require_admin(principal, "create servers")
     context = context_of(request)
-    template_name = request.path_params["name"]
+    template_name = NameParams.of(request).name
     ask = InstantiateRequest.model_validate(await json_body(request))
 
     def work(session: Session) -> dict[str, Any]:
@@ -53,6 +53,7 @@ OPERATIONS = [
         "instantiate template",
         "templates",
         body=InstantiateRequest,
+        params=NameParams,
         responses={201: Resource[ServerSpec]},
     ),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.requests import Request
@@ -9,10 +11,11 @@ from starlette.responses import JSONResponse, Response
 
 from mcpctl.gateway import policy
 from mcpctl.gateway.api.operation import Operation, json_body
+from mcpctl.gateway.api.params import Email, Params
 from mcpctl.gateway.auth import Principal
 from mcpctl.gateway.context import context_of
 from mcpctl.models.base import Model
-from mcpctl.models.user import ApiToken, Role, TokenRequest, normalise_email
+from mcpctl.models.user import ApiToken, Role, TokenRequest
 from mcpctl.store import tokens
 
 
@@ -27,8 +30,16 @@ class TokenList(Model):
     items: list[ApiToken]
 
 
+class TokensParams(Params):
+    name: Email  # the user's
+
+
+class TokenParams(TokensParams):
+    token: UUID
+
+
 def _require_self_or_admin(principal: Principal, email: str) -> None:
-    if not principal.is_admin and principal.email != normalise_email(email):
+    if not principal.is_admin and principal.email != email:
         raise policy.forbidden("members may manage only their own tokens")
 
 
@@ -38,14 +49,14 @@ async def whoami(request: Request, principal: Principal) -> Response:
 
 
 async def list_tokens(request: Request, principal: Principal) -> Response:
-    email = request.path_params["name"]
+    email = TokensParams.of(request).name
     _require_self_or_admin(principal, email)
     items = await context_of(request).transaction(lambda s: tokens.list_tokens(s, email))
     return JSONResponse(TokenList(items=items).model_dump(mode="json", by_alias=True))
 
 
 async def create_token(request: Request, principal: Principal) -> Response:
-    email = request.path_params["name"]
+    email = TokensParams.of(request).name
     _require_self_or_admin(principal, email)
     token_request = TokenRequest.model_validate(await json_body(request))
 
@@ -57,7 +68,8 @@ async def create_token(request: Request, principal: Principal) -> Response:
 
 
 async def revoke_token(request: Request, principal: Principal) -> Response:
-    email, token_id = request.path_params["name"], request.path_params["token"]
+    params = TokenParams.of(request)
+    email, token_id = params.name, str(params.token)
     _require_self_or_admin(principal, email)
     context = context_of(request)
     await context.transaction(lambda s: tokens.revoke(s, email, token_id))
@@ -68,7 +80,15 @@ async def revoke_token(request: Request, principal: Principal) -> Response:
 TOKENS = "/api/v1/users/{name}/tokens"
 OPERATIONS = [
     Operation("GET", "/api/v1/whoami", whoami, "who am i", "users", responses={200: WhoAmI}),
-    Operation("GET", TOKENS, list_tokens, "list tokens", "users", responses={200: TokenList}),
+    Operation(
+        "GET",
+        TOKENS,
+        list_tokens,
+        "list tokens",
+        "users",
+        responses={200: TokenList},
+        params=TokensParams,
+    ),
     Operation(
         "POST",
         TOKENS,
@@ -77,8 +97,15 @@ OPERATIONS = [
         "users",
         body=TokenRequest,
         responses={201: ApiToken},
+        params=TokensParams,
     ),
     Operation(
-        "DELETE", TOKENS + "/{token}", revoke_token, "revoke token", "users", responses={204: None}
+        "DELETE",
+        TOKENS + "/{token}",
+        revoke_token,
+        "revoke token",
+        "users",
+        responses={204: None},
+        params=TokenParams,
     ),
 ]
