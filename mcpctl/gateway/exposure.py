@@ -4,12 +4,19 @@
 anything else is answered as for a name that does not exist: nobody learns what is hidden
 from them. Admins and the project's owner are bound by the exposure (it shapes the project)
 but not by the access rules.
+
+Listing and calling are one mapping read both ways, from names alone (a call does not know
+the server's tool list): a tool is listed as `server__<its new name or its own>` and that
+name resolves back to it, and to nothing else. A rename's new name therefore belongs to the
+renamed tool even where the server has a tool of that name: that tool is hidden and cannot
+be called, so no name is listed twice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import cached_property
 from typing import Any
 
 from mcpctl.models.exposure import AccessRule, Filter, ServerExposure, View
@@ -49,6 +56,14 @@ class Exposure:
             mine = [rule for rule in access if names & set(rule.members)]
         return cls(dict(getattr(spec, "expose", None) or {}), mine, view)
 
+    @cached_property
+    def _renamed_to(self) -> dict[str, dict[str, str]]:
+        """Per server: exposed -> theirs, for the tools its renames name."""
+        return {
+            server: {new: old for old, new in shaping.tools.rename.items()}
+            for server, shaping in self.expose.items()
+        }
+
     def _allowed(self, kind: str, name: str) -> bool:
         if self.rules is None:
             return True
@@ -58,13 +73,19 @@ class Exposure:
 
     def tool(self, server: str, tool: dict[str, Any]) -> dict[str, Any] | None:
         """A server's tool as the project lists it to this caller, or None if hidden."""
-        theirs = str(tool.get("name", ""))
+        theirs = tool.get("name")
+        if not isinstance(theirs, str):
+            return None  # no name a call could give back
         shaping = self.expose[server].tools if server in self.expose else None
         exposed = theirs
         if shaping is not None:
             if not _passes(theirs, shaping):
                 return None
             exposed = shaping.rename.get(theirs, theirs)
+            if exposed == theirs and theirs in self._renamed_to[server]:
+                return None  # another tool is renamed to its name: that name is the other's
+        if not exposed:
+            return None  # `server__` names nothing a call could reach
         name = f"{server}{SEPARATOR}{exposed}"
         if not self._allowed("tools", name) or not self._in_view(name):
             return None
@@ -83,10 +104,11 @@ class Exposure:
         shaping = self.expose[server].tools if server in self.expose else None
         if shaping is None:
             return server, exposed
-        renamed = {new: old for old, new in shaping.rename.items()}
-        theirs = renamed.get(exposed, exposed)
-        if theirs == exposed and exposed in shaping.rename:
-            return None  # renamed away: reachable only by its new name
+        theirs = self._renamed_to[server].get(exposed)
+        if theirs is None:
+            if exposed in shaping.rename:
+                return None  # renamed away: reachable only by its new name
+            theirs = exposed
         return (server, theirs) if _passes(theirs, shaping) else None
 
     def _in_view(self, name: str) -> bool:

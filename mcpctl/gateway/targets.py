@@ -174,6 +174,8 @@ class ProjectTarget:
         method = message.get("method", "")
         request_id = message.get("id")
         params = message.get("params") or {}
+        ref = params.get("ref")
+        ref = ref if isinstance(ref, dict) else {}  # what a completion is for
         meta = params.get("_meta")
         if isinstance(meta, dict):
             self._trace = {k: v for k, v in meta.items() if k in TRACE_CONTEXT}
@@ -202,9 +204,28 @@ class ProjectTarget:
             yield render_prompt(
                 request_id, _stored(prompts, params.get("name")), params.get("arguments") or {}
             )
+        elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe") or (
+            method == "completion/complete" and ref.get("type") == "ref/resource"
+        ):
+            # A completion's resource reference names a URI (or its template) as a read does,
+            # not a `server__name`: it goes to the member serving it, if this caller may read it.
+            given = ref.get("uri") if method == "completion/complete" else params.get("uri")
+            uri = str(given)
+            owner = await self._owner_of(uri, session, servers)
+            if owner is None or not self.exposure.resource(owner, uri):
+                unknown = jsonrpc.error(
+                    request_id,
+                    jsonrpc.INVALID_PARAMS,
+                    f"unknown resource {given!r} in project {self.name}",
+                )
+                yield {**unknown, DENIED_KEY: True} if owner else unknown
+                return
+            async with self._member(owner, session, message) as items:
+                async for item in items:
+                    yield item
         elif method in ("tools/call", "prompts/get", "completion/complete"):
             key = "ref" if method == "completion/complete" else None
-            name = str(((params.get(key) or {}).get("name") if key else params.get("name")) or "")
+            name = str((ref.get("name") if key else params.get("name")) or "")
             source = self._source(method, name, servers)
             if source is None:  # hidden or missing: the same answer, so nothing is learnt
                 refused = name.partition(SEPARATOR)[0] in servers  # a member's: the policy's
@@ -216,25 +237,8 @@ class ProjectTarget:
                 yield {**unknown, DENIED_KEY: True} if refused else unknown
                 return
             server, inner = source
-            if key:
-                routed = {**params, key: {**params[key], "name": inner}}
-            else:
-                routed = {**params, "name": inner}
+            routed = {**params, key: {**ref, "name": inner}} if key else {**params, "name": inner}
             async with self._member(server, session, {**message, "params": routed}) as items:
-                async for item in items:
-                    yield item
-        elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-            uri = str(params.get("uri"))
-            owner = await self._owner_of(uri, session, servers)
-            if owner is None or not self.exposure.resource(owner, uri):
-                unknown = jsonrpc.error(
-                    request_id,
-                    jsonrpc.INVALID_PARAMS,
-                    f"unknown resource {params.get('uri')!r} in project {self.name}",
-                )
-                yield {**unknown, DENIED_KEY: True} if owner else unknown
-                return
-            async with self._member(owner, session, message) as items:
                 async for item in items:
                     yield item
         elif method == "logging/setLevel":

@@ -21,16 +21,32 @@
 
 Globs are fnmatch patterns. Tool and prompt names in `access` and `views` are the project's
 (`server__name`, after renames); resources are matched by URI.
+
+A rename's new name belongs to the renamed tool: a tool of the server that already has that
+name is hidden and cannot be called (gateway/exposure.py), so every listed name is one tool.
+A rename to the same name, or two renames to one name, are refused.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator
 
 from mcpctl.models.base import Model, Name
 from mcpctl.models.members import RuleMember
 
 Glob = str
+MAX_TOOL_NAME = 128
+
+
+def _exposed_name(new: str) -> str:
+    if not new or "__" in new or len(new) > MAX_TOOL_NAME:
+        raise ValueError(f"{new!r}: a new name is 1-{MAX_TOOL_NAME} characters without '__'")
+    return new
+
+
+ExposedName = Annotated[str, AfterValidator(_exposed_name)]
 
 
 class Filter(Model):
@@ -42,18 +58,22 @@ class Filter(Model):
 
 
 class ToolShaping(Filter):
-    rename: dict[str, str] = Field(default_factory=dict, max_length=1024)  # theirs -> exposed
+    # theirs -> exposed
+    rename: dict[str, ExposedName] = Field(default_factory=dict, max_length=1024)
     descriptions: dict[str, str] = Field(default_factory=dict, max_length=1024)  # exposed ->
 
-    @model_validator(mode="after")
-    def _renames_are_unique(self) -> ToolShaping:
-        exposed = list(self.rename.values())
-        if len(set(exposed)) != len(exposed):
-            raise ValueError("rename: two tools renamed to the same name")
-        for new in exposed:
-            if not new or "__" in new or len(new) > 128:
-                raise ValueError(f"rename: {new!r} must be 1-128 characters without '__'")
-        return self
+    @field_validator("rename")
+    @classmethod
+    def _renames_name_one_tool_each(cls, rename: dict[str, str]) -> dict[str, str]:
+        same = sorted(old for old, new in rename.items() if old == new)
+        if same:
+            raise ValueError(f"{same[0]!r} is renamed to itself: leave it out")
+        taken: dict[str, str] = {}
+        for old, new in rename.items():
+            if new in taken:
+                raise ValueError(f"{taken[new]!r} and {old!r} are both renamed to {new!r}")
+            taken[new] = old
+        return rename
 
 
 class ServerExposure(Model):

@@ -5,10 +5,11 @@ anything else is an unknown name that never reaches the server."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import ResourceTemplateReference
 
 from mcpctl.models.project import ProjectSpec
 from tests.e2e.gateway import Gateway, start_gateway
@@ -197,3 +199,77 @@ def test_the_policy_is_kept_in_backups(world: World) -> None:
     restored = world.api.post("/api/v1/restore", json=backup)
     assert restored.status_code == 200, restored.text
     assert restored.json()["restored"]["projects"] == {"unchanged": 1}
+
+
+# Renames and completions, each on a project of its own (removed after: the backup test above
+# counts the module's projects).
+
+
+@contextmanager
+def project(world: World, name: str, spec: dict[str, Any]) -> Iterator[None]:
+    created = world.api.put(
+        f"/api/v1/projects/{name}", json={"metadata": {"name": name}, "spec": spec}
+    )
+    assert created.status_code == 201, created.text
+    try:
+        yield
+    finally:
+        world.api.delete(f"/api/v1/projects/{name}")
+
+
+def test_a_rename_to_itself_is_refused_naming_the_field(world: World) -> None:
+    spec = {
+        "servers": ["misbehaving"],
+        "expose": {"misbehaving": {"tools": {"rename": {"echo": "echo"}}}},
+    }
+    refused = world.api.put(
+        "/api/v1/projects/same", json={"metadata": {"name": "same"}, "spec": spec}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "spec.expose.misbehaving.tools.rename"
+    assert "'echo' is renamed to itself" in refused.json()["message"]
+    assert world.api.get("/api/v1/projects/same").status_code == 404
+
+
+async def test_a_rename_onto_a_tool_of_the_server_takes_that_name(world: World) -> None:
+    """`rename: {pid: meta}` on a server that has a `meta`: `misbehaving__meta` is listed once
+    and runs `pid`; the server's own `meta` is neither listed nor callable, nor is the old
+    name `misbehaving__pid`."""
+    spec = {
+        "servers": ["misbehaving"],
+        "expose": {"misbehaving": {"tools": {"rename": {"pid": "meta"}}}},
+    }
+    with project(world, "shadow", spec):
+        async with connect(world, "admin", "legacy", "/mcp/projects/shadow") as admin:
+            tools = [t.name for t in (await admin.list_tools()).tools]
+            assert tools.count("misbehaving__meta") == 1 and "misbehaving__pid" not in tools
+            ran = await admin.call_tool("misbehaving__meta", {})
+            assert re.fullmatch(r"[0-9]+", ran.content[0].text), ran  # pid's answer, a pid
+            with pytest.raises(MCPError, match="unknown name 'misbehaving__pid'"):
+                await admin.call_tool("misbehaving__pid", {})
+
+
+TEXT_TEMPLATE = "demo://resource/dynamic/text/{resourceId}"  # everything's, with completions
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_completion_for_a_resource_template_goes_to_its_server(
+    world: World, mode: str
+) -> None:
+    template = ResourceTemplateReference(type="ref/resource", uri=TEXT_TEMPLATE)
+    argument = {"name": "resourceId", "value": "7"}
+    spec = {"servers": ["misbehaving", "everything"]}
+    with project(world, f"complete-{mode[:4]}", spec):
+        path = f"/mcp/projects/complete-{mode[:4]}"
+        async with connect(world, "admin", mode, path) as admin:
+            completed = await admin.complete(template, argument)
+            assert completed.completion.values == ["7"]
+            unknown = ResourceTemplateReference(type="ref/resource", uri="demo://nope/{id}")
+            with pytest.raises(MCPError, match=re.escape("unknown resource 'demo://nope/{id}'")):
+                await admin.complete(unknown, argument)
+    # In team, everything's resources are only demo://resource/static/*: the template is
+    # hidden from the completion as it is from resources/read, for alice and the admin alike.
+    for user in ("alice", "admin"):
+        async with connect(world, user, mode) as client:
+            with pytest.raises(MCPError, match="unknown resource"):
+                await client.complete(template, argument)

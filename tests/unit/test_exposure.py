@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from mcpctl.gateway.exposure import Exposure
-from mcpctl.models.exposure import AccessRule, ServerExposure, ToolShaping, View
+from mcpctl.models.exposure import AccessRule, ServerExposure, View
+from mcpctl.models.project import ProjectSpec
 
 SERVERS = ["github", "time"]
 EXPOSE = {
@@ -88,16 +88,47 @@ def test_a_view_serves_only_its_tools() -> None:
 
 
 @pytest.mark.parametrize(
-    "shaping",
+    ("rename", "field", "message"),
     [
-        {"rename": {"a": "x", "b": "x"}},
-        {"rename": {"a": "x__y"}},
-        {"rename": {"a": ""}},
+        ({"a": "x", "b": "x"}, "rename", "'a' and 'b' are both renamed to 'x'"),
+        ({"a": "x__y"}, "rename.a", "without '__'"),
+        ({"a": ""}, "rename.a", "1-128 characters"),
+        ({"echo": "echo"}, "rename", "'echo' is renamed to itself"),
     ],
 )
-def test_renames_are_checked(shaping: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="rename"):
-        ToolShaping.model_validate(shaping)
+def test_renames_that_would_list_a_name_no_call_reaches_are_refused(
+    rename: dict[str, str], field: str, message: str
+) -> None:
+    spec = {"servers": ["mis"], "expose": {"mis": {"tools": {"rename": rename}}}}
+    with pytest.raises(ValidationError) as refused:
+        ProjectSpec.model_validate(spec)
+    [error] = refused.value.errors()
+    assert ".".join(map(str, error["loc"])) == f"expose.mis.tools.{field}"
+    assert message in error["msg"]
+
+
+def test_a_rename_onto_a_tool_of_the_server_takes_that_name_whole() -> None:
+    """`rename: {pid: meta}` where the server has a `meta` too: `mis__meta` is listed once and
+    is `pid`; the server's own `meta` is hidden and cannot be called; `mis__pid` is gone."""
+    spec = SimpleNamespace(
+        expose={"mis": ServerExposure.model_validate({"tools": {"rename": {"pid": "meta"}}})},
+        access=[],
+    )
+    exposure = Exposure.of(spec, "alice@example.com")
+    assert listed(exposure, "mis", ["echo", "pid", "meta"]) == ["mis__echo", "mis__meta"]
+    assert exposure.tool_source("mis__meta", ["mis"]) == ("mis", "pid")
+    assert exposure.tool_source("mis__pid", ["mis"]) is None
+    swapped = ServerExposure.model_validate({"tools": {"rename": {"pid": "meta", "meta": "pid"}}})
+    swap = Exposure({"mis": swapped})
+    assert listed(swap, "mis", ["pid", "meta"]) == ["mis__meta", "mis__pid"]
+    assert swap.tool_source("mis__pid", ["mis"]) == ("mis", "meta")
+
+
+def test_a_tool_without_a_name_a_call_could_give_back_is_not_listed() -> None:
+    everything = Exposure()
+    assert everything.tool("mis", {"name": ""}) is None
+    assert everything.tool("mis", {"name": 7}) is None
+    assert everything.tool("mis", {}) is None
 
 
 def test_rule_members_are_normalised_and_checked() -> None:
