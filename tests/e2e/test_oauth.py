@@ -414,12 +414,12 @@ def test_no_account_becomes_the_system_user(mcpd: Mcpd, idp: Idp) -> None:
 
 
 def test_an_unverified_email_makes_no_user(mcpd: Mcpd, idp: Idp) -> None:
-    set_user(idp, "carol-1", [], {"email": "carol@example.com", "email_verified": False})
-    refused_as(as_token(mcpd, mint(idp, "carol-1", mcpd.url)), "has not verified")
-    set_user(idp, "carol-1", [], {"email": "carol@example.com", "email_verified": "true"})
-    refused_as(as_token(mcpd, mint(idp, "carol-1", mcpd.url)), "must be a boolean, not a string")
+    set_user(idp, "hana-1", [], {"email": "hana@example.com", "email_verified": False})
+    refused_as(as_token(mcpd, mint(idp, "hana-1", mcpd.url)), "has not verified")
+    set_user(idp, "hana-1", [], {"email": "hana@example.com", "email_verified": "true"})
+    refused_as(as_token(mcpd, mint(idp, "hana-1", mcpd.url)), "must be a boolean, not a string")
     admin = {"Authorization": f"Bearer {mcpd.token}"}
-    assert httpx.get(f"{mcpd.url}/api/v1/users/carol@example.com", headers=admin).status_code == 404
+    assert httpx.get(f"{mcpd.url}/api/v1/users/hana@example.com", headers=admin).status_code == 404
 
 
 def test_an_admin_made_in_mcpd_is_never_taken_over(mcpd: Mcpd, idp: Idp) -> None:
