@@ -1,14 +1,24 @@
 """The audit trail: every `tools/call`, `prompts/get` and `resources/read`, and every denied
 request, recorded in the store with who, where, what, the outcome and how long it took.
 
-Arguments are never kept: only the sha256 of their canonical JSON (sorted keys, no spaces), so
-two identical calls can be matched without anyone reading what was passed.
+What a request names is kept as tracing keeps it (observability/tracing.py): the method, the
+tool or prompt name, the resource URI without its query, fragment or credentials, the JSON-RPC
+id. Arguments are never kept: only the sha256 of their canonical JSON (sorted keys, no spaces),
+so two identical calls can be matched without anyone reading what was passed; a protocol error
+keeps its code, not its message (a server may echo what it was sent). Text is stored escaped
+where a database could not take it (store/tables.py, SafeText: NUL, lone surrogates).
+
+Requests without a valid token cost a row per source address and reason per
+`anonymous_window_seconds` (with `count`), however many come: a flood of bad tokens writes a
+bounded number of rows.
 
 The request never waits for the store: a record goes into a bounded in-memory queue (a full
-queue drops it and counts it in `mcpctl_audit_dropped_total`), and a background task writes the
-queue in batches, many rows per transaction, every `flush_seconds` or as soon as a batch is
-full. Rows older than the retention are deleted periodically. The task starts with the first
-record and the app's shutdown flushes what is left.
+queue drops it and counts it in `mcpctl_audit_dropped_total{reason="queue_full"}`), and a
+background task writes the queue in batches, many rows per transaction, every `flush_seconds`
+or as soon as a batch is full. A batch the store refuses is written again in halves, so one bad
+row never costs the others; a row refused on its own is dropped and counted
+(`reason="refused"`). Rows older than the retention are deleted periodically. The task starts
+with the first record and the app's shutdown flushes what is left.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from typing import Any
 import orjson
 from prometheus_client import Counter
 from sqlalchemy import delete
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.requests import HTTPConnection
 
 from mcpctl.mcp.jsonrpc import Message
@@ -56,6 +68,11 @@ SEPARATOR = "__"  # gateway/targets.py: a project names its servers' tools `serv
 ROUTE_KEY = "mcpd/server"  # gateway/targets.py: a message mcpd made for one member server
 ANONYMOUS = "-"
 AUDIT_EVENTS = AuditEventRow.metadata.tables[AuditEventRow.__tablename__]  # its Core table
+URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
+OTHER_SOURCES = "*"  # the aggregated row of addresses past `anonymous_sources` in a window
+# Errors that say the store is not there (no connection, locked, pool exhausted), not that a
+# row is bad: writing the batch again in halves would only fail more times.
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,10 @@ class AuditConfig:
     batch_size: int = 1000  # rows per transaction
     flush_seconds: float = 0.5  # a partly filled batch waits at most this long
     purge_seconds: float = 3600.0  # how often rows past the retention are deleted
+    # Requests without a valid token: one row per source address and reason per window...
+    anonymous_window_seconds: float = 5.0
+    # ...for at most this many (address, reason) pairs a window; the rest share one row a reason
+    anonymous_sources: int = 1000
 
 
 def arguments_hash(arguments: Any) -> str | None:
@@ -122,17 +143,81 @@ def _endpoint(request: HTTPConnection) -> tuple[str, str | None, str | None]:
     return request.scope["path"][:80], None, None
 
 
+def resource_subject(uri: str) -> str:
+    """A resource URI as the audit keeps it: without its query and fragment (tracing drops the
+    query too) and without credentials in its authority (`user:password@`)."""
+    uri = uri.partition("?")[0].partition("#")[0]
+    scheme, separator, rest = uri.partition("://")
+    if separator:
+        authority, slash, path = rest.partition("/")
+        rest = authority.rpartition("@")[2] + slash + path
+    return scheme + separator + rest
+
+
 def _what(message: Message | None) -> tuple[str, str, Any]:
-    """(method, name, arguments) of a request."""
+    """(method, name, arguments) of a request: `name` is the tool or prompt, or the resource
+    as `resource_subject` keeps it; `arguments` are only ever hashed."""
     if not message:
         return "", "", None
-    method = str(message.get("method") or "")
+    method = str(message.get("method") or "")[:64]
     params = message.get("params")
     if not isinstance(params, dict):
         return method, "", None
-    if method == "resources/read":
-        return method, str(params.get("uri") or ""), None
-    return method, str(params.get("name") or ""), params.get("arguments")
+    if method in URI_METHODS:
+        return method, resource_subject(str(params.get("uri") or "")[:4096])[:512], None
+    if method == "completion/complete":  # names a prompt, or a resource (template) by URI
+        ref = params.get("ref")
+        ref = ref if isinstance(ref, dict) else {}
+        subject = ref.get("name") or resource_subject(str(ref.get("uri") or "")[:4096])
+        return method, str(subject)[:512], params.get("argument")
+    return method, str(params.get("name") or "")[:512], params.get("arguments")
+
+
+def _secrets_of(message: Message | None) -> list[str]:
+    """Strings of a request the audit never keeps (argument values and keys, ids in `_meta`,
+    task ids, states, URIs' queries): looked for in the texts of denials, which may echo one."""
+    params = message.get("params") if message else None
+    if not isinstance(params, dict):
+        return []
+    found: list[str] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, str):
+            parts = _uri_secrets(value) if "://" in value else []
+            found.extend(t for t in (value, *parts) if len(t) >= 4)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                collect(str(key))
+                collect(item)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item)
+
+    collect({k: v for k, v in params.items() if k != "name"})  # the name is kept anyway
+    return sorted(found, key=len, reverse=True)
+
+
+def _uri_secrets(uri: str) -> list[str]:
+    """What `resource_subject` drops of a URI: credentials, query (and each of its values),
+    fragment."""
+    rest, _, fragment = uri.partition("#")
+    rest, _, query = rest.partition("?")
+    authority = rest.partition("://")[2].partition("/")[0]
+    credentials = authority.rpartition("@")[0]
+    values = [item.partition("=")[2] for item in query.split("&")]
+    return [credentials, *credentials.split(":"), query, *values, fragment]
+
+
+def _scrubbed(text: str, message: Message | None) -> str:
+    """`text` without any of the request's strings the audit never keeps (`_secrets_of`)."""
+    for secret in _secrets_of(message):
+        text = text.replace(secret, "…")
+    return text
+
+
+def _source(request: HTTPConnection) -> str | None:
+    client = request.scope.get("client")
+    return str(client[0])[:64] if client else None
 
 
 def _principal_of(request: HTTPConnection) -> str:
@@ -148,6 +233,9 @@ class AuditLog:
         self.config = config
         self._pending: list[dict[str, Any]] = []
         self._recorded: dict[str, Counter] = {}  # outcome -> its mcpctl_audit_records_total
+        # This window's unauthenticated denials by (source address, reason), and its end.
+        self._anonymous: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._window_ends: float | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
@@ -176,7 +264,8 @@ class AuditLog:
         outcome = outcome_of(response)
         reason = None
         if response is not None and isinstance(response.get("error"), dict):
-            reason = str(response["error"].get("message", ""))[:512]
+            code = response["error"].get("code")  # never the message: it may echo the request
+            reason = f"error {code if isinstance(code, int) else '?'}"
         duration = time.perf_counter() - started
         self._add(
             {
@@ -186,7 +275,7 @@ class AuditLog:
                 "project": project,
                 "server": server,
                 "method": method,
-                "name": name[:512],
+                "name": name,
                 "outcome": outcome,
                 "status": None,
                 "reason": reason,
@@ -194,6 +283,8 @@ class AuditLog:
                 "request_id": _request_id(message),
                 "trace_id": trace_id(request, message),
                 "args_hash": arguments_hash(arguments),
+                "source": _source(request),
+                "count": 1,
             }
         )
 
@@ -210,7 +301,8 @@ class AuditLog:
     ) -> None:
         """A request refused: counted in `mcpctl_mcp_denied_total{kind, reason}` and recorded.
         `reason` is one of DENIALS (others are counted as "other"); `detail` is kept in the
-        record's reason column."""
+        record's reason column (without any of the request's strings it may echo). Without a
+        principal (401), the record is aggregated per source address and reason."""
         endpoint, project, server_of_path = _endpoint(request)
         kind = endpoint.split("/", 1)[0] if "/" in endpoint else "api"
         self.metrics.denied.labels(kind, reason if reason in DENIALS else "other").inc()
@@ -219,26 +311,32 @@ class AuditLog:
         method, name, arguments = _what(message)
         if not method:  # not read yet: what the 2026-07-28 headers say, if anything
             method = request.headers.get("mcp-method", "")[:64]
-            name = request.headers.get("mcp-name", "")
-        text = f"{reason}: {detail}" if detail else reason
-        self._add(
-            {
-                "at": datetime.now(UTC),
-                "principal": (principal or _principal_of(request))[:320],
-                "endpoint": endpoint,
-                "project": project,
-                "server": server or server_of_path,
-                "method": method[:64],
-                "name": name[:512],
-                "outcome": "denied",
-                "status": status,
-                "reason": text[:512],
-                "duration_ms": 0.0,
-                "request_id": _request_id(message),
-                "trace_id": trace_id(request, message),
-                "args_hash": arguments_hash(arguments),
-            }
-        )
+            name = request.headers.get("mcp-name", "")[:4096]
+            name = (resource_subject(name) if method in URI_METHODS else name)[:512]
+        text = f"{reason}: {_scrubbed(detail[:4096], message)}" if detail else reason
+        principal = (principal or _principal_of(request))[:320]
+        row = {
+            "at": datetime.now(UTC),
+            "principal": principal,
+            "endpoint": endpoint,
+            "project": project,
+            "server": server or server_of_path,
+            "method": method,
+            "name": name,
+            "outcome": "denied",
+            "status": status,
+            "reason": text[:512],
+            "duration_ms": 0.0,
+            "request_id": _request_id(message),
+            "trace_id": trace_id(request, message),
+            "args_hash": arguments_hash(arguments),
+            "source": _source(request),
+            "count": 1,
+        }
+        if status == 401 and principal == ANONYMOUS:
+            self._aggregate(row)
+        else:
+            self._add(row)
 
     def _server(
         self,
@@ -250,16 +348,43 @@ class AuditLog:
     ) -> str | None:
         if ROUTE_KEY in message:
             return str(message[ROUTE_KEY])
-        if method == "resources/read":
+        if method == "resources/read":  # the owner of the URI as it was read (query and all)
+            params = message.get("params") or {}
             owners = request.app.state.context.resource_owners.get(project or "", {})
-            owner = owners.get(name)
+            owner = owners.get(params.get("uri")) if isinstance(params, dict) else None
             return str(owner) if owner else None
         server, separator, _ = name.partition(SEPARATOR)
         return server[:63] if separator else None
 
+    def _aggregate(self, row: dict[str, Any]) -> None:
+        """An unauthenticated denial: counted into its window's row for its source address and
+        reason (a new row for the first of them in the window)."""
+        if self._window_ends is None:
+            self._window_ends = time.monotonic() + self.config.anonymous_window_seconds
+        key = (row["source"], row["reason"])
+        if key not in self._anonymous and len(self._anonymous) >= self.config.anonymous_sources:
+            key = (OTHER_SOURCES, row["reason"])
+            row["source"] = OTHER_SOURCES
+        kept = self._anonymous.get(key)
+        if kept is not None:
+            kept["count"] += 1
+            return
+        self._anonymous[key] = row
+        if self._task is None:
+            self._start()
+
+    def _close_window(self, now: float | None) -> None:
+        """Queue the aggregated rows of a window that has ended (any window when `now` is
+        None: at shutdown)."""
+        if self._window_ends is None or (now is not None and now < self._window_ends):
+            return
+        rows, self._anonymous, self._window_ends = list(self._anonymous.values()), {}, None
+        for row in rows:
+            self._add(row)
+
     def _add(self, row: dict[str, Any]) -> None:
         if len(self._pending) >= self.config.queue_size:
-            self.metrics.audit_dropped.inc()
+            self._dropped("queue_full").inc(row["count"])
             return
         self._pending.append(row)
         recorded = self._recorded.get(row["outcome"])
@@ -300,7 +425,9 @@ class AuditLog:
 
     async def flush(self) -> None:
         """Write what was recorded before this call, a batch per transaction (what arrives
-        meanwhile waits for the next turn, so a slow store means bigger batches, not more)."""
+        meanwhile waits for the next turn, so a slow store means bigger batches, not more),
+        with the aggregated rows of an unauthenticated-denial window that has ended."""
+        self._close_window(time.monotonic())
         waiting = len(self._pending)
         while waiting > 0:
             size = min(waiting, self.config.batch_size)
@@ -310,15 +437,35 @@ class AuditLog:
             try:
                 await asyncio.to_thread(self._write, batch)
             except Exception:
-                self.metrics.audit_dropped.inc(len(batch))
+                self._dropped("store_unavailable").inc(len(batch))
                 raise
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Write `rows` in one transaction; rows the store refuses (a value it cannot take)
+        are found by writing the batch again in halves, and only they are dropped."""
+        try:
+            self._insert(rows)
+        except UNAVAILABLE:
+            raise
+        except Exception as error:
+            if len(rows) > 1:
+                middle = len(rows) // 2
+                self._write(rows[:middle])
+                self._write(rows[middle:])
+                return
+            self._dropped("refused").inc(rows[0].get("count", 1))
+            why = str(error).splitlines()[0][:200] if str(error) else ""
+            log.warning("the store refused an audit record: %s: %r", type(error).__name__, why)
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
         # Into the table (Core), not the mapped class: the ORM's bulk insert costs more per
         # row for the same executemany.
         with self.database.transaction() as session:
             session.execute(AUDIT_EVENTS.insert(), rows)
         self.metrics.audit_batches.inc()
+
+    def _dropped(self, reason: str) -> Counter:
+        return self.metrics.audit_dropped.labels(reason)
 
     def purge(self, now: datetime | None = None) -> int:
         """Delete the rows older than the retention; how many went."""
@@ -336,6 +483,7 @@ class AuditLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._close_window(None)
         try:
             while self._pending:
                 await self.flush()
@@ -364,7 +512,8 @@ class AuditLog:
 def _request_id(message: Message | None) -> str | None:
     if not message or message.get("id") is None:
         return None
-    return str(message["id"])[:128]
+    request_id = message["id"]
+    return (request_id if isinstance(request_id, str) else str(request_id))[:128]
 
 
 def log_of(request: HTTPConnection) -> AuditLog:

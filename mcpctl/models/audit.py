@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mcpctl.models.base import Model
+from mcpctl.models.base import Model, Record
 
 
-class AuditEvent(Model):
+class AuditEvent(Record):
     id: int
     at: datetime
     principal: str
@@ -23,6 +23,8 @@ class AuditEvent(Model):
     request_id: str | None = None
     trace_id: str | None = None
     args_hash: str | None = None  # sha256 of the arguments' canonical JSON, never the values
+    source: str | None = None  # the client's address
+    count: int = 1  # requests this record stands for (unauthenticated denials are aggregated)
 
 
 class AuditList(Model):

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -15,6 +23,10 @@ LABEL_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# What neither database can store: NUL (PostgreSQL refuses it in text and in JSONB) and UTF-16
+# surrogates (JSON's "\ud800" decodes to one; no driver encodes it as UTF-8). Python strings
+# hold a valid pair as one character, so every surrogate in a `str` is a lone one.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _dns1123_label(value: str) -> str:
@@ -39,8 +51,31 @@ Name = Annotated[str, AfterValidator(_dns1123_label)]
 Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 
 
+def unstorable_in(value: Any) -> str | None:
+    """Where in `value` (a string, or dicts and lists of them, keys included) the first NUL or
+    lone surrogate is, as a path (`""` for `value` itself, `env.FOO`, `args.2`); None if none.
+    Nested models are not entered: they checked their own fields."""
+    if isinstance(value, str):
+        bad = "\x00" in value or (not value.isascii() and UNSTORABLE.search(value))
+        return "" if bad else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and unstorable_in(key) is not None:
+                return str(key).encode("unicode_escape").decode()
+            where = unstorable_in(item)
+            if where is not None:
+                return ".".join(p for p in (str(key), where) if p)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            where = unstorable_in(item)
+            if where is not None:
+                return ".".join(p for p in (str(index), where) if p)
+    return None
+
+
 class Model(BaseModel):
-    """Base of API models: camelCase on the wire, unknown fields refused."""
+    """Base of API models: camelCase on the wire, unknown fields refused, and text mcpctl
+    cannot store (NUL, lone surrogates) refused in every string, naming the field."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -48,6 +83,31 @@ class Model(BaseModel):
         extra="forbid",
         str_strip_whitespace=False,
     )
+    # False for records of what mcpd observed (never API input): their text comes from
+    # servers and clients, and the store keeps it escaped (store/tables.py, SafeText).
+    refuses_unstorable_text: ClassVar[bool] = True
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if not cls.refuses_unstorable_text or isinstance(value, int | float | datetime | None):
+            return value
+        where = unstorable_in(value)
+        if where is not None:
+            inside = f" (at {where})" if where else ""
+            raise ValueError(
+                f"contains NUL (\\x00) or a lone surrogate (\\ud800-\\udfff){inside}: "
+                "mcpctl stores neither; send the text without it"
+            )
+        return value
+
+
+class Record(Model):
+    """What mcpd observed (an instance, its events, an audit record): read from the store or
+    made from what servers say, never taken from an API request, so its text is not refused
+    (it arrives escaped: see store/tables.py, SafeText)."""
+
+    refuses_unstorable_text: ClassVar[bool] = False
 
 
 class Metadata(Model):

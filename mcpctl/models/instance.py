@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from mcpctl.models.base import Model
+from mcpctl.models.base import Record
 
 
 class InstanceStatus(StrEnum):
@@ -18,7 +18,7 @@ class InstanceStatus(StrEnum):
     ERROR = "ERROR"
 
 
-class Instance(Model):
+class Instance(Record):
     server: str
     replica: int = Field(ge=0)
     status: InstanceStatus = InstanceStatus.PENDING
@@ -49,7 +49,7 @@ class EventKind(StrEnum):
     STOPPED = "stopped"  # mcpd stopped it
 
 
-class InstanceEvent(Model):
+class InstanceEvent(Record):
     server: str
     replica: int
     kind: EventKind

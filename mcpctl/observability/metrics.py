@@ -120,7 +120,9 @@ class Metrics:
         )
         self.audit_dropped = Counter(
             "mcpctl_audit_dropped",
-            "Audit records dropped: the queue was full or the store refused a batch.",
+            "Audit records dropped, by reason: queue_full, store_unavailable (a batch could not "
+            "be written at all), refused (the store refused the row itself, even escaped).",
+            ["reason"],
             registry=self.registry,
         )
         self.audit_batches = Counter(

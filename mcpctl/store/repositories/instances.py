@@ -35,7 +35,7 @@ def list_instances(session: Session, server: str | None = None) -> list[Instance
 def _find(session: Session, name: str) -> InstanceRow:
     server, _, replica = name.rpartition("-")
     row = None
-    if server and replica.isdigit():
+    if server and replica.isascii() and replica.isdigit():  # not "²": int() refuses it
         row = session.scalar(
             select(InstanceRow)
             .join(ServerRow)
