@@ -2,6 +2,12 @@
 
 A project lists its servers' tools, prompts and resources as `server__name` and routes calls
 back by that prefix; its stored prompts are served beside them.
+
+What a client gives back to use a listed item (a tool's or prompt's name, a resource's URI, a
+template) is listed once: the first definition, in the project's server order and then each
+server's own, is the one shown, and a later one of the same name (a server listing a tool
+twice, two servers listing one URI) is left out and logged. A read goes to the server whose
+resource or template was shown; a call goes by name to its server, which sees only the name.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from mcpctl.gateway.sessions import ClientSession
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
+from mcpctl.mcp.uri_templates import matches
 from mcpctl.models.kinds import Resource
 from mcpctl.models.prompt import PromptSpec
 
@@ -88,6 +95,12 @@ LISTS = {  # what a project aggregates: method -> the result's field
     "prompts/list": "prompts",
     "resources/list": "resources",
     "resources/templates/list": "resourceTemplates",
+}
+CALLED_BY = {  # what a client gives back to use a listed item: listed once in a project
+    "tools/list": "name",
+    "prompts/list": "name",
+    "resources/list": "uri",
+    "resources/templates/list": "uriTemplate",
 }
 
 
@@ -269,8 +282,10 @@ class ProjectTarget:
         return server, inner
 
     async def _owner_of(self, uri: str, session: ClientSession, servers: list[str]) -> str | None:
-        """The member server a resource URI belongs to: known from an earlier list (of any
-        client), else found now in the servers' resource lists and templates."""
+        """The member server a resource URI (or a template) belongs to: known from an earlier
+        list (of any client), else found now as a list shows it: the first server listing the
+        URI, else the first with a template it matches, that this caller is shown; else the
+        first that has it at all (the policy refuses it)."""
         owner = self.owners.get(uri) or session.resource_owners.get(uri)
         if owner in servers:
             return owner
@@ -282,21 +297,34 @@ class ProjectTarget:
             ),
         )
         resources, templates = found[: len(servers)], found[len(servers) :]
+        first: dict[str, str] = {}  # URI -> the server whose resource a list shows
         for server, items in zip(servers, resources, strict=True):
-            self._learn(server, items)
-        if uri in self.owners:
-            return self.owners[uri]
-        for server, items in zip(servers, templates, strict=True):
-            if any(_matches(t.get("uriTemplate"), uri) for t in items if isinstance(t, dict)):
+            for item in items:
+                if (shown := self._shown("resources/list", server, item)) is not None:
+                    first.setdefault(shown["uri"], server)
+        self._learn(first)
+        if uri in first:
+            return first[uri]
+        templated = [
+            (server, item)
+            for server, items in zip(servers, templates, strict=True)
+            for item in items
+            if isinstance(item, dict) and matches(item.get("uriTemplate"), uri)
+        ]
+        for server, item in templated:
+            if self._shown("resources/templates/list", server, item) is not None:
                 return server
-        return None
+        hidden = [
+            server
+            for server, items in zip(servers, resources, strict=True)
+            if any(isinstance(item, dict) and item.get("uri") == uri for item in items)
+        ]
+        return next(iter(hidden + [server for server, _ in templated]), None)
 
-    def _learn(self, server: str, resources: list[Any]) -> None:
+    def _learn(self, owners: dict[str, str]) -> None:
         if len(self.owners) > MAX_KNOWN_RESOURCES:
             self.owners.clear()
-        for item in resources:
-            if isinstance(item, dict) and isinstance(item.get("uri"), str):
-                self.owners[item["uri"]] = server
+        self.owners.update(owners)
 
     async def _aggregate(
         self,
@@ -306,21 +334,35 @@ class ProjectTarget:
         servers: list[str],
         prompts: list[Resource[PromptSpec]],
     ) -> Message:
-        field = LISTS[method]
+        field, called_by = LISTS[method], CALLED_BY[method]
         per_server = await asyncio.gather(
             *(self._list_all(s, session, method, field) for s in servers)
         )
         combined: list[Any] = []
+        listed: set[str] = set()
+        dropped: list[str] = []  # later definitions of a name listed already
         for server, items in zip(servers, per_server, strict=True):
             for item in items:
-                shown = self._shown(method, server, item) if isinstance(item, dict) else None
+                shown = self._shown(method, server, item)
                 if shown is None:
                     continue
+                if shown[called_by] in listed:
+                    dropped.append(f"{shown[called_by][:200]!r} of {server}")
+                    continue
+                listed.add(shown[called_by])
                 if method == "resources/list":
-                    session.resource_owners[item.get("uri", "")] = server
-                    self._learn(server, [item])
+                    session.resource_owners[shown["uri"]] = server
+                    self._learn({shown["uri"]: server})
                 combined.append(shown)
-        if method == "prompts/list":
+        if dropped:
+            log.warning(
+                "%s: %s left out %d later definition(s) of a name listed already: %s",
+                self.name,
+                method,
+                len(dropped),
+                ", ".join(dropped[:5]),
+            )
+        if method == "prompts/list":  # names (DNS labels) no member's `server__name` can be
             combined.extend(
                 {
                     "name": p.metadata.name,
@@ -332,15 +374,23 @@ class ProjectTarget:
             )
         return jsonrpc.result(request_id, {field: combined})
 
-    def _shown(self, method: str, server: str, item: dict[str, Any]) -> dict[str, Any] | None:
-        """A member's list item as this caller sees it in the project, or None if hidden."""
+    def _shown(self, method: str, server: str, item: object) -> dict[str, Any] | None:
+        """A member's list item as this caller sees it in the project, or None if hidden or
+        without a name (URI, template) a client could give back."""
+        if not isinstance(item, dict):
+            return None
         if method == "tools/list":
             return self.exposure.tool(server, item)
-        name = str(item.get("name", ""))
+        name = item.get("name", "")
         if method == "prompts/list":
+            if not isinstance(name, str) or not name:
+                return None
             visible = self.exposure.prompt(server, name)
         else:  # resources and their templates, by URI
-            visible = self.exposure.resource(server, str(item.get("uri", item.get("uriTemplate"))))
+            uri = item.get(CALLED_BY[method])
+            if not isinstance(uri, str):
+                return None
+            visible = self.exposure.resource(server, uri)
         return {**item, "name": f"{server}{SEPARATOR}{name}"} if visible else None
 
     async def deliver(self, session: ClientSession, message: Message) -> None:
@@ -382,19 +432,6 @@ def route(message: Message, server: str) -> Message:
 
 def routed_to(message: Message) -> tuple[str, Message]:
     return str(message[ROUTE_KEY]), {k: v for k, v in message.items() if k != ROUTE_KEY}
-
-
-def _matches(template: object, uri: str) -> bool:
-    """Whether `uri` is an expansion of an RFC 6570 URI template (the simple and reserved
-    forms servers use: {var} within a segment, {+var} across them)."""
-    if not isinstance(template, str) or len(template) > 2048:
-        return False
-    pattern = ""
-    for literal, expression in re.findall(r"([^{]*)(\{[^}]*\}|$)", template):
-        pattern += re.escape(literal)
-        if expression:
-            pattern += ".+" if expression[1:2] in ("+", "#") else "[^/?#]+"
-    return re.fullmatch(pattern, uri) is not None
 
 
 def _stored(prompts: list[Resource[PromptSpec]], name: object) -> Resource[PromptSpec] | None:

@@ -273,3 +273,30 @@ async def test_a_completion_for_a_resource_template_goes_to_its_server(
         async with connect(world, user, mode) as client:
             with pytest.raises(MCPError, match="unknown resource"):
                 await client.complete(template, argument)
+
+
+async def test_a_name_a_server_lists_twice_is_listed_once_its_first_definition(
+    world: World,
+) -> None:
+    """A broken server lists `echo` twice (--duplicate-tool, the second "echo, listed again"),
+    and misbehaving's prompts come twice (its second page repeats its cursor): the project
+    lists each name once, with the first definition, and a call of it works."""
+    spec = {"command": sys.executable, "args": [str(SCRIPT), str(world.state), "--duplicate-tool"]}
+    created = world.api.post("/api/v1/servers", json={"metadata": {"name": "twice"}, "spec": spec})
+    assert created.status_code == 201, created.text
+    try:
+        wait_running(world.gateway, "twice")
+        with project(world, "dup", {"servers": ["twice", "misbehaving"]}):
+            async with connect(world, "admin", "legacy", "/mcp/projects/dup") as admin:
+                tools = (await admin.list_tools()).tools
+                names = [t.name for t in tools]
+                assert len(names) == len(set(names)), names
+                [echo] = [t for t in tools if t.name == "twice__echo"]
+                assert echo.description == "echo"  # the first definition, not "listed again"
+                assert "misbehaving__echo" in names  # another server's echo is another name
+                said = await admin.call_tool("twice__echo", {"text": "once"})
+                assert said.content[0].text == "echo: once"
+                prompts = [p.name for p in (await admin.list_prompts()).prompts]
+                assert sorted(prompts) == ["misbehaving__again", "twice__again"]
+    finally:
+        world.api.delete("/api/v1/servers/twice")

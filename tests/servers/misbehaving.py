@@ -29,7 +29,9 @@ resources/read of mem://slow logs to STATE_DIR/reads and takes 1.5 s.
 logging/setLevel is logged to STATE_DIR/levels, tools/list to STATE_DIR/lists.
 Lists: resources/list pages forever (a new nextCursor each time); prompts/list repeats its cursor.
 Flags: --crash-after-init exits 0.3 s after the handshake (a crash loop); --deaf-after-init
-stops reading its stdin after the handshake (it stays up, and what it is sent piles up).
+stops reading its stdin after the handshake (it stays up, and what it is sent piles up);
+--duplicate-tool lists `echo` a second time, last, described "echo, listed again" (a broken
+server: which one a call reaches is the server's business, and here both echo).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 STATE = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
 CRASH_AFTER_INIT = "--crash-after-init" in sys.argv
 DEAF_AFTER_INIT = "--deaf-after-init" in sys.argv
+DUPLICATE_TOOL = "--duplicate-tool" in sys.argv
 _write = threading.Lock()
 _answers: dict[str, dict[str, Any]] = {}
 _answered = threading.Condition()
@@ -205,11 +208,13 @@ def answer(request: dict[str, Any]) -> None:
             result = {}
         elif method == "tools/list":
             record("lists", method)
-            result = {
-                "tools": [
-                    {"name": t, "inputSchema": {"type": "object"}, "description": t} for t in TOOLS
-                ]
-            }
+            tools = [
+                {"name": t, "inputSchema": {"type": "object"}, "description": t} for t in TOOLS
+            ]
+            if DUPLICATE_TOOL:
+                again = {"name": "echo", "description": "echo, listed again"}
+                tools.append({**again, "inputSchema": {"type": "object"}})
+            result = {"tools": tools}
         elif method == "tools/call":
             result = call_tool(request)
             if result is None:
