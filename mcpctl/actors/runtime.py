@@ -246,6 +246,18 @@ class Runtime:
                 counts.update(per_host)
         return counts
 
+    async def dataplane_refused(self) -> dict[tuple[str, str], int]:
+        """Data-plane connections closed before they showed the cluster token, by host index
+        and reason (each host's counts since it started); a host that does not answer is left
+        out."""
+        calls = (h.dataplane_refused.remote() for h in self.hosts)
+        counts: dict[tuple[str, str], int] = {}
+        for index, per_host in enumerate(await asyncio.gather(*calls, return_exceptions=True)):
+            if isinstance(per_host, dict):
+                for reason, count in per_host.items():
+                    counts[(str(index), reason)] = count
+        return counts
+
     async def logs(
         self, server: str, replica: int, pod: str | None, follow: bool, tail: int | None
     ) -> AsyncGenerator[str, None]:

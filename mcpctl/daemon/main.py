@@ -162,6 +162,7 @@ def serve(
             max_body_bytes=settings.max_body_bytes,
             max_restore_bytes=settings.max_restore_bytes,
             max_batch=settings.max_batch,
+            max_notification_bytes=settings.max_notification_bytes,
             session_idle_seconds=settings.session_idle_seconds,
             max_sessions_per_principal=settings.max_sessions_per_principal,
             # With a metrics port of its own, /metrics on the main port needs a token.

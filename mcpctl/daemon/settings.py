@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024**2, ge=1024)
     max_restore_bytes: int = Field(default=256 * 1024**2, ge=1024)
     max_batch: int = Field(default=100, ge=1)
+    max_notification_bytes: int = Field(default=64 * 1024, ge=1024)
     session_idle_seconds: float = Field(default=3600.0, gt=0)
     max_sessions_per_principal: int = Field(default=100, ge=1)
     shutdown_seconds: float = Field(default=15.0, ge=0)

@@ -1,4 +1,5 @@
-"""`/metrics`: the gateway's own series plus instance gauges read from the store.
+"""`/metrics`: the gateway's own series plus instance gauges read from the store, and what the
+hosts count (messages dropped, data-plane connections refused).
 
 With `metrics_require_token` it answers only requests with a valid API token (any user's);
 `metrics_app` serves it alone, without a token, for a port of its own (MCPD_METRICS_PORT)."""
@@ -46,6 +47,7 @@ async def metrics(request: Request) -> Response:
         for server, reasons in (await runtime.dropped()).items():
             for reason, count in reasons.items():
                 registry.dropped.labels(server, reason).set(count)
+        registry.dataplane_refused.set(await runtime.dataplane_refused())
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -1,9 +1,14 @@
-"""Prometheus metrics. Label values are server/project names (validated DNS labels) and MCP
-method names from a fixed list; never user input or secrets."""
+"""Prometheus metrics. Label values are server/project names (validated DNS labels), host
+indexes, and MCP method names and reasons from fixed lists; never user input or secrets."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 KNOWN_METHODS = frozenset(
     {
@@ -85,10 +90,21 @@ class Metrics:
         )
         self.dropped = Gauge(
             "mcpctl_backend_messages_dropped",
-            "Messages from a backend no client could be given without crossing tenants "
-            "(refused server requests, dropped notifications), since the host started.",
+            "Messages dropped between clients and a backend, since its host started: from the "
+            "backend, what no client could be given without crossing tenants (refused server "
+            "requests, dropped notifications, a full client queue); from clients, what the "
+            "backend could not take (delivery_queue_full, delivery_stalled, backend_stalled, "
+            "client_message_backend_gone) or was not theirs to send (foreign_answer).",
             ["server", "reason"],
             registry=self.registry,
+        )
+        self.dataplane_refused = HostCounts(
+            "mcpctl_dataplane_refused",
+            "Data-plane connections a host closed before they showed the cluster token, by "
+            "host index and reason: hello_timeout, hello_malformed, closed_before_hello, "
+            "wrong_token, too_many_unauthenticated.",
+            ["host", "reason"],
+            self.registry,
         )
         self.reconcile = Histogram(
             "mcpctl_reconcile_duration_seconds",
@@ -130,3 +146,37 @@ class Metrics:
             "Transactions that wrote audit records (many records each).",
             registry=self.registry,
         )
+
+
+class HostCounts(Collector):
+    """A counter whose values the hosts keep (each since it started), set from them at each
+    scrape: exported as a Prometheus counter, per host, so that rate() reads a host's restart
+    as the reset it is."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)  # the attribute prometheus_client's metrics use
+        self._values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def set(self, values: Mapping[tuple[str, ...], float]) -> None:
+        self._values = dict(values)
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for labels, value in self._values.items():
+            family.add_metric(labels, value)
+        yield family
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
