@@ -43,7 +43,7 @@ from mcp.shared.inbound import (
 from mcpctl.mcp import bridge, jsonrpc
 from mcpctl.mcp.http_transports import SdkTransport
 from mcpctl.mcp.jsonrpc import Message
-from mcpctl.mcp.transports import Transport
+from mcpctl.mcp.transports import Stalled, Transport
 from mcpctl.mcp.versions import SINGLE_EXCHANGE_REVISIONS
 
 log = logging.getLogger(__name__)
@@ -410,7 +410,7 @@ class ModernTransport(Transport):
         self._tries[backend_id] = trip
         try:
             await self._send_request({**trip.request, "id": backend_id, "params": params})
-        except OSError as error:
+        except (OSError, Stalled) as error:  # the client hears it now, not at its deadline
             self._tries.pop(backend_id, None)
             self._trips.pop(trip.request["id"], None)
             text = f"{trip.request.get('method')}: the retry did not reach the server: {error}"

@@ -13,7 +13,7 @@ from mcpctl.mcp import jsonrpc, modern
 from mcpctl.mcp.handshake import CLIENT_CAPABILITIES, CLIENT_INFO, HandshakeError, handshake
 from mcpctl.mcp.http_transports import SdkTransport
 from mcpctl.mcp.jsonrpc import Message
-from mcpctl.mcp.transports import Transport
+from mcpctl.mcp.transports import Stalled, Transport
 
 MODERN = "2026-07-28"
 DISCOVERED = {
@@ -382,6 +382,25 @@ async def test_input_required_is_asked_upward_and_retried_with_the_answers() -> 
     final = await next_message(transport)
     assert final["id"] == 7
     assert final["result"]["got"] == {"answers": {"name": NAME, "capital": PARIS}, "state": "s1"}
+
+
+async def test_a_retry_the_backend_does_not_take_fails_at_once() -> None:
+    """A retry whose write misses the backend's write deadline (it stopped reading) is answered
+    with an error at once, not left to the request's deadline."""
+
+    class Deaf(Server):
+        async def send(self, message: Message) -> None:
+            if "inputResponses" in (message.get("params") or {}):
+                raise Stalled("server x: the server has not read its input for 10 s")
+            await super().send(message)
+
+    transport = modern_transport(Deaf(asking({"inputRequests": {"name": ELICIT}})))
+    await transport.send(tool_call(8))
+    question = await next_message(transport)
+    await transport.send(jsonrpc.result(question["id"], NAME))
+    failed = await next_message(transport)
+    assert failed["id"] == 8 and "the retry did not reach the server" in failed["error"]["message"]
+    assert "has not read its input" in failed["error"]["message"]
 
 
 async def test_each_round_asks_again_and_echoes_only_its_own_state() -> None:
