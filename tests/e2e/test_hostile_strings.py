@@ -9,10 +9,12 @@ stored column keeps."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import ray
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from mcpctl.store.tables import Base
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
@@ -87,13 +89,36 @@ class World:
         aggregates unauthenticated denials (AuditConfig.anonymous_window_seconds), then until
         every queued record is in the store."""
         time.sleep(5.5)
-        until(self.all_written, 60, "audit records were queued but not stored")
+        deadline = time.monotonic() + 60
+        while not self.all_written():
+            assert time.monotonic() < deadline, f"not all stored: {self.audit_counts()}"
+            time.sleep(0.2)
+
+    def audit_counts(self) -> str:
+        body = self.client().get("/metrics").text
+        lines = [line for line in body.splitlines() if line.startswith("mcpctl_audit_")]
+        return f"{len(self.rows())} rows stored; " + "; ".join(lines)
 
     def tracebacks(self) -> list[str]:
         lines = self.log.read_text(errors="replace").splitlines()
         return [
             lines[max(0, i - 3) : i + 25] for i, line in enumerate(lines) if "Traceback" in line
         ]
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of this run alone (others may run the same tests on the same
+    server at once), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = own_database(name)
+    try:
+        yield url
+    finally:
+        engine = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        engine.dispose()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -108,8 +133,10 @@ def world(
         "MCPD_REQUEST_TIMEOUT": "5",
         "MCPD_ACTOR_HOSTS": "1",
     }
+    stack = contextlib.ExitStack()
     if request.param == "postgresql":
-        database_url = env["MCPD_DATABASE_URL"] = own_database("mcpctl_hostile")
+        database_url = stack.enter_context(scratch_database("mcpctl_hostile"))
+        env["MCPD_DATABASE_URL"] = database_url
     else:
         database_url = f"sqlite:///{data}/mcpd.db"
     daemon = start_mcpd(data, env)
@@ -135,8 +162,9 @@ def world(
         return any(i["status"] == "RUNNING" for i in items)
 
     until(running, what="echoing never ran")
-    yield world
-    stop_mcpd(daemon)
+    with stack:
+        yield world
+        stop_mcpd(daemon)
 
 
 class Session:

@@ -9,6 +9,7 @@ strings chosen to hurt (lone surrogates, 1 MiB names, digits of other scripts).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import ray
 
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
-from tests.e2e.test_audit import own_database
+from tests.e2e.test_hostile_strings import scratch_database
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -29,11 +30,13 @@ def mcpd(
 ) -> Iterator[Mcpd]:
     start_ray()
     env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    if request.param == "postgresql":
-        env["MCPD_DATABASE_URL"] = own_database("mcpctl_openapi_fuzz")
-    daemon = start_mcpd(tmp_path_factory.mktemp(f"fuzz-{request.param}") / "data", env)
-    yield daemon
-    stop_mcpd(daemon)
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgresql":
+            url = stack.enter_context(scratch_database("mcpctl_openapi_fuzz"))
+            env["MCPD_DATABASE_URL"] = url
+        daemon = start_mcpd(tmp_path_factory.mktemp(f"fuzz-{request.param}") / "data", env)
+        yield daemon
+        stop_mcpd(daemon)
 
 
 def test_no_operation_answers_5xx(mcpd: Mcpd, tmp_path: Path) -> None:
