@@ -45,6 +45,7 @@ from starlette.requests import HTTPConnection
 
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.observability.metrics import Metrics
+from mcpctl.observability.redaction import resource_subject
 from mcpctl.store.database import Database
 from mcpctl.store.tables import AuditEventRow
 
@@ -141,17 +142,6 @@ def _endpoint(request: HTTPConnection) -> tuple[str, str | None, str | None]:
         endpoint = f"{parts[2]}/{name}"
         return (endpoint, name, None) if parts[2] == "projects" else (endpoint, None, name)
     return request.scope["path"][:80], None, None
-
-
-def resource_subject(uri: str) -> str:
-    """A resource URI as the audit keeps it: without its query and fragment (tracing drops the
-    query too) and without credentials in its authority (`user:password@`)."""
-    uri = uri.partition("?")[0].partition("#")[0]
-    scheme, separator, rest = uri.partition("://")
-    if separator:
-        authority, slash, path = rest.partition("/")
-        rest = authority.rpartition("@")[2] + slash + path
-    return scheme + separator + rest
 
 
 def _what(message: Message | None) -> tuple[str, str, Any]:

@@ -138,8 +138,11 @@ class OidcVerifier:
     def _identity(self, claims: dict[str, Any]) -> Identity:
         config = self.config
         subject = _typed(claims, "sub", str)
-        if not 0 < len(subject) <= 255:
-            raise TokenRefused("identity", "the token's 'sub' claim must have 1 to 255 characters")
+        if not (0 < len(subject) <= 255 and subject.isprintable()):
+            # Bound as it is, never escaped: an escape could make two accounts one.
+            raise TokenRefused(
+                "identity", "the token's 'sub' claim must be 1 to 255 printable characters"
+            )
         email = _typed(claims, config.email_claim, str)
         try:
             email = normalise_member_email(email)

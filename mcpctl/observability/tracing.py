@@ -26,6 +26,7 @@ from typing import Any
 
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
+from mcpctl.observability.redaction import resource_subject
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ def _request_attributes(message: Message, method: str) -> tuple[str, dict[str, A
     elif method == "prompts/get" and params.get("name") is not None:
         subject = _cut(params["name"])
         attributes["gen_ai.prompt.name"] = subject
-    elif isinstance(params.get("uri"), str):  # resources/read, subscribe: no query string
-        attributes["mcp.resource.uri"] = params["uri"].partition("?")[0][:1024]
+    elif isinstance(params.get("uri"), str):  # resources/read, subscribe: what the audit keeps
+        attributes["mcp.resource.uri"] = resource_subject(params["uri"][:4096])[:1024]
     return subject, attributes
 
 

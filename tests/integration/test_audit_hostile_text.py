@@ -185,6 +185,9 @@ def test_unauthenticated_denials_are_a_row_per_address_and_reason(api: TestClien
     assert [i["count"] for i in items if i["principal"] != "-"] == [1]
     metrics = log.metrics
     assert metrics.denied.labels("projects", "unauthenticated")._value.get() == 1500
+    # The summary counts the requests an aggregated row stands for, not the rows.
+    summary = api.get("/api/v1/audit/summary").json()["rows"]
+    assert sum(r["denied"] for r in summary) == 3001 and sum(r["calls"] for r in summary) == 3001
 
 
 MARKER = "mk-5ec2e7"

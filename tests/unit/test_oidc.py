@@ -95,6 +95,8 @@ def test_refusals_by_reason() -> None:
     assert refused(check, provider.token(exp=None)) == "invalid"  # exp is required
     assert refused(check, provider.token(email=None)) == "identity"
     assert refused(check, provider.token(sub=None)) == "identity"
+    assert refused(check, provider.token(sub="a\x00b")) == "identity"  # PostgreSQL: a 500
+    assert refused(check, provider.token(sub="x" * 256)) == "identity"
     assert refused(check, provider.token(email="not an email")) == "identity"
     assert refused(check, "not-a-jwt") == "malformed"
     header, payload, _ = provider.token().split(".")

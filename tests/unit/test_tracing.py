@@ -121,3 +121,12 @@ async def test_a_host_request_without_context_is_not_traced(spans: InMemorySpanE
     items = tracing.host_exchange("t", 0, "a@example.com", "projects/p", listing, backend)
     assert len([item async for item in items]) == 1
     assert spans.get_finished_spans() == ()
+
+
+def test_a_resource_uri_is_kept_as_the_audit_keeps_it() -> None:
+    """Spans kept a URI's fragment and credentials (`user:pw@`), which the audit drops."""
+    uri = "https://user:MARKER@files.example/docs/a.md?token=MARKER#MARKER"
+    message = {"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}}
+    _, attributes = tracing._request_attributes(message, "resources/read")
+    assert attributes["mcp.resource.uri"] == "https://files.example/docs/a.md"
+    assert "MARKER" not in repr(attributes)

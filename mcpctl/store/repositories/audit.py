@@ -48,7 +48,7 @@ def audit_events(session: Session, where: AuditFilter, limit: int) -> list[dict[
 def audit_columns(session: Session, where: AuditFilter, limit: int) -> dict[str, list[Any]]:
     """What a summary needs of at most `limit` matching rows, column by column."""
     row = AuditEventRow
-    names = ("principal", "server", "method", "name", "outcome", "duration_ms")
+    names = ("principal", "server", "method", "name", "outcome", "duration_ms", "count")
     query = where.query(*(getattr(row, n) for n in names)).limit(limit)
     columns: dict[str, list[Any]] = {name: [] for name in names}
     for values in session.execute(query):
