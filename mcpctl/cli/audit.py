@@ -87,11 +87,14 @@ def audit(
             item["endpoint"],
             item.get("server") or "-",
             item["name"] or item["method"] or "-",
-            item["outcome"] + (f" ({item['status']})" if item.get("status") else ""),
+            item["outcome"]
+            + (f" ({item['status']})" if item.get("status") else "")
+            + (f" x{item['count']}" if item.get("count", 1) > 1 else ""),  # aggregated
             f"{item['durationMs']:.1f}",
         ]
         if wide:
             row += [
+                item.get("source") or "-",
                 item.get("requestId") or "-",
                 item.get("traceId") or "-",
                 (item.get("argsHash") or "-")[:16],
@@ -100,7 +103,7 @@ def audit(
         rows.append(row)
     headers = ["TIME", "USER", "ENDPOINT", "SERVER", "NAME", "OUTCOME", "MS"]
     if wide:
-        headers += ["REQUEST ID", "TRACE ID", "ARGS SHA256", "REASON"]
+        headers += ["SOURCE", "REQUEST ID", "TRACE ID", "ARGS SHA256", "REASON"]
     print_rows(headers, rows, empty=f"No audit records since {since}.")
     if data.get("truncated"):
         print(f"(the newest {limit}; more match: narrow the filters or raise --limit)")

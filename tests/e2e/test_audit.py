@@ -299,6 +299,13 @@ def test_cli_table_json_and_summary(world: World, run: Run) -> None:
     assert {i["principal"] for i in json.loads(out)["items"]} == {"bob@example.com"}
     out, _ = run("audit", "-o", "jsonl", "--outcome", "denied")
     assert all(json.loads(line)["outcome"] == "denied" for line in out.splitlines())
+    # Requests without a token are one row per source address with how many they were.
+    for _ in range(3):
+        httpx.post(f"{world.mcpd.url}/mcp/projects/p-cli-anon", json={}, headers=MCP)
+    until(lambda: any(e["project"] == "p-cli-anon" for e in world.audit(outcome="denied")))
+    out, _ = run("audit", "--project", "p-cli-anon", "-o", "wide")
+    assert "SOURCE" in out.splitlines()[0]
+    assert "denied (401) x3" in out and "127.0.0.1" in out, out
 
 
 def test_a_projects_rate_limit_answers_429_with_retry_after(world: World) -> None:
