@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 
 from mcpctl import __version__
@@ -40,6 +39,12 @@ ProjectOption = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mcpctl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -49,6 +54,12 @@ def root(
     token: Annotated[
         str | None, typer.Option(help="API token [MCPCTL_TOKEN, then the config file].")
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_version
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = Invocation(server=server, token=token)
 
@@ -213,15 +224,27 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Errors are one line and an exit code: 1 for what went wrong, 2 for a usage mistake (as
+    click's own), 130 for ^C; never a traceback for the user's mistake."""
     try:
         app(args=argv, standalone_mode=False)
     except CLIError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         sys.exit(done.exit_code)
-    except click.ClickException as error:
-        print(f"error: {error.format_message()}", file=sys.stderr)
-        sys.exit(1)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
+    except typer.TyperException as error:  # typer's own copy of click's usage errors
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 1))
+
+
+def _one_line(error: Exception) -> str:
+    format_message = getattr(error, "format_message", None)
+    text = format_message() if callable(format_message) else str(error)
+    text = " ".join(str(text).split())
+    context = getattr(error, "ctx", None)
+    if getattr(error, "exit_code", 1) == 2 and context is not None:  # a usage mistake
+        text += f" (see '{context.command_path} --help')"
+    return text
