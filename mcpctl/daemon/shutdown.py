@@ -167,6 +167,15 @@ class GracefulServer(uvicorn.Server):
         self.grace = grace
         self.others = others
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """As uvicorn's, without raising the signal again once stopped: a stop that drained
+        is a success (exit 0), which systemd, make and Kubernetes read as one; uvicorn's
+        re-raise made mcpd die of its SIGTERM (exit status 143)."""
+        with super().capture_signals():
+            yield
+            getattr(self, "_captured_signals", []).clear()
+
     async def shutdown(self, sockets: Any = None) -> None:
         self.gate.begin(self.grace)
         for other in self.others:

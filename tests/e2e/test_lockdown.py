@@ -451,7 +451,7 @@ async def test_sigterm_ends_streams_gives_requests_their_grace_and_exits(tmp_pat
     assert answer_bytes.startswith(b"HTTP/1.1 503"), answer_bytes
     assert b'"id":7' in answer_bytes.replace(b" ", b"") and b"shutting down" in answer_bytes
     assert exited - signalled < GRACE + 12, exited - signalled
-    assert code in (0, -signal.SIGTERM, signal.SIGTERM)
+    assert code == 0  # a stop that drained is a success, not a death by SIGTERM
 
 
 def http_responses(data: bytes) -> list[tuple[int, bytes]]:
