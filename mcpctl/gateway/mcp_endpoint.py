@@ -570,10 +570,27 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def no_endpoint(request: Request) -> Response:
+    """`/mcp` (a newcomer's first guess) and any other path under it: say where the
+    endpoints are, as a JSON-RPC error an MCP client shows, not a bare 404."""
+    return rpc_error(
+        404,
+        jsonrpc.INVALID_REQUEST,
+        f"no MCP endpoint at {request.url.path[:200]!r}: mcpd has one per server, "
+        "/mcp/servers/<name>, and one per project, /mcp/projects/<name> "
+        "(`mcpctl get servers` and `mcpctl get projects` list them)",
+    )
+
+
 def routes() -> list[Route]:
     paths = ("/mcp/servers/{name}", "/mcp/projects/{name}", "/mcp/projects/{name}/views/{view}")
+    methods = ["POST", "GET", "DELETE"]
     return [
-        Route(path, handler, methods=[method])
-        for path in paths
-        for handler, method in ((post, "POST"), (get, "GET"), (delete, "DELETE"))
+        *(
+            Route(path, handler, methods=[method])
+            for path in paths
+            for handler, method in ((post, "POST"), (get, "GET"), (delete, "DELETE"))
+        ),
+        Route("/mcp", no_endpoint, methods=methods),
+        Route("/mcp/{rest:path}", no_endpoint, methods=methods),
     ]
