@@ -265,7 +265,7 @@ def test_openapi_matches_the_routes(api: TestClient) -> None:
         (route.path, method)
         for route in api.app.routes
         for method in (route.methods or ())
-        if method != "HEAD" and not route.path.startswith(("/mcp/", "/metrics", "/.well-known/"))
+        if method != "HEAD" and not route.path.startswith(("/mcp", "/metrics", "/.well-known/"))
     }
     assert documented == routed - {("/api/v1/openapi.json", "GET")}
     assert "/api/v1/servers/{name}" in spec["paths"]
