@@ -20,11 +20,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from mcpctl.backup import analytics
 from mcpctl.backup.format import BackupError, parse
+from mcpctl.cli import tables
 from mcpctl.cli.context import client
 from mcpctl.cli.documents import read_text
 from mcpctl.cli.errors import CLIError
@@ -114,19 +114,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _table(headers: list[str], rows: list[list[Any]], null: str = "") -> Table:
-    """Cells as plain Text: names and SQL results are never read as rich markup."""
-    grid = Table(box=None, header_style="bold", pad_edge=False)
-    for header in headers:
-        grid.add_column(header, overflow="fold")
-    for row in rows:
-        grid.add_row(*(Text(null if value is None else _cell(value)) for value in row))
-    return grid
+def _table(headers: list[str], rows: list[list[Any]], null: str = "") -> None:
+    """Cells as plain text (names and SQL results are never read as markup), never wrapped."""
+    cells = [[null if value is None else str(_cell(value)) for value in row] for row in rows]
+    print("\n".join(tables.render(list(headers), cells, tables.terminal_width())))
 
 
 def _grid(title: str, headers: list[str], rows: list[list[Any]]) -> None:
     console.print(Text(title, style="bold"))
-    console.print(_table(headers, rows) if rows else "  (none)")
+    if rows:
+        _table(headers, rows)
+    else:
+        console.print("  (none)")
     console.print()
 
 
@@ -242,4 +241,4 @@ def query(
         writer.writerow(result.columns)
         writer.writerows([_cell(value) for value in row] for row in result.rows)
     elif result.columns:
-        console.print(_table(result.columns, [list(row) for row in result.rows], null="NULL"))
+        _table(result.columns, [list(row) for row in result.rows], null="NULL")

@@ -10,9 +10,8 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
+from mcpctl.cli import tables
 from mcpctl.cli.errors import CLIError
 
 # Names, descriptions and errors come from the store: never read them as markup, emoji codes
@@ -162,12 +161,7 @@ def print_rows(headers: list[str], rows: list[list[str]], empty: str) -> None:
     if not rows:
         console.print(empty)
         return
-    grid = Table(box=None, header_style="bold", pad_edge=False)
-    for header in headers:
-        grid.add_column(header, overflow="fold")
-    for row in rows:
-        grid.add_row(*(Text(cell) for cell in row))
-    console.print(grid)
+    print("\n".join(tables.render(headers, rows, tables.terminal_width())))
 
 
 def table(kind: str, items: Sequence[dict[str, Any]], wide: bool = False) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -216,3 +219,35 @@ def test_console_scripts_are_installed(mcpd: Mcpd) -> None:
         [str(scripts / "mcpd"), "--help"], capture_output=True, text=True, check=False
     )
     assert "--port" in help_text.stdout
+
+
+def at_a_terminal(mcpd: Mcpd, columns: int, *argv: str) -> list[str]:
+    """What `mcpctl` prints as typed at a terminal `columns` wide (a real pseudo-terminal)."""
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns), "MCPCTL_SERVER": mcpd.url}
+    env["MCPCTL_TOKEN"] = mcpd.token
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mcpctl"), *argv], stdout=secondary, env=env
+    )
+    os.close(secondary)
+    out = b""
+    with contextlib.suppress(OSError):  # EIO once the process has closed its end
+        while chunk := os.read(primary, 65536):
+            out += chunk
+    os.close(primary)
+    assert process.wait(timeout=60) == 0, out
+    return out.decode().replace("\r\n", "\n").splitlines()
+
+
+def test_tables_never_wrap_a_cell(run: Run, mcpd: Mcpd) -> None:
+    """Names, commands and errors used to fold over several lines at 80 columns and when piped."""
+    name = "a-server-with-a-name-long-enough-to-fill-most-of-a-terminal-x"
+    run("create", "server", name, "--replicas", "0", "--command", "uvx", "--", "mcp-" + "x" * 90)
+    for columns in (60, 80, 200):
+        lines = at_a_terminal(mcpd, columns, "get", "servers", "-o", "wide")
+        row = [line for line in lines if line.startswith("a-server-")]
+        assert len(row) == 1, lines  # one line, not folded
+        assert columns < 200 or row[0].startswith(name + " "), row  # the name is cut last
+        assert all(len(line) <= columns for line in lines), [len(line) for line in lines]
+    piped, _ = run("get", "servers", "-o", "wide")  # piped: whole cells, still one line each
+    assert any(line.startswith(name + " ") and "x" * 90 in line for line in piped.splitlines())
