@@ -2,7 +2,8 @@
 
 It keeps the pool of host actors, places each server's supervisor on a host (rendezvous
 hashing), hands every host its servers (at once on a change from the API, and in a full
-resync every `resync_seconds`), and hands a host that Ray restarted its servers again. Ray
+resync every `resync_seconds`), and hands a host that Ray restarted its servers again. Where
+servers go is decided as data (controllers/placement.py: plan); this actor makes the calls. Ray
 restarts the controller itself when it dies; a new incarnation finds the hosts by name and
 resyncs: hosts adopt what runs, nothing is duplicated. Every mcpd process is a gateway that
 asks it where servers run (DESIGN: no home-made leader election).
@@ -22,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from mcpctl.actors.heap import settle_heap
 from mcpctl.actors.host import Host, HostConfig
-from mcpctl.controllers.placement import host_for, pool_size
+from mcpctl.controllers.placement import Placement, plan, pool_size
 from mcpctl.store.database import Database
 from mcpctl.store.errors import NotFound
 from mcpctl.store.repositories.specs import SERVERS
@@ -124,9 +125,11 @@ class Controller:
         with self.database.transaction() as session:
             return {r.metadata.name: r.spec.model_dump(mode="json") for r in SERVERS.list(session)}
 
+    def _pool_wanted(self, servers: int) -> int:
+        return pool_size(ray.cluster_resources().get("CPU", 2), servers, self.configured_hosts)
+
     async def _grow_pool(self, servers: int) -> None:
-        cpus = ray.cluster_resources().get("CPU", 2)
-        wanted = pool_size(cpus, servers, self.configured_hosts)
+        wanted = self._pool_wanted(servers)
         while len(self.hosts) < wanted:
             index = len(self.hosts)
             self.hosts.append(await self._host(index))
@@ -164,21 +167,20 @@ class Controller:
         async with self._lock:
             desired = await asyncio.to_thread(self._desired)
             await self._grow_pool(len(desired))
-            calls: list[Any] = []
-            for name in [n for n in self._placed if n not in desired]:
-                calls.append(self.hosts[self._placed.pop(name)].remove.remote(name))
-            for name, spec in desired.items():
-                index = host_for(name, len(self.hosts))
-                previous = self._placed.get(name)
-                self._placed[name] = index
-                if previous is not None and previous != index:
-                    calls.append(self._move(name, spec, previous, index))
-                else:
-                    calls.append(self.hosts[index].ensure.remote(name, spec))
-            await asyncio.gather(*calls)
+            await self._carry_out(plan(desired, self._placed, len(self.hosts)), desired)
             await asyncio.gather(*(h.synced.remote() for h in self.hosts))
         self.syncs += 1
         self.last_sync_seconds = time.perf_counter() - started
+
+    async def _carry_out(self, placement: Placement, specs: dict[str, dict[str, Any]]) -> None:
+        """Record where servers run now, then make the hosts' calls (all at once)."""
+        self._placed = placement.applied_to(self._placed)
+        calls: list[Any] = [self.hosts[p.host].remove.remote(p.server) for p in placement.remove]
+        calls += [self._move(m.server, specs[m.server], m.source, m.target) for m in placement.move]
+        calls += [
+            self.hosts[p.host].ensure.remote(p.server, specs[p.server]) for p in placement.ensure
+        ]
+        await asyncio.gather(*calls)
 
     async def _move(self, name: str, spec: dict[str, Any], old: int, new: int) -> None:
         """A grown pool moved this server: the old host lets go (pods stay, to be adopted;
@@ -227,25 +229,15 @@ class Controller:
         try:
             async with self._lock:
                 spec, count = await asyncio.to_thread(self._one, name)
-                wanted = pool_size(
-                    ray.cluster_resources().get("CPU", 2), count, self.configured_hosts
-                )
+                wanted = self._pool_wanted(count)
             if wanted > len(self.hosts):
                 await self.sync()
                 return
             async with self._lock:
-                previous = self._placed.get(name)
-                if spec is None:
-                    if previous is not None:
-                        del self._placed[name]
-                        await self.hosts[previous].remove.remote(name)
-                    return
-                index = host_for(name, len(self.hosts))
-                self._placed[name] = index
-                if previous is not None and previous != index:
-                    await self._move(name, spec, previous, index)
-                else:
-                    await self.hosts[index].ensure.remote(name, spec)
+                # The plan of this one server: as sync's, over it alone.
+                desired = {name: spec} if spec is not None else {}
+                placed = {name: self._placed[name]} if name in self._placed else {}
+                await self._carry_out(plan(desired, placed, len(self.hosts)), desired)
         except Exception:
             log.exception("applying server %s failed", name)
 
