@@ -1,5 +1,7 @@
 """A supervisor actor per server: it compares desired replicas with the running ones and
-creates, retires and rolls replica actors. An error in one never touches another."""
+creates, retires and rolls replica actors. An error in one never touches another. What to
+start, keep and retire is decided as data (controllers/reconcile.py, controllers/isolation.py);
+the supervisor carries it out."""
 
 from __future__ import annotations
 
@@ -146,13 +148,27 @@ class Supervisor:
 
     async def _reconcile(self) -> None:
         assert self.spec is not None
-        if self.spec.isolation is not Isolation.SHARED:
-            await self._reconcile_isolated()
-            return
-        if self._owners:  # it was isolated: its per-owner backends go
-            await self._retire(sorted(self._owners.values()))
-            self._owners.clear()
+        retirement = isolation.on_spec(self.spec, self._owners, self.replicas)
+        self._owners = dict(retirement.owners)
+        if retirement.retire:
+            await self._retire(list(retirement.retire), forget=retirement.forget)
         current = spec_hash(self.spec)
+        if self.spec.isolation is Isolation.SHARED:
+            await self._scale(current)
+        else:
+            # Isolated backends start on first use (replica_for); owners' ones roll here.
+            running = {i: r.spec_hash for i, r in self.replicas.items()}
+            for index in isolation.stale(running, current):
+                self.replicas[index].restart()
+                self.replicas[index].spec_hash = current
+        for stale in list(self._adoptable.values()):
+            # adopted, but no replica took it (isolated: nobody can be told whose it was)
+            await self.orchestrator.stop(stale)
+        self._adoptable.clear()
+
+    async def _scale(self, current: str) -> None:
+        """Shared: as many replicas as the spec says, rolled one at a time to a new spec."""
+        assert self.spec is not None
         running = {i: r.spec_hash or current for i, r in self.replicas.items()}
         plan = reconcile.plan(self.spec.replicas, current, running)
         if plan.stop:
@@ -166,29 +182,6 @@ class Supervisor:
             replica.spec_hash = current
             if len(plan.roll) > 1:
                 await replica.wait_running(self.startup_timeout)
-        for stale in list(self._adoptable.values()):
-            await self.orchestrator.stop(stale)
-        self._adoptable.clear()
-
-    async def _reconcile_isolated(self) -> None:
-        """Backends start on first use (`replica_for`); here only what no owner holds goes,
-        and owners' backends roll to a changed spec."""
-        assert self.spec is not None
-        owned = set(self._owners.values())
-        if self.spec.replicas == 0:
-            owned.clear()
-            self._owners.clear()
-        unowned = [i for i in self.replicas if i not in owned]
-        if unowned:
-            await self._retire(unowned, forget=not owned)  # rows of owned ones stay
-        current = spec_hash(self.spec)
-        for replica in self.replicas.values():
-            if replica.spec_hash not in (None, current):
-                replica.restart()
-                replica.spec_hash = current
-        for stale in list(self._adoptable.values()):
-            await self.orchestrator.stop(stale)  # nobody can be told whose it was
-        self._adoptable.clear()
 
     async def _reap_forever(self) -> None:
         while True:
@@ -200,15 +193,12 @@ class Supervisor:
     async def _reap(self) -> None:
         assert self.spec is not None
         idle_for = {i: r.multiplexer.idle_for() for i, r in self.replicas.items()}
-        done = isolation.idle(
-            {i: idle_for[i] for i in self._owners.values() if i in idle_for},
-            self.spec.idle_seconds,
-        )
-        if not done:
+        retirement = isolation.reap(self._owners, idle_for, self.spec.idle_seconds)
+        if not retirement.retire:
             return
-        self._owners = {key: i for key, i in self._owners.items() if i not in done}
-        log.info("%s: stopping %d idle isolated backends", self.name, len(done))
-        await self._retire(done, forget=False)
+        self._owners = dict(retirement.owners)
+        log.info("%s: stopping %d idle isolated backends", self.name, len(retirement.retire))
+        await self._retire(list(retirement.retire), forget=retirement.forget)
 
     async def _retire(self, indexes: list[int], forget: bool = True, keep: bool = False) -> None:
         replicas = [self.replicas.pop(i) for i in indexes if i in self.replicas]
@@ -225,7 +215,8 @@ class Supervisor:
         first use), else sticky by hash among the running ones."""
         key = None
         if self.spec is not None:
-            key = isolation.owner_key(self.spec.isolation, caller.principal, caller.session)
+            session = None if caller.per_request else caller.session
+            key = isolation.owner_key(self.spec.isolation, caller.principal, session)
         if key is not None:
             return self._isolated_for(key)
         if not self.replicas:
@@ -236,17 +227,12 @@ class Supervisor:
 
     def _isolated_for(self, key: str) -> Replica:
         assert self.spec is not None
-        index = self._owners.get(key)
-        if index is not None and index in self.replicas:
-            return self.replicas[index]
-        if self.spec.replicas == 0:
-            raise NoReplica(f"server {self.name!r} is scaled to 0")
-        if len(self._owners) >= self.spec.max_instances:
-            raise NoReplica(
-                f"server {self.name!r} runs its limit of {self.spec.max_instances} isolated "
-                "instances (maxInstances); try again when one has been idle"
-            )
-        index = isolation.free_index(self.replicas)
+        backend = isolation.backend_for(self.name, self.spec, key, self._owners, self.replicas)
+        if isinstance(backend, isolation.Refuse):
+            raise NoReplica(backend.reason)
+        if not backend.start:
+            return self.replicas[backend.index]
+        index = backend.index
         self._owners[key] = index
         replica = self._new_replica(index)
         replica.multiplexer.attach_timeout = self.startup_timeout  # its first request waits
