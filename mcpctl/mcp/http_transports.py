@@ -28,8 +28,8 @@ from pydantic import ValidationError
 
 from mcpctl.mcp import jsonrpc, transports
 from mcpctl.mcp.jsonrpc import Message
+from mcpctl.mcp.trace_context import headers_of
 from mcpctl.mcp.transports import Stalled, Transport
-from mcpctl.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class SdkTransport(Transport):
         # tracestate), for HTTP backends and proxies that trace (mcpctl/observability/tracing.py)
         params = message.get("params")
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
-            traced = tracing.headers_of(message)
+            traced = headers_of(message)
             if traced:
                 headers = {**headers, **traced} if headers else traced
         await self._ready.wait()

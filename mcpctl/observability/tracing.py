@@ -26,13 +26,12 @@ from typing import Any
 
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.jsonrpc import Message
+from mcpctl.mcp.trace_context import CONTEXT_KEYS, TRACEPARENT, meta
+from mcpctl.mcp.trace_context import headers_of as headers_of  # what HTTP backends are sent
 from mcpctl.observability.redaction import resource_subject
 
 log = logging.getLogger(__name__)
 
-TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
-CONTEXT_KEYS = (TRACEPARENT, TRACESTATE)
 DEFAULT_SERVICE_NAME = "mcpd"
 MAX_NAME = 128  # tool and prompt names as attributes and in span names are cut here
 
@@ -161,18 +160,12 @@ def flush(timeout_millis: int = 5000) -> None:
 # -- trace context in messages ---------------------------------------------------------------
 
 
-def _meta(message: Message) -> dict[str, Any] | None:
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return meta if isinstance(meta, dict) else None
-
-
 def _parent(message: Message, headers: Mapping[str, str] | None = None) -> Any:
     """The caller's context: `_meta.traceparent` (+ tracestate), else the HTTP headers'."""
-    meta = _meta(message)
+    context = meta(message)
     carrier: Mapping[str, Any] | None = None
-    if meta is not None and isinstance(meta.get(TRACEPARENT), str):
-        carrier = meta
+    if context is not None and isinstance(context.get(TRACEPARENT), str):
+        carrier = context
     elif headers is not None and headers.get(TRACEPARENT):
         carrier = headers
     if carrier is None:
@@ -188,20 +181,14 @@ def _with_context(message: Message, span: Any) -> Message:
     _propagator.inject(carrier, context=set_span_in_context(span))
     params = message.get("params")
     params = dict(params) if isinstance(params, dict) else {}
-    meta = params.get("_meta")
-    meta = (
-        {k: v for k, v in meta.items() if k not in CONTEXT_KEYS} if isinstance(meta, dict) else {}
+    others = params.get("_meta")
+    others = (
+        {k: v for k, v in others.items() if k not in CONTEXT_KEYS}
+        if isinstance(others, dict)
+        else {}
     )
-    params["_meta"] = {**meta, **carrier}
+    params["_meta"] = {**others, **carrier}
     return {**message, "params": params}
-
-
-def headers_of(message: Message) -> dict[str, str] | None:
-    """HTTP headers carrying the trace context of a message's `_meta`, for HTTP backends."""
-    meta = _meta(message)
-    if meta is None or not isinstance(meta.get(TRACEPARENT), str):
-        return None
-    return {k: meta[k] for k in CONTEXT_KEYS if isinstance(meta.get(k), str)}
 
 
 # -- what a span says ------------------------------------------------------------------------
