@@ -25,8 +25,8 @@ import httpx2
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.common import TOKEN, Mcpd, cpu_seconds, percentiles, sdk_calls, table
+from bench.idp import mint, set_user, start_idp
 from mcpctl.gateway.oidc import OidcConfig, OidcVerifier
-from tests.idp.tokens import mint, set_user, start_idp
 
 TINY = Path(__file__).parent / "tiny_server.py"
 
