@@ -152,7 +152,12 @@ def prompt(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument()],
     project: Annotated[str, typer.Option("--project", "-p", help="The project it belongs to.")],
-    text: Annotated[str | None, typer.Option(help="Prompt text; {arg} marks arguments.")] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt text; {arg} marks an argument (optional unless given as --argument arg:required)."
+        ),
+    ] = None,
     file: Annotated[str | None, typer.Option(help="Read the text from a file.")] = None,
     argument: Annotated[
         list[str] | None, typer.Option(help="NAME or NAME:required; repeatable.")

@@ -29,7 +29,7 @@ from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.uri_templates import matches
 from mcpctl.models.kinds import Resource
-from mcpctl.models.prompt import PromptSpec
+from mcpctl.models.prompt import PLACEHOLDER, PromptSpec
 
 log = logging.getLogger(__name__)
 BACKEND_VERSION = "mcpd/backendVersion"  # in what `initialize` returns: the backends' revision
@@ -453,7 +453,7 @@ def render_prompt(
         name = match.group(1)
         return str(arguments.get(name, "")) if name in declared else match.group(0)
 
-    text = re.sub(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}", substitute, prompt.spec.text)
+    text = PLACEHOLDER.sub(substitute, prompt.spec.text)
     return jsonrpc.result(
         request_id,
         {
