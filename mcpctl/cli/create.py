@@ -155,7 +155,7 @@ def prompt(
     text: Annotated[
         str | None,
         typer.Option(
-            help="Prompt text; {arg} marks an argument (optional unless given as --argument arg:required)."
+            help="Prompt text; {arg} marks an argument (--argument arg:required: required)."
         ),
     ] = None,
     file: Annotated[str | None, typer.Option(help="Read the text from a file.")] = None,
