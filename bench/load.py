@@ -20,6 +20,11 @@ own Streamable HTTP server with a trivial echo tool (bench/tiny_server.py http: 
     scripts/bench-peers.sh   # once: wrk, mcp-proxy, supergateway (cached; load.py runs it too)
     .venv/bin/python -m bench.load [--duration 20] [--warmup 3] [--threads 4] [--connections 32]
                                    [--calls 500] [--only mcp-proxy mcpd ...]
+                                   [--audit on|off|both] [--repeat 1]
+
+`--audit both` runs mcpd with its audit trail on and off (MCPD_AUDIT_ENABLED=false), `--repeat`
+times each, interleaved (on, off, off, on, ...), a row per run and endpoint, and prints what the
+audit costs: CPU per call with it on minus off, per endpoint (means of the runs).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import asyncio
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +178,9 @@ class Run:
         return self.http_bridge("floor", FLOOR, command, port, bridged=False)
 
     @contextmanager
-    def mcpd(self) -> Iterator[list[Bridge]]:
-        mcpd = Mcpd()
+    def mcpd(self, audit: bool | None = None, label: str = "") -> Iterator[list[Bridge]]:
+        """mcpd with its audit trail on or off (None: as MCPD_AUDIT_ENABLED says, on if unset)."""
+        mcpd = Mcpd() if audit is None else Mcpd(MCPD_AUDIT_ENABLED=str(audit).lower())
         try:
             mcpd.create_server(
                 "everything", {"package": PACKAGE, "runtime": "node", "args": ["stdio"]}
@@ -181,10 +189,13 @@ class Run:
             mcpd.http.post("/api/v1/projects", json=project).raise_for_status()
             yield [
                 Bridge(
-                    MCPD_SERVER, f"{mcpd.url}/mcp/servers/everything", mcpd.process.pid, token=TOKEN
+                    MCPD_SERVER + label,
+                    f"{mcpd.url}/mcp/servers/everything",
+                    mcpd.process.pid,
+                    token=TOKEN,
                 ),
                 Bridge(
-                    MCPD_PROJECT,
+                    MCPD_PROJECT + label,
                     f"{mcpd.url}/mcp/projects/bench",
                     mcpd.process.pid,
                     tool="everything__echo",
@@ -309,8 +320,10 @@ def report(
             for name, (p50, p99) in sdk.items()
         ]
         print(table(["path", "p50 ms", "p99 ms", "p50 / SDK floor"], rows))
-    lines = []
-    for mcpd in (MCPD_SERVER, MCPD_PROJECT):
+    lines: list[list[str]] = []
+    for mcpd in [name for name in [*loads, *sdk] if name.startswith("mcpd,")]:
+        if mcpd in (row[0] for row in lines):
+            continue
         load, proxy, gateway = loads.get(mcpd), loads.get(MCP_PROXY), loads.get(SUPERGATEWAY)
         row = [mcpd]
         if load and proxy:
@@ -327,6 +340,53 @@ def report(
         headers = ["", "CPU/call / mcp-proxy's (<= 0.5)", "calls/s / supergateway's (>= 1)"]
         headers += ["p99 / mcp-proxy's (<= 1)", "SDK p50 / SDK floor (<= 1.25)", "errors (0)"]
         print(table(headers, lines))
+    costs = audit_costs(loads)
+    if costs:
+        print("\nthe audit trail's cost: mcpd CPU-ms/call with it on minus off (means of the runs)")
+        print(table(["endpoint", "on", "off", "on - off", "calls/s on", "calls/s off"], costs))
+
+
+def audit_costs(loads: dict[str, Load]) -> list[list[str]]:
+    """Per endpoint, the mean CPU-ms/call and calls/s of the runs with the audit on and off."""
+    rows = []
+    for endpoint in (MCPD_SERVER, MCPD_PROJECT):
+        runs = {
+            audit: [
+                load
+                for name, load in loads.items()
+                if name.startswith(f"{endpoint}, audit {audit}")
+            ]
+            for audit in ("on", "off")
+        }
+        if not runs["on"] or not runs["off"]:
+            continue
+        cpu = {a: statistics.mean(r.per_call_ms(r.bridge_cpu) for r in runs[a]) for a in runs}
+        rate = {a: statistics.mean(r.rate for r in runs[a]) for a in runs}
+        rows.append(
+            [
+                endpoint.removeprefix("mcpd, "),
+                f"{cpu['on']:.3f}",
+                f"{cpu['off']:.3f}",
+                f"{cpu['on'] - cpu['off']:+.3f}",
+                f"{rate['on']:,.0f}",
+                f"{rate['off']:,.0f}",
+            ]
+        )
+    return rows
+
+
+def audit_schedule(audit: str | None, repeat: int) -> list[tuple[bool | None, str]]:
+    """The mcpd runs: (audit on, the label of its rows). `both`: on and off interleaved, the
+    order turned each round (on off, off on, ...) so that neither always goes first."""
+    if audit != "both":
+        on = None if audit is None else audit == "on"
+        return [(on, "" if on is not False else ", audit off")] * max(repeat, 1)
+    runs: list[tuple[bool | None, str]] = []
+    for i in range(max(repeat, 1)):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        suffix = f" #{i + 1}" if repeat > 1 else ""
+        runs += [(on, f", audit {'on' if on else 'off'}{suffix}") for on in order]
+    return runs
 
 
 def main() -> None:
@@ -340,6 +400,13 @@ def main() -> None:
     parser.add_argument("--no-load", action="store_true", help="only the SDK-client comparison")
     parser.add_argument("--no-sdk", action="store_true", help="only the wrk load")
     parser.add_argument("--verbose", action="store_true", help="print wrk's own output")
+    parser.add_argument(
+        "--audit",
+        choices=["on", "off", "both"],
+        help="mcpd's audit trail (MCPD_AUDIT_ENABLED; default: as the environment says); "
+        "both: A/B runs, interleaved",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="mcpd runs per audit setting")
     args = parser.parse_args()
     # A SIGTERM unwinds like Ctrl-C, so that every process started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -347,12 +414,12 @@ def main() -> None:
     run = Run(args, peers())
     loads: dict[str, Load] = {}
     sdk: dict[str, tuple[float, float]] = {}
-    started: dict[str, Callable[[], Bridges]] = {
-        "http": run.own_http,
-        "mcp-proxy": run.mcp_proxy,
-        "supergateway": run.supergateway,
-        "mcpd": run.mcpd,
-        "floor": run.floor,
+    started: dict[str, list[Callable[[], Bridges]]] = {
+        "http": [run.own_http],
+        "mcp-proxy": [run.mcp_proxy],
+        "supergateway": [run.supergateway],
+        "mcpd": [partial(run.mcpd, *run_of) for run_of in audit_schedule(args.audit, args.repeat)],
+        "floor": [run.floor],
     }
     try:
         if "stdio" in args.only and not args.no_sdk:
@@ -364,14 +431,15 @@ def main() -> None:
         for key in BRIDGES[1:]:
             if key not in args.only:
                 continue
-            say(f"starting {key} (load average {os.getloadavg()[0]:.2f})")
-            with started[key]() as bridges:
-                for bridge in bridges:
-                    if not args.no_sdk:
-                        sdk[bridge.name] = run.sdk(bridge.name, bridge.connect, bridge.tool)
-                    if not args.no_load and key != "floor":
-                        say(f"{bridge.name}: wrk {args.warmup} s warm-up, {args.duration} s load")
-                        loads[bridge.name] = run.load(bridge)
+            for bridged in started[key]:
+                say(f"starting {key} (load average {os.getloadavg()[0]:.2f})")
+                with bridged() as bridges:
+                    for bridge in bridges:
+                        if not args.no_sdk:
+                            sdk[bridge.name] = run.sdk(bridge.name, bridge.connect, bridge.tool)
+                        if not args.no_load and key != "floor":
+                            say(f"{bridge.name}: wrk {args.warmup} s warm-up, {args.duration} s")
+                            loads[bridge.name] = run.load(bridge)
     except BaseException:
         say(f"logs kept in {run.logs}")
         report(args, loads, sdk)

@@ -12,13 +12,16 @@ Requests without a valid token cost a row per source address and reason per
 `anonymous_window_seconds` (with `count`), however many come: a flood of bad tokens writes a
 bounded number of rows.
 
-The request never waits for the store: a record goes into a bounded in-memory queue (a full
-queue drops it and counts it in `mcpctl_audit_dropped_total{reason="queue_full"}`), and a
-background task writes the queue in batches, many rows per transaction, every `flush_seconds`
-or as soon as a batch is full. A batch the store refuses is written again in halves, so one bad
-row never costs the others; a row refused on its own is dropped and counted
-(`reason="refused"`). Rows older than the retention are deleted periodically. The task starts
-with the first record and the app's shutdown flushes what is left.
+The request never waits for the store: a record (a tuple of the table's columns, FIELDS) goes
+into a bounded in-memory queue (a full queue drops it and counts it in
+`mcpctl_audit_dropped_total{reason="queue_full"}`), and a background task writes the queue in
+batches, many rows per transaction, every `flush_seconds` or as soon as a batch is full. The
+rows go to the driver as it takes them, many rows an INSERT (`_insert`): the ORM's and Core's
+work per row and per value cost more than the insert itself, and a driver's executemany lets
+the GIL go (and the event loop take it) between any two rows. A batch the store refuses is
+written again in halves, so one bad row never costs the others; a row refused on its own is
+dropped and counted (`reason="refused"`). Rows older than the retention are deleted
+periodically. The task starts with the first record and the app's shutdown flushes what is left.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -47,7 +52,7 @@ from mcpctl.mcp.jsonrpc import Message
 from mcpctl.observability.metrics import Metrics
 from mcpctl.observability.redaction import resource_subject
 from mcpctl.store.database import Database
-from mcpctl.store.tables import AuditEventRow
+from mcpctl.store.tables import AuditEventRow, SafeText, storable
 
 log = logging.getLogger(__name__)
 AUDITED = frozenset({"tools/call", "prompts/get", "resources/read"})
@@ -69,6 +74,38 @@ SEPARATOR = "__"  # gateway/targets.py: a project names its servers' tools `serv
 ROUTE_KEY = "mcpd/server"  # gateway/targets.py: a message mcpd made for one member server
 ANONYMOUS = "-"
 AUDIT_EVENTS = AuditEventRow.metadata.tables[AuditEventRow.__tablename__]  # its Core table
+# A record: a tuple of these columns, in this order (`at`: seconds since the epoch), its text
+# already cut to the columns' sizes (`_stored` escapes, and cuts again, only when it must).
+FIELDS = (
+    "at",
+    "principal",
+    "endpoint",
+    "project",
+    "server",
+    "method",
+    "name",
+    "outcome",
+    "status",
+    "reason",
+    "duration_ms",
+    "request_id",
+    "trace_id",
+    "args_hash",
+    "source",
+    "count",
+)
+AT, OUTCOME, REASON, SOURCE, COUNT = (
+    FIELDS.index(name) for name in ("at", "outcome", "reason", "source", "count")
+)
+assert set(FIELDS) == {c.name for c in AUDIT_EVENTS.columns} - {"id"}, "FIELDS: the table's"
+# The SafeText columns (position, length kept): what `_stored` escapes and cuts as SafeText does.
+TEXTS = tuple(
+    (i, kind.most if kind.cut else None)
+    for i, kind in enumerate(AUDIT_EVENTS.c[name].type for name in FIELDS)
+    if isinstance(kind, SafeText)
+)
+TEXT_VALUES = itemgetter(*(i for i, _ in TEXTS))
+ROWS_PER_INSERT = 64  # rows of one multi-row INSERT (x 16 parameters; SQLite takes 32,766)
 URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 OTHER_SOURCES = "*"  # the aggregated row of addresses past `anonymous_sources` in a window
 # Errors that say the store is not there (no connection, locked, pool exhausted), not that a
@@ -221,10 +258,10 @@ class AuditLog:
         self.database = database
         self.metrics = metrics
         self.config = config
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[Any, ...]] = []  # records (FIELDS), oldest first
         self._recorded: dict[str, Counter] = {}  # outcome -> its mcpctl_audit_records_total
         # This window's unauthenticated denials by (source address, reason), and its end.
-        self._anonymous: dict[tuple[str | None, str], dict[str, Any]] = {}
+        self._anonymous: dict[tuple[str | None, str], list[Any]] = {}
         self._window_ends: float | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -245,7 +282,7 @@ class AuditLog:
         if not self.config.enabled:
             return
         method = method or str(message.get("method"))
-        if method not in AUDITED:
+        if method not in AUDITED:  # so it is short: never cut
             return
         _, name, arguments = _what(message)
         endpoint, project, server = _endpoint(request)
@@ -255,27 +292,27 @@ class AuditLog:
         reason = None
         if response is not None and isinstance(response.get("error"), dict):
             code = response["error"].get("code")  # never the message: it may echo the request
-            reason = f"error {code if isinstance(code, int) else '?'}"
+            reason = f"error {code if isinstance(code, int) else '?'}"[:512]
         duration = time.perf_counter() - started
         self._add(
-            {
-                "at": datetime.fromtimestamp(time.time() - duration, UTC),
-                "principal": principal[:320],
-                "endpoint": endpoint,
-                "project": project,
-                "server": server,
-                "method": method,
-                "name": name,
-                "outcome": outcome,
-                "status": None,
-                "reason": reason,
-                "duration_ms": round(duration * 1000, 3),
-                "request_id": _request_id(message),
-                "trace_id": trace_id(request, message),
-                "args_hash": arguments_hash(arguments),
-                "source": _source(request),
-                "count": 1,
-            }
+            (
+                time.time() - duration,
+                principal[:320],
+                endpoint,
+                project,
+                server,
+                method,
+                name,
+                outcome,
+                None,
+                reason,
+                round(duration * 1000, 3),
+                _request_id(message),
+                trace_id(request, message),
+                arguments_hash(arguments),
+                _source(request),
+                1,
+            )
         )
 
     def denied(
@@ -305,26 +342,26 @@ class AuditLog:
             name = (resource_subject(name) if method in URI_METHODS else name)[:512]
         text = f"{reason}: {_scrubbed(detail[:4096], message)}" if detail else reason
         principal = (principal or _principal_of(request))[:320]
-        row = {
-            "at": datetime.now(UTC),
-            "principal": principal,
-            "endpoint": endpoint,
-            "project": project,
-            "server": server or server_of_path,
-            "method": method,
-            "name": name,
-            "outcome": "denied",
-            "status": status,
-            "reason": text[:512],
-            "duration_ms": 0.0,
-            "request_id": _request_id(message),
-            "trace_id": trace_id(request, message),
-            "args_hash": arguments_hash(arguments),
-            "source": _source(request),
-            "count": 1,
-        }
+        row = (
+            time.time(),
+            principal,
+            endpoint,
+            project,
+            chosen[:63] if (chosen := server or server_of_path) else chosen,
+            method,
+            name,
+            "denied",
+            status,
+            text[:512],
+            0.0,
+            _request_id(message),
+            trace_id(request, message),
+            arguments_hash(arguments),
+            _source(request),
+            1,
+        )
         if status == 401 and principal == ANONYMOUS:
-            self._aggregate(row)
+            self._aggregate(list(row))
         else:
             self._add(row)
 
@@ -337,27 +374,28 @@ class AuditLog:
         name: str,
     ) -> str | None:
         if ROUTE_KEY in message:
-            return str(message[ROUTE_KEY])
+            return str(message[ROUTE_KEY])[:63]
         if method == "resources/read":  # the owner of the URI as it was read (query and all)
             params = message.get("params") or {}
             owners = request.app.state.context.resource_owners.get(project or "", {})
             owner = owners.get(params.get("uri")) if isinstance(params, dict) else None
-            return str(owner) if owner else None
+            return str(owner)[:63] if owner else None
         server, separator, _ = name.partition(SEPARATOR)
         return server[:63] if separator else None
 
-    def _aggregate(self, row: dict[str, Any]) -> None:
+    def _aggregate(self, row: list[Any]) -> None:
         """An unauthenticated denial: counted into its window's row for its source address and
         reason (a new row for the first of them in the window)."""
         if self._window_ends is None:
             self._window_ends = time.monotonic() + self.config.anonymous_window_seconds
-        key = (row["source"], row["reason"])
+        reason = row[REASON]
+        key = (row[SOURCE], reason)
         if key not in self._anonymous and len(self._anonymous) >= self.config.anonymous_sources:
-            key = (OTHER_SOURCES, row["reason"])
-            row["source"] = OTHER_SOURCES
+            key = (OTHER_SOURCES, reason)
+            row[SOURCE] = OTHER_SOURCES
         kept = self._anonymous.get(key)
         if kept is not None:
-            kept["count"] += 1
+            kept[COUNT] += 1
             return
         self._anonymous[key] = row
         if self._task is None:
@@ -370,18 +408,17 @@ class AuditLog:
             return
         rows, self._anonymous, self._window_ends = list(self._anonymous.values()), {}, None
         for row in rows:
-            self._add(row)
+            self._add(tuple(row))
 
-    def _add(self, row: dict[str, Any]) -> None:
+    def _add(self, row: tuple[Any, ...]) -> None:
         if len(self._pending) >= self.config.queue_size:
-            self._dropped("queue_full").inc(row["count"])
+            self._dropped("queue_full").inc(row[COUNT])
             return
         self._pending.append(row)
-        recorded = self._recorded.get(row["outcome"])
+        outcome = row[OUTCOME]
+        recorded = self._recorded.get(outcome)
         if recorded is None:  # labels() costs a lock and a lookup: once per outcome
-            recorded = self._recorded[row["outcome"]] = self.metrics.audit_records.labels(
-                row["outcome"]
-            )
+            recorded = self._recorded[outcome] = self.metrics.audit_records.labels(outcome)
         recorded.inc()
         if self._task is None:
             self._start()
@@ -430,7 +467,7 @@ class AuditLog:
                 self._dropped("store_unavailable").inc(len(batch))
                 raise
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
         """Write `rows` in one transaction; rows the store refuses (a value it cannot take)
         are found by writing the batch again in halves, and only they are dropped."""
         try:
@@ -443,15 +480,33 @@ class AuditLog:
                 self._write(rows[:middle])
                 self._write(rows[middle:])
                 return
-            self._dropped("refused").inc(rows[0].get("count", 1))
+            self._dropped("refused").inc(rows[0][COUNT])
             why = str(error).splitlines()[0][:200] if str(error) else ""
             log.warning("the store refused an audit record: %s: %r", type(error).__name__, why)
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
-        # Into the table (Core), not the mapped class: the ORM's bulk insert costs more per
-        # row for the same executemany.
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        """`rows` in one transaction, as the driver takes them: `ROWS_PER_INSERT` rows per
+        INSERT (the statements of smaller powers of two for the rest), so the driver goes to the
+        database, and lets the GIL go, once per statement, not once per row; the values are
+        made as the table's types would make them (`_stored`), once per row, not per value."""
         with self.database.transaction() as session:
-            session.execute(AUDIT_EVENTS.insert(), rows)
+            connection = session.connection()
+            dialect = connection.dialect
+            # sqlite3 takes `?`, psycopg `%s`
+            placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+            per = ROWS_PER_INSERT
+            values = _stored(rows, as_text=dialect.name == "sqlite")
+            full = len(values) - len(values) % per
+            if full:  # one executemany of full INSERTs
+                each = [tuple(chain(*values[i : i + per])) for i in range(0, full, per)]
+                connection.exec_driver_sql(_insert_sql(placeholder, per), each)
+            start, size = full, per // 2
+            while start < len(values):  # the rest: an INSERT per smaller power of two
+                if len(values) - start >= size:
+                    rest = tuple(chain(*values[start : start + size]))
+                    connection.exec_driver_sql(_insert_sql(placeholder, size), rest)
+                    start += size
+                size //= 2
         self.metrics.audit_batches.inc()
 
     def _dropped(self, reason: str) -> Counter:
@@ -497,6 +552,50 @@ class AuditLog:
                 await self.close()
 
         return lifespan_with_audit
+
+
+_INSERTS: dict[tuple[str, int], str] = {}
+
+
+def _insert_sql(placeholder: str, rows: int) -> str:
+    """INSERT INTO audit_events (FIELDS) VALUES (...), ... of `rows` rows (kept: a driver
+    caches a statement by its text)."""
+    sql = _INSERTS.get((placeholder, rows))
+    if sql is None:
+        row = f"({', '.join([placeholder] * len(FIELDS))})"
+        values = ", ".join([row] * rows)
+        sql = f"INSERT INTO {AUDIT_EVENTS.name} ({', '.join(FIELDS)}) VALUES {values}"
+        _INSERTS[placeholder, rows] = sql
+    return sql
+
+
+def _stored(rows: list[tuple[Any, ...]], as_text: bool) -> list[tuple[Any, ...]]:
+    """The rows' values as the table's column types would bind them: `at` as a datetime in
+    UTC (on SQLite, the text SQLAlchemy stores: `2026-01-02 03:04:05.000006`), SafeText
+    columns escaped and cut (`storable`) when they carry a NUL or any non-ASCII character
+    (rare: one check of the row's text finds out), every other value as it is."""
+    stored = []
+    moment, texts, join = datetime.fromtimestamp, TEXT_VALUES, "".join
+    for row in rows:
+        at = row[AT]
+        if at is not None:
+            at = moment(at, UTC)
+            if as_text:
+                at = at.isoformat(" ", "microseconds")[:26]
+        text = join(map(str, texts(row)))
+        if not text.isascii() or "\x00" in text:
+            row = _escaped(row)
+        stored.append((at, *row[1:]))
+    return stored
+
+
+def _escaped(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    values = list(row)
+    for i, most in TEXTS:
+        if values[i] is not None:
+            value = storable(values[i])
+            values[i] = value if most is None else value[:most]
+    return tuple(values)
 
 
 def _request_id(message: Message | None) -> str | None:

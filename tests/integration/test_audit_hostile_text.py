@@ -149,7 +149,7 @@ def test_a_row_the_store_refuses_costs_only_itself(
     for i in range(40):
         log.observed(request, "alice@example.com", call(i, "s__echo"), OK, time.perf_counter())
     for bad in (7, 30):
-        log._pending[bad]["at"] = None
+        log._pending[bad] = (None, *log._pending[bad][1:])  # a record's time first
     with caplog.at_level(logging.WARNING, logger="mcpctl.gateway.audit"):
         asyncio.run(log.close())
 
@@ -158,6 +158,42 @@ def test_a_row_the_store_refuses_costs_only_itself(
     assert dropped(metrics, "refused") == 2
     refusals = [r for r in caplog.records if "refused an audit record" in r.getMessage()]
     assert len(refusals) == 2 and not any(r.exc_info for r in caplog.records)
+
+
+def test_the_writer_stores_what_the_tables_types_would(database: Database) -> None:
+    """The audit writes its rows as the driver takes them (gateway/audit.py, `_insert`), not
+    through the table's column types: the stored values, read back raw, are the ones a Core
+    insert of the same records stores (SafeText escaped and cut, times as the dialect keeps
+    them), for every hostile text in every text column, over-long text, and a batch whose size
+    takes every kind of INSERT (full ones, then each smaller power of two), in order."""
+    from mcpctl.gateway.audit import AUDIT_EVENTS, FIELDS
+
+    log = AuditLog(database, Metrics(), AuditConfig())
+    for i, hostile in enumerate(HOSTILE * 25 + ["ok"] * 3):  # 203 rows: 3 x 64 + 8 + 2 + 1
+        path = f"/mcp/{'projects' if i % 2 else 'servers'}/p{hostile}"
+        request = request_to(path, f"u{hostile}@x.io", f"198.51.100.{hostile}", traceparent="x")
+        message = call(f"id-{hostile}" * (i % 40), f"s{hostile}__t{hostile}" * (i % 70), a=i)
+        if i % 3:  # the member server a project's message was routed to
+            message["mcpd/server"] = hostile * (i % 30)
+        answer = {"id": i, "error": {"code": i}} if i % 5 else OK
+        log.observed(request, f"u{hostile}@x.io" * (i % 50), message, answer, time.perf_counter())
+        if i % 4 == 0:
+            log.denied(request, "policy", f"no {hostile}" * i, principal="-", server=hostile * i)
+    records = list(log._pending)
+    asyncio.run(log.close())
+    expected = [
+        {**dict(zip(FIELDS, r, strict=True)), "at": datetime.fromtimestamp(r[0], UTC)}
+        for r in records
+    ]
+    with database.transaction() as session:  # the same records through the table's types
+        session.execute(AUDIT_EVENTS.insert(), expected)
+    columns = ", ".join(FIELDS)
+    with database.engine.connect() as connection:
+        raw = connection.exec_driver_sql(f"SELECT {columns} FROM audit_events ORDER BY id").all()
+    assert len(raw) == 2 * len(records) > 250
+    written, through_core = raw[: len(records)], raw[len(records) :]
+    assert written == through_core
+    assert any("\\ud800" in (r.name or "") for r in written)
 
 
 def test_unauthenticated_denials_are_a_row_per_address_and_reason(api: TestClient) -> None:
