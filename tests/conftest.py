@@ -1,4 +1,5 @@
-"""Shared fixtures: a real database per test (SQLite and PostgreSQL) and the REST app on it."""
+"""Shared fixtures: a real database per test (SQLite and PostgreSQL) and the REST app on it,
+`helm`; each test marked with its tier (the folder it is in: `pytest -m "not e2e"`)."""
 
 from __future__ import annotations
 
@@ -17,27 +18,14 @@ from mcpctl.store import tokens
 from mcpctl.store.database import Database, migrate
 from mcpctl.store.repositories import repositories
 from mcpctl.store.secretbox import SecretBox
+from tests.helpers.chart import helm_path
+from tests.helpers.postgres import postgres_url
 
 ADMIN_TOKEN = "mcp_test-admin-token"
-
-
-def exited(pid: int) -> bool:
-    """The process has exited (a zombie its parent has not reaped yet counts as exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
+TIERS = ("unit", "integration", "static", "e2e", "cluster")  # folders of tests/, and markers
 
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-def postgres_url() -> str:
-    url = os.environ.get("MCPCTL_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("MCPCTL_TEST_POSTGRES_URL is unset: run the suite with `make test`")
-    return url
 
 
 def fresh_database(backend: str, tmp_path: os.PathLike[str]) -> Database:
@@ -83,3 +71,20 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries the marker of its tier, the folder below tests/ it is in."""
+    root = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(root).parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    path = helm_path()
+    if path is None:
+        pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
+    return path

@@ -21,6 +21,10 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
+from tests.helpers import k8s
+from tests.helpers.processes import exited
+from tests.helpers.waiting import until
+
 pytestmark = [
     pytest.mark.k8s,
     pytest.mark.skipif(
@@ -51,38 +55,18 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
 
 @pytest.fixture(scope="module")
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
-    name = f"cluster-test-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # Pods can be created once the namespace's default ServiceAccount exists.
-    wait_for(
-        lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
-        timeout=30,
-        what=f"ServiceAccount default in {name}",
-    )
-    yield name
-    core.delete_namespace(name)
+    with k8s.namespace(core, f"cluster-test-{uuid.uuid4().hex[:8]}", timeout=30) as name:
+        yield name
 
 
 # ------------------------------------------------------------------ helpers
 
 
-def _exists(read: Callable[[], Any]) -> bool:
-    try:
-        read()
-        return True
-    except ApiException as e:
-        if e.status == 404:
-            return False
-        raise
-
-
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     """For conditions with no watchable object (rare here): short polls."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    until(
+        check, timeout=timeout, interval=0.1, what=f"timed out after {timeout}s waiting for {what}"
+    )
 
 
 def wait_pod(
@@ -197,15 +181,6 @@ def run_pod(
 ) -> client.V1Pod:
     core.create_namespaced_pod(namespace, pod)
     return wait_pod(core, namespace, pod.metadata.name, is_ready, timeout=timeout)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 # ------------------------------------------------------------------ tests
@@ -358,10 +333,10 @@ def test_delete_pod_stops_its_process_and_removes_it(
         return pid > 0
 
     wait_for(pid_logged, timeout=10, what="the pid in the logs")
-    assert process_alive(pid)
+    assert not exited(pid)
     core.delete_namespaced_pod("sleeper", namespace)
     wait_pod_gone(core, namespace, "sleeper", timeout=20)
-    assert not process_alive(pid), f"process {pid} survived its pod"
+    assert exited(pid), f"process {pid} survived its pod"
 
 
 def test_crashing_container_goes_to_crash_loop_back_off(
@@ -503,7 +478,7 @@ def test_network_policy_and_server_side_dry_run(core: client.CoreV1Api, namespac
         namespace, pod_manifest("dry", command=["true"]), dry_run="All"
     )
     assert created.metadata.uid  # defaulted by the server ...
-    assert not _exists(lambda: core.read_namespaced_pod("dry", namespace))  # ... and not stored
+    assert not k8s.exists(lambda: core.read_namespaced_pod("dry", namespace))  # ... and not stored
     with pytest.raises(ApiException) as invalid:
         core.create_namespaced_pod(
             namespace, pod_manifest("Not_A_Name", command=["true"]), dry_run="All"

@@ -6,14 +6,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+
+from tests.helpers.mcpd import ready
+from tests.helpers.waiting import until
 
 ADMIN_TOKEN = "mcp_e2e-admin-token"
 
@@ -46,18 +46,16 @@ def start_mcpd(data_dir: Path, env: dict[str, str] | None = None) -> Mcpd:
         [sys.executable, "-m", "mcpctl.daemon"], env=environment, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"mcpd exited with {process.returncode}; see {log.name}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Mcpd(url, ADMIN_TOKEN, data_dir, process)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("mcpd did not become ready in 60 s")
+        return ready(url, timeout=1)
+
+    if not until(up, timeout=60, fail=False):
+        process.kill()
+        raise RuntimeError("mcpd did not become ready in 60 s")
+    return Mcpd(url, ADMIN_TOKEN, data_dir, process)
 
 
 def stop_mcpd(mcpd: Mcpd) -> None:
@@ -81,22 +79,6 @@ def mcpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcpd]:
     daemon = start_mcpd(tmp_path_factory.mktemp("mcpd") / "data", env)
     yield daemon
     stop_mcpd(daemon)
-
-
-def wait_default_service_account(core: Any, namespace: str, timeout: float = 60) -> None:
-    """Pods are refused (403) until the controller-manager made the namespace's `default`
-    ServiceAccount, as on any cluster; tests that make a namespace wait for it."""
-    from kubernetes.client.rest import ApiException
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            core.read_namespaced_service_account("default", namespace)
-            return
-        except ApiException as error:
-            if error.status != 404 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 class Run:

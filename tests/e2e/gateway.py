@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
 from mcpctl.store.database import Database
 from tests.conftest import ADMIN_TOKEN, fresh_database
 from tests.e2e.conftest import free_port
+from tests.helpers.waiting import until
 
 
 def start_ray() -> None:
@@ -85,11 +85,14 @@ def start_gateway(
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name=f"gateway-{name}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("the gateway did not start")
-        time.sleep(0.05)
+        return bool(server.started)
+
+    if not until(started, timeout=120, fail=False):
+        raise RuntimeError("the gateway did not start")
     return Gateway(
         f"http://127.0.0.1:{port}", ADMIN_TOKEN, database, runtime, data_dir, server, thread, key
     )

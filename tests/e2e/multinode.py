@@ -23,7 +23,9 @@ from mcpctl.actors.host import HostConfig
 from mcpctl.actors.runtime import Runtime
 from mcpctl.mcp.caller import Caller
 from tests.conftest import fresh_database
-from tests.e2e.test_isolation import SCRIPT
+from tests.helpers.jsonrpc import call
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING
 
 SERVERS = [f"s{i}" for i in range(6)]
 CALLER = Caller("session", "admin@example.com", "servers/x")
@@ -34,7 +36,10 @@ def save(database: Any, name: str) -> None:
     from mcpctl.store.repositories.specs import SERVERS as REPO
 
     resource = SERVER.parse(
-        {"metadata": {"name": name}, "spec": {"command": sys.executable, "args": [str(SCRIPT)]}}
+        {
+            "metadata": {"name": name},
+            "spec": {"command": sys.executable, "args": [str(MISBEHAVING)]},
+        }
     )
     with database.transaction() as session:
         REPO.put(session, resource, "system@mcpctl.io")
@@ -42,12 +47,7 @@ def save(database: Any, name: str) -> None:
 
 async def answer(runtime: Runtime, server: str, deadline: float) -> bool:
     """A good tools/call through the data plane before `deadline`."""
-    message = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": server}},
-    }
+    message = call(1, "echo", text=server)
     while time.monotonic() < deadline:
         items = [item async for item in runtime.exchange(server, CALLER, message)]
         if items and "result" in items[-1]:
@@ -92,10 +92,13 @@ def main() -> None:
     workers = [cluster.add_node(num_cpus=1, object_store_memory=80 << 20) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
-    deadline = time.monotonic() + 60
-    while ray.available_resources().get("CPU", 0) < 3:  # every node's resources are known
-        assert time.monotonic() < deadline, ray.available_resources()
-        time.sleep(0.1)
+    until(  # every node's resources are known
+        ray.available_resources,
+        lambda resources: resources.get("CPU", 0) >= 3,
+        timeout=60,
+        interval=0.1,
+        what=lambda resources: resources,
+    )
     loop = asyncio.new_event_loop()
     report: dict[str, Any] = {}
     try:

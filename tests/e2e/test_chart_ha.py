@@ -27,11 +27,15 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import make_url
 
-from tests.conftest import postgres_url
-from tests.e2e.test_chart import CHART, helm_path, run_helm
-from tests.e2e.test_tenancy import INIT, SCRIPT, call
+from tests.helpers.chart import CHART, run_helm, set_args
+from tests.helpers.jsonrpc import ACCEPT, INIT, call
+from tests.helpers.k8s import wait_pods_gone
+from tests.helpers.mcpd import Endpoint, add_server, bearer, wait_instances
+from tests.helpers.postgres import drop_database, own_database, postgres_url
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING
 
 pytestmark = [
     pytest.mark.k8s,
@@ -46,7 +50,6 @@ ESCAPED = SANDBOX.replace(".", "\\.")  # as a key in helm's --set
 GATEWAY = "mcpctl.test/pod-gateway"  # Node annotation: the node's address on the pod network
 RUNNER = "ghcr.io/mcpctl/runner:0.1.0"  # the test kubelet runs a runner image's args as is
 SERVER = "misbehaving"
-MCP = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass
@@ -67,7 +70,7 @@ class Release:
         return f"{self.name}-mcpctl"
 
     def headers(self, session: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.token}", **MCP}
+        headers = {**bearer(self.token), **ACCEPT}
         return {**headers, "Mcp-Session-Id": session} if session else headers
 
     def pods(self, component: str) -> list[Any]:
@@ -91,36 +94,13 @@ class Release:
     def both_ready(self, timeout: float = 60) -> list[str]:
         """The two gateways' endpoints, once both are ready: on a busy node a readiness probe
         can time out now and then (a load balancer routes around it meanwhile)."""
-        deadline = time.monotonic() + timeout
-        while len(urls := self.endpoints()) != 2:
-            assert time.monotonic() < deadline, f"ready endpoints: {urls}\n{diagnosis(self)}"
-            time.sleep(0.5)
-        return urls
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    path = helm_path()
-    if path is None:
-        pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
-    return path
-
-
-def own_database(name: str) -> str:
-    """A database of the release's own on the suite's PostgreSQL, reached from the pods through
-    a Service (below); returns its name."""
-    engine = create_engine(make_url(postgres_url()), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return name
-
-
-def drop_database(name: str) -> None:
-    engine = create_engine(make_url(postgres_url()), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    engine.dispose()
+        return until(
+            self.endpoints,
+            lambda urls: len(urls) == 2,
+            timeout=timeout,
+            interval=0.5,
+            what=lambda urls: f"ready endpoints: {urls}\n{diagnosis(self)}",
+        )
 
 
 def database_service(release: Release, gateway: str) -> str:
@@ -170,7 +150,8 @@ def release(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
         control=control,
         data=f"{control}-servers",
         token="",
-        database=own_database(f"mcpctl_ha_{suffix}"),
+        # the release's own, reached from the pods through a Service (database_service)
+        database=make_url(own_database(f"mcpctl_ha_{suffix}")).database or "",
         state=str(state),
         core=core,
         discovery=discovery,
@@ -181,30 +162,17 @@ def release(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
     try:
         database = database_service(release, gateway)
         started = time.monotonic()
-        run_helm(
-            helm,
-            "install",
-            name,
-            str(CHART),
-            "--namespace",
-            control,
-            "--set",
-            f"namespaces.controlPlane={control}",
-            "--set",
-            f"namespaces.dataPlane={release.data}",
-            "--set",
-            "postgresql.enabled=false",
-            "--set",
-            f"externalDatabase.url={database}",
-            "--set",
-            f"servers.runnerImage={RUNNER}",
-            "--set",
-            "mcpd.replicas=2",
-            "--set",
-            "ray.workers.replicas=1",
-            "--set-string",
-            f"podAnnotations.{ESCAPED}=true",
-        )
+        sets = {
+            "namespaces.controlPlane": control,
+            "namespaces.dataPlane": release.data,
+            "postgresql.enabled": "false",
+            "externalDatabase.url": database,
+            "servers.runnerImage": RUNNER,
+            "mcpd.replicas": "2",
+            "ray.workers.replicas": "1",
+            f"string:podAnnotations.{ESCAPED}": "true",
+        }
+        run_helm(helm, "install", name, str(CHART), "--namespace", control, *set_args(sets))
         installed = True
         wait_rolled(release, timeout=240)
         release.timings["install"] = time.monotonic() - started
@@ -224,7 +192,7 @@ def release(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
             except ApiException as error:
                 if error.status != 404:
                     raise
-        wait_gone(core, control)
+        wait_pods_gone(core, control, timeout=90)  # their sandboxes with them
         drop_database(release.database)
         api.close()
 
@@ -234,25 +202,23 @@ def wait_rolled(release: Release, timeout: float) -> None:
     (old pods gone), as `kubectl rollout status` waits; on timeout, what the pods show, and
     the logs of the containers that restarted."""
     apps = client.AppsV1Api(release.api)
-    deadline = time.monotonic() + timeout
     selector = f"app.kubernetes.io/instance={release.name}"
-    while True:
-        deployments = apps.list_namespaced_deployment(release.control, label_selector=selector)
-        if (
+    until(
+        lambda: apps.list_namespaced_deployment(release.control, label_selector=selector).items,
+        lambda deployments: (
             all(
                 (d.status.observed_generation or 0) >= d.metadata.generation
                 and d.status.updated_replicas == d.spec.replicas
                 and d.status.ready_replicas == d.spec.replicas
                 and d.status.replicas == d.spec.replicas
-                for d in deployments.items
+                for d in deployments
             )
-            and len(deployments.items) == 3
-        ):
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    raise AssertionError("the release did not roll out:\n" + diagnosis(release))
+            and len(deployments) == 3
+        ),
+        timeout=timeout,
+        interval=0.5,
+        what=lambda _: "the release did not roll out:\n" + diagnosis(release),
+    )
 
 
 def diagnosis(release: Release) -> str:
@@ -297,40 +263,13 @@ def explain_failure(request: pytest.FixtureRequest, release: Release) -> Iterato
         print(diagnosis(release))
 
 
-def wait_gone(core: client.CoreV1Api, namespace: str, timeout: float = 90) -> None:
-    """Until the namespace's pods are gone (their sandboxes with them)."""
-    deadline = time.monotonic() + timeout
-    while core.list_namespaced_pod(namespace).items and time.monotonic() < deadline:
-        time.sleep(0.5)
-
-
-def until_running(release: Release, url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = httpx.get(
-            f"{url}/api/v1/instances",
-            params={"server": SERVER},
-            headers={"Authorization": f"Bearer {release.token}"},
-        )
-        items = answer.json()["items"]
-        if any(i["status"] == "RUNNING" for i in items):
-            return
-        assert time.monotonic() < deadline, items
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def server(release: Release) -> str:
     """A command server created through replica A's REST API; running as seen from B."""
     a, b = release.both_ready()
-    spec = {"command": sys.executable, "args": [str(SCRIPT), release.state]}
-    created = httpx.post(
-        f"{a}/api/v1/servers",
-        headers={"Authorization": f"Bearer {release.token}"},
-        json={"metadata": {"name": SERVER}, "spec": spec},
-    )
-    assert created.status_code == 201, created.text
-    until_running(release, b)
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), release.state]}
+    add_server(Endpoint(a, release.token), SERVER, spec)
+    wait_instances(Endpoint(b, release.token), SERVER, timeout=120, interval=0.2)
     return f"/mcp/servers/{SERVER}"
 
 
@@ -364,8 +303,7 @@ def test_both_replicas_serve_one_session(release: Release, server: str, session:
     )
     assert "echo: on b" in echoed.text, echoed.text
     # progress of a call made through B, on the session A began
-    progress = call(2, "progress", text="step")
-    progress["params"]["_meta"] = {"progressToken": "p"}
+    progress = call(2, "progress", meta={"progressToken": "p"}, text="step")
     streamed = httpx.post(
         f"{b}{server}", json=progress, headers=release.headers(session), timeout=30
     )
@@ -478,17 +416,22 @@ def test_a_gateway_that_crashes_comes_back(release: Release, server: str, sessio
     os.kill(gateway_process(victim.status.pod_ip), signal.SIGKILL)
     echo_through(release, other, server, session, "meanwhile")
     started = time.monotonic()
-    deadline = started + 120
-    while True:
+
+    def status() -> Any:
         pod = release.core.read_namespaced_pod(victim.metadata.name, release.control)
-        [status] = pod.status.container_statuses
-        if status.restart_count > restarts and status.ready:
-            break
-        assert time.monotonic() < deadline, diagnosis(release)
-        time.sleep(0.5)
+        [only] = pod.status.container_statuses
+        return only
+
+    restarted = until(
+        status,
+        lambda now: now.restart_count > restarts and now.ready,
+        timeout=120,
+        interval=0.5,
+        what=lambda _: diagnosis(release),
+    )
     print(f"\na gateway killed: restarted and ready again in {time.monotonic() - started:.1f} s")
     echo_through(release, victim, server, session, "back")
-    assert status.restart_count == restarts + 1, diagnosis(release)
+    assert restarted.restart_count == restarts + 1, diagnosis(release)
 
 
 class Traffic:
@@ -588,10 +531,14 @@ def test_a_rollout_under_traffic_fails_no_call(
         wait_rolled(release, timeout=240)
         upgraded = time.monotonic() - started
         # until the old gateways are gone (preStop, drain) and both new ones serve
-        deadline = time.monotonic() + 120
-        while old & {p.metadata.name for p in release.pods("mcpd")} or len(traffic.urls) != 2:
-            assert time.monotonic() < deadline, "the old gateways did not go away"
-            time.sleep(0.2)
+        until(
+            lambda: (
+                not old & {p.metadata.name for p in release.pods("mcpd")} and len(traffic.urls) == 2
+            ),
+            timeout=120,
+            interval=0.2,
+            what="the old gateways did not go away",
+        )
         rolled = time.monotonic() - started
         after = traffic.answered
         time.sleep(2)

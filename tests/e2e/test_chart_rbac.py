@@ -11,35 +11,39 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcpctl.observability.metrics import Metrics
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig, KubernetesOrchestrator
 from tests.e2e.gateway import Gateway, start_gateway
-from tests.e2e.test_chart import (
+from tests.helpers.chart import (
     CHART,
     DASHBOARDS,
     expressions,
-    helm_path,
     metric_samples,
+    render,
     run_helm,
     selectors,
+    set_args,
 )
+from tests.helpers.k8s import wait_default_account, wait_pods_gone
+from tests.helpers.mcpd import add_server, api, ready, server_client, wait_instances
+from tests.helpers.postgres import drop_database, own_database
+from tests.helpers.waiting import until
+from tests.helpers.world import EVERYTHING
 
 pytestmark = [
     pytest.mark.k8s,
@@ -52,19 +56,7 @@ pytestmark = [
 RUNNER = "ghcr.io/mcpctl/runner:0.1.0"  # the test kubelet runs a runner image's args as is
 # PID 1, reached by attach (the test kubelet runs mcp/everything as `npx -y ...everything`)
 ATTACHED = {"image": "mcp/everything", "args": ["stdio"]}
-RUNNER_SERVER = {
-    "package": "@modelcontextprotocol/server-everything",
-    "runtime": "node",
-    "args": ["stdio"],
-}  # exec'd into a runner pod
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    path = helm_path()
-    if path is None:
-        pytest.skip("helm not found: scripts/helm.sh installs it (`make test` runs it)")
-    return path
+RUNNER_SERVER = EVERYTHING  # exec'd into a runner pod
 
 
 @dataclass
@@ -73,10 +65,6 @@ class Deployed:
 
     url: str
     token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 @dataclass
@@ -107,29 +95,17 @@ def release(
     # the chart's Ray pods' `ray start`; here mcpd runs in the test process instead. The
     # ServiceAccount is the same one the chart's Ray workers carry (test_chart checks that).
     started = time.monotonic()
-    run_helm(
-        helm,
-        "install",
-        name,
-        str(CHART),
-        "--namespace",
-        control,
-        "--create-namespace",
-        "--set",
-        f"namespaces.controlPlane={control}",
-        "--set",
-        f"namespaces.dataPlane={data}",
-        "--set",
-        "postgresql.enabled=false",
-        "--set",
-        "externalDatabase.url=postgresql+psycopg://mcpd:x@db.invalid:5432/mcpd",
-        "--set",
-        f"servers.runnerImage={RUNNER}",
-        "--set",
-        "ray.enabled=false",
-        "--set",
-        "mcpd.replicas=1",
-    )
+    sets = {
+        "namespaces.controlPlane": control,
+        "namespaces.dataPlane": data,
+        "postgresql.enabled": "false",
+        "externalDatabase.url": "postgresql+psycopg://mcpd:x@db.invalid:5432/mcpd",
+        "servers.runnerImage": RUNNER,
+        "ray.enabled": "false",
+        "mcpd.replicas": "1",
+    }
+    args = ["--namespace", control, "--create-namespace", *set_args(sets)]
+    run_helm(helm, "install", name, str(CHART), *args)
     print(f"\nhelm install: {time.monotonic() - started:.1f} s")
     try:
         [account] = admin.list_namespaced_service_account(
@@ -169,17 +145,6 @@ def write_kubeconfig(path: Path, token: str, namespace: str) -> None:
     path.chmod(0o600)
 
 
-def wait_default_account(core: client.CoreV1Api, namespace: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", namespace)
-            return
-        except ApiException:
-            assert time.monotonic() < deadline, f"no default ServiceAccount in {namespace}"
-            time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def mcpd(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """mcpd's app, Ray hosts and orchestrator, with only the ServiceAccount's token."""
@@ -209,44 +174,15 @@ def as_mcpd(release: Release) -> Iterator[Any]:
     orchestrator.api.close()
 
 
-def api(gateway: Gateway | Deployed, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, f"{gateway.url}/api/v1{path}", headers=gateway.headers, timeout=60, **kwargs
-    )
-
-
-def wait_instances(
-    gateway: Gateway | Deployed, server: str, status: str, exclude: set[str] | None = None
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 240
-    while True:
-        items = api(gateway, "GET", "/instances", params={"server": server}).json()["items"]
-        found = [i for i in items if i["status"] == status and i.get("pod") not in (exclude or ())]
-        if found:
-            return found
-        assert time.monotonic() < deadline, json.dumps(items, indent=1)
-        time.sleep(0.25)
-
-
-@asynccontextmanager
-async def connect(gateway: Gateway | Deployed, server: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers=gateway.headers, timeout=120)
-    async with (
-        http,
-        Client(
-            streamable_http_client(f"{gateway.url}/mcp/servers/{server}", http_client=http),
-            mode="legacy",
-        ) as session,
-    ):
-        yield session
+def connect(gateway: Gateway | Deployed, server: str) -> AbstractAsyncContextManager[Client]:
+    return server_client(gateway, server, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def servers(mcpd: Gateway) -> dict[str, str]:
     """attached (an image: attach) and runner (a package: exec in a runner pod), RUNNING."""
     for name, spec in (("attached", ATTACHED), ("runner", RUNNER_SERVER)):
-        response = api(mcpd, "POST", "/servers", json={"metadata": {"name": name}, "spec": spec})
-        assert response.status_code == 201, response.text
+        add_server(mcpd, name, spec)
     return {
         name: wait_instances(mcpd, name, "RUNNING")[0]["pod"] for name in ("attached", "runner")
     }
@@ -396,26 +332,6 @@ async def test_dashboards_query_only_metrics_that_mcpd_serves(
 # ------------------------------------------------------------------ the rendered Deployment
 
 
-def fresh_postgres_database() -> tuple[str, Any]:
-    """A new database on the suite's PostgreSQL (scripts/postgres.sh): (its URL, a dropper)."""
-    from sqlalchemy import create_engine, text
-
-    url = os.environ.get("MCPCTL_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("MCPCTL_TEST_POSTGRES_URL is unset: run the suite with `make test`")
-    name = f"mcpd_chart_{uuid.uuid4().hex[:8]}"
-    server = create_engine(url, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(text(f"CREATE DATABASE {name}"))
-
-    def drop() -> None:
-        with server.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        server.dispose()
-
-    return url.rsplit("/", 1)[0] + f"/{name}", drop
-
-
 def apply(api_client: client.ApiClient, docs: list[dict[str, Any]]) -> None:
     from kubernetes import dynamic
 
@@ -442,10 +358,10 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
 
     from tests.e2e.conftest import free_port
     from tests.e2e.gateway import start_ray
-    from tests.e2e.test_chart import render
 
     start_ray()  # mcpd joins the suite's Ray through mcpd.rayAddress (RAY_ADDRESS)
-    database_url, drop_database = fresh_postgres_database()
+    database = f"mcpd_chart_{uuid.uuid4().hex[:8]}"
+    database_url = own_database(database)
     suffix = uuid.uuid4().hex[:6]
     control, data, port = f"mcpctl-deploy-{suffix}", f"mcpctl-deploy-{suffix}-servers", free_port()
     docs = render(
@@ -489,20 +405,14 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
         wait_default_account(admin, data)
         apply(admin.api_client, [deployment])
         mcpd = Deployed(f"http://127.0.0.1:{port}", admin_token)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{mcpd.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, mcpd_logs(admin, control)
-            time.sleep(0.25)
-        assert api(mcpd, "GET", "/whoami").status_code == 200
-        response = api(
-            mcpd, "POST", "/servers", json={"metadata": {"name": "runner"}, "spec": RUNNER_SERVER}
+        until(
+            lambda: ready(mcpd.url),
+            timeout=120,
+            interval=0.25,
+            what=lambda _: mcpd_logs(admin, control),
         )
-        assert response.status_code == 201, response.text
+        assert api(mcpd, "GET", "/whoami").status_code == 200
+        add_server(mcpd, "runner", RUNNER_SERVER)
         [instance] = wait_instances(mcpd, "runner", "RUNNING")
         pod = admin.read_namespaced_pod(instance["pod"], data)
         assert pod.spec.node_selector == {"kubernetes.io/arch": "amd64"}
@@ -514,8 +424,8 @@ async def test_the_rendered_deployment_runs_mcpd_as_the_operator(
     finally:
         admin.delete_namespace(control)  # the kubelet stops mcpd (SIGTERM)
         admin.delete_namespace(data)
-        wait_gone(admin, control)
-        drop_database()
+        wait_pods_gone(admin, control, timeout=60)
+        drop_database(database)
 
 
 def mcpd_logs(admin: client.CoreV1Api, namespace: str) -> str:
@@ -527,9 +437,3 @@ def mcpd_logs(admin: client.CoreV1Api, namespace: str) -> str:
         except ApiException as error:
             logs.append(f"{pod.metadata.name}: {error.reason}")
     return "mcpd did not become ready:\n" + "\n".join(logs)
-
-
-def wait_gone(admin: client.CoreV1Api, namespace: str) -> None:
-    deadline = time.monotonic() + 60
-    while admin.list_namespaced_pod(namespace).items and time.monotonic() < deadline:
-        time.sleep(0.5)

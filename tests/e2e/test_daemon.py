@@ -6,32 +6,33 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 import ray
 
-from tests.conftest import exited
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
+from tests.helpers.mcpd import add_server, instances
+from tests.helpers.processes import exited
+from tests.helpers.waiting import until
 
 SPEC = {"command": "uvx", "args": ["mcp-server-time"], "replicas": 2}
 
 
 def running_pids(mcpd: Mcpd, server: str, replicas: int, timeout: float = 120) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        items = httpx.get(
-            f"{mcpd.url}/api/v1/instances",
-            params={"server": server},
-            headers={"Authorization": f"Bearer {mcpd.token}"},
-        ).json()["items"]
-        pids = {i["pid"] for i in items if i["status"] == "RUNNING"}
-        if len(pids) == replicas and len(items) == replicas:
-            return pids
-        assert time.monotonic() < deadline, items
-        time.sleep(0.2)
+
+    def running(items: list[dict[str, Any]]) -> set[int]:
+        return {i["pid"] for i in items if i["status"] == "RUNNING"}
+
+    items = until(
+        lambda: instances(mcpd, server),
+        lambda items: len(running(items)) == replicas and len(items) == replicas,
+        timeout=timeout,
+        interval=0.2,
+        what=lambda items: items,
+    )
+    return running(items)
 
 
 def test_kill_9_leaves_no_orphans_and_restart_restores(tmp_path: Path) -> None:
@@ -39,22 +40,16 @@ def test_kill_9_leaves_no_orphans_and_restart_restores(tmp_path: Path) -> None:
     env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MCPD_ACTOR_HOSTS": "1"}
     data = tmp_path / "data"
     first = start_mcpd(data, env)
-    headers = {"Authorization": f"Bearer {first.token}"}
-    assert (
-        httpx.post(
-            f"{first.url}/api/v1/servers",
-            headers=headers,
-            json={"metadata": {"name": "clock"}, "spec": SPEC},
-        ).status_code
-        == 201
-    )
+    add_server(first, "clock", SPEC)
     before = running_pids(first, "clock", 2)
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
-    deadline = time.monotonic() + 30
-    while not all(exited(pid) for pid in before):
-        assert time.monotonic() < deadline, "server processes outlived mcpd"
-        time.sleep(0.1)
+    until(
+        lambda: all(exited(pid) for pid in before),
+        timeout=30,
+        interval=0.1,
+        what="server processes outlived mcpd",
+    )
     second = start_mcpd(data, env)
     try:
         after = running_pids(second, "clock", 2)
@@ -65,10 +60,12 @@ def test_kill_9_leaves_no_orphans_and_restart_restores(tmp_path: Path) -> None:
         ]
     finally:
         stop_mcpd(second)
-    deadline = time.monotonic() + 30
-    while not all(exited(pid) for pid in after):
-        assert time.monotonic() < deadline, "a graceful stop left server processes"
-        time.sleep(0.1)
+    until(
+        lambda: all(exited(pid) for pid in after),
+        timeout=30,
+        interval=0.1,
+        what="a graceful stop left server processes",
+    )
 
 
 def test_mcpd_help_names_its_settings() -> None:

@@ -7,28 +7,22 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import ray
 from mcp.shared.exceptions import MCPError
 
 from mcpctl.dataplane import frames
 from tests.e2e.gateway import start_gateway
-from tests.e2e.test_gateway import wait_running
-from tests.e2e.test_tenancy import SCRIPT, SERVER, World, client, raw_session, text
+from tests.helpers.mcpd import add_server, wait_running
+from tests.helpers.processes import rss_mib
+from tests.helpers.sockets import closed_by_host, send
+from tests.helpers.waiting import until, until_async
+from tests.helpers.world import MISBEHAVING, SERVER, World, client, raw_session, text
 
 FLOOD = 50_000  # progress notifications of 2 kB each
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +31,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state = workdir / "state"
     state.mkdir()
     gateway = start_gateway(workdir, "dataplane", hosts=1)
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
-    answer = httpx.post(
-        f"{gateway.url}/api/v1/servers",
-        headers=gateway.headers,
-        json={"metadata": {"name": SERVER}, "spec": spec},
-    )
-    assert answer.is_success
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
+    add_server(gateway, SERVER, spec)
     wait_running(gateway, SERVER)
     yield World(gateway, state, {"admin": gateway.token})
     gateway.stop()
@@ -82,17 +71,21 @@ async def test_a_host_restarted_by_ray_mid_traffic(world: World) -> None:
                     outcomes.append(str(error))
 
         workers = [asyncio.ensure_future(traffic()) for _ in range(4)]
-        while len(outcomes) < 20:
-            await asyncio.sleep(0.01)
+        await until_async(lambda: len(outcomes) >= 20, timeout=120, interval=0.01)
         os.kill(host_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 120
-        while True:  # until calls after the restart are answered again
+
+        async def recent() -> list[str]:
             before = len(outcomes)
             await asyncio.sleep(0.5)
-            recent = outcomes[before:]
-            if recent and all(o == "echo: x" for o in recent) and len(recent) > 5:
-                break
-            assert time.monotonic() < deadline, outcomes[-10:]
+            return outcomes[before:]
+
+        await until_async(  # until calls after the restart are answered again
+            recent,
+            lambda answered: len(answered) > 5 and all(o == "echo: x" for o in answered),
+            timeout=120,
+            interval=0,
+            what=lambda _: outcomes[-10:],
+        )
         stop.set()
         await asyncio.gather(*workers)
     errors = [o for o in outcomes if o != "echo: x"]
@@ -140,10 +133,12 @@ async def test_a_slow_client_slows_only_its_own_stream_and_memory_stays_bounded(
 
 
 def until_dropped(world: World, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while world.metric("mcpctl_backend_messages_dropped", reason="queue_full") == 0:
-        assert time.monotonic() < deadline, "the flood was never held back"
-        time.sleep(0.2)
+    until(
+        lambda: world.metric("mcpctl_backend_messages_dropped", reason="queue_full"),
+        timeout=timeout,
+        interval=0.2,
+        what="the flood was never held back",
+    )
 
 
 async def test_a_connection_without_the_cluster_token_is_refused(world: World) -> None:
@@ -160,13 +155,6 @@ async def test_a_connection_without_the_cluster_token_is_refused(world: World) -
 HOSTILE = 48 * 1024 * 1024  # what each unauthenticated connection announces, and sends
 
 
-def rss_of(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 def worker_logs(pid: int) -> dict[Path, int]:
     """The Ray worker log files of process `pid`, with their sizes now."""
     logs = Path(ray._private.worker._global_node.get_logs_dir_path())
@@ -176,23 +164,7 @@ def worker_logs(pid: int) -> dict[Path, int]:
 async def hostile(address: tuple[str, int], hello: bytes, body: int = 0) -> bool:
     """Send `hello` (and `body` bytes after it, as fast as they are taken); whether the host
     closed the connection within a second of it."""
-    reader, writer = await asyncio.open_connection(*address)
-    chunk = bytes(2**20)
-    try:
-        writer.write(hello)
-        for _ in range(body // len(chunk)):
-            writer.write(chunk)
-            await writer.drain()
-        async with asyncio.timeout(1):
-            while await reader.read(65536):
-                pass
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
-    return True
+    return await closed_by_host(await send(address, hello, body), 1)
 
 
 async def test_unauthenticated_connections_cost_the_host_almost_nothing(world: World) -> None:
@@ -203,12 +175,12 @@ async def test_unauthenticated_connections_cost_the_host_almost_nothing(world: W
     logs = worker_logs(pid)
     assert logs, "no log of the host process"
     refused_before = await host.dataplane_refused.remote()
-    rss_before, peak = rss_of(pid), 0.0
+    rss_before, peak = rss_mib(pid), 0.0
 
     async def watch() -> None:
         nonlocal peak
         while True:
-            peak = max(peak, rss_of(pid))
+            peak = max(peak, rss_mib(pid))
             await asyncio.sleep(0.01)
 
     watching = asyncio.ensure_future(watch())
@@ -223,7 +195,7 @@ async def test_unauthenticated_connections_cost_the_host_almost_nothing(world: W
     for hello in others.values():
         closed.append(await hostile(tcp, hello))
     watching.cancel()
-    rss_after = rss_of(pid)
+    rss_after = rss_mib(pid)
     assert all(closed), closed
 
     refused = await host.dataplane_refused.remote()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,9 +18,10 @@ from mcpctl.dataplane import frames
 from mcpctl.mcp import jsonrpc
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
-from tests.e2e.test_audit import INIT, MCP
+from tests.helpers.jsonrpc import ACCEPT, INIT
+from tests.helpers.mcpd import bearer, wait_running
+from tests.helpers.world import MISBEHAVING
 
-SERVERS = Path(__file__).parents[1] / "servers"
 LIMIT = 2048  # MCPD_MAX_NOTIFICATION_BYTES here (64 KiB by default)
 
 
@@ -38,25 +37,17 @@ def mcpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mcpd]:
     daemon = start_mcpd(root / "data", env)
     state = root / "state"
     state.mkdir()
-    spec = {"command": sys.executable, "args": [str(SERVERS / "misbehaving.py"), str(state)]}
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
     with httpx.Client(base_url=daemon.url, headers=headers(daemon), timeout=60) as api:
         created = api.post("/api/v1/servers", json={"metadata": {"name": "quick"}, "spec": spec})
         assert created.status_code == 201, created.text
-        deadline = time.monotonic() + 180
-        while not running(api, "quick"):
-            assert time.monotonic() < deadline, "quick never ran"
-            time.sleep(0.2)
+    wait_running(daemon, "quick", timeout=180)
     yield daemon
     stop_mcpd(daemon)
 
 
-def running(api: httpx.Client, server: str) -> bool:
-    items = api.get("/api/v1/instances", params={"server": server}).json()["items"]
-    return any(item["status"] == "RUNNING" for item in items)
-
-
 def headers(mcpd: Mcpd) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mcpd.token}", **MCP}
+    return {**bearer(mcpd.token), **ACCEPT}
 
 
 def roots_changed(size: int) -> dict[str, object]:

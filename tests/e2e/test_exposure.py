@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -15,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import ResourceTemplateReference
 
 from mcpctl.models.project import ProjectSpec
 from tests.e2e.gateway import Gateway, start_gateway
-from tests.e2e.test_gateway import EVERYTHING, wait_running
-from tests.e2e.test_tenancy import SCRIPT
+from tests.helpers.mcpd import add_member, sdk_client, wait_running
+from tests.helpers.waiting import until
+from tests.helpers.world import EVERYTHING, MISBEHAVING
 
 POLICY = {
     "expose": {
@@ -65,14 +63,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state.mkdir()
     gateway = start_gateway(workdir, "exposure", hosts=1)
     api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
-    misbehaving = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    misbehaving = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
     for name, spec in (("misbehaving", misbehaving), ("everything", EVERYTHING)):
         assert api.post("/api/v1/servers", json={"metadata": {"name": name}, "spec": spec})
     tokens = {"admin": gateway.token}
     for user in ("alice", "bob"):
-        email = f"{user}@example.com"
-        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
-        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+        tokens[user] = add_member(api, user)
     spec = {
         "servers": ["misbehaving", "everything"],
         "members": ["alice@example.com", "bob@example.com"],
@@ -89,9 +85,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @asynccontextmanager
 async def connect(world: World, user: str, mode: str, path: str = "/mcp/projects/team"):
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens[user]}"}, timeout=60)
-    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
-    async with http, Client(transport, mode=mode) as client:
+    async with sdk_client(f"{world.gateway.url}{path}", world.tokens[user], mode) as client:
         yield client
 
 
@@ -139,10 +133,11 @@ async def test_access_rules_narrow_a_member_to_their_tools(world: World) -> None
         assert "everything__echo" in (await names(admin))["tools"]
     # Each refusal is in the audit trail as denied (written in batches: wait for it).
     query = {"user": "bob@example.com", "outcome": "denied"}
-    deadline = time.monotonic() + 30
-    while not (rows := world.api.get("/api/v1/audit", params=query).json()["items"]):
-        assert time.monotonic() < deadline, "no denied record for bob"
-        time.sleep(0.1)
+    rows = until(
+        lambda: world.api.get("/api/v1/audit", params=query).json()["items"],
+        interval=0.1,
+        what="no denied record for bob",
+    )
     denied = {(row["method"], row["name"]) for row in rows}
     assert ("tools/call", "everything__echo") in denied
 
@@ -281,7 +276,10 @@ async def test_a_name_a_server_lists_twice_is_listed_once_its_first_definition(
     """A broken server lists `echo` twice (--duplicate-tool, the second "echo, listed again"),
     and misbehaving's prompts come twice (its second page repeats its cursor): the project
     lists each name once, with the first definition, and a call of it works."""
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(world.state), "--duplicate-tool"]}
+    spec = {
+        "command": sys.executable,
+        "args": [str(MISBEHAVING), str(world.state), "--duplicate-tool"],
+    }
     created = world.api.post("/api/v1/servers", json={"metadata": {"name": "twice"}, "spec": spec})
     assert created.status_code == 201, created.text
     try:

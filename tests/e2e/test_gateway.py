@@ -7,59 +7,32 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import exited
 from tests.e2e.gateway import Gateway, start_gateway
+from tests.helpers import jsonrpc
+from tests.helpers.jsonrpc import ACCEPT, initialize
+from tests.helpers.mcpd import add_member, add_server, instances, sdk_client, wait_running
+from tests.helpers.processes import exited
+from tests.helpers.waiting import until, until_async
+from tests.helpers.world import EVERYTHING
 
-EVERYTHING = {
-    "package": "@modelcontextprotocol/server-everything",
-    "runtime": "node",
-    "args": ["stdio"],
-}
 TIME = {"package": "mcp-server-time", "runtime": "python", "args": ["--local-timezone", "UTC"]}
 MODES = ["legacy", "2026-07-28", "auto"]
-
-
-def wait_running(
-    gateway: Gateway, server: str, replicas: int = 1, timeout: float = 180
-) -> list[dict[str, Any]]:
-    """Instances come up in the background; their status is in the API (a poll of the API is
-    what a user does too)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        items = httpx.get(
-            f"{gateway.url}/api/v1/instances", params={"server": server}, headers=gateway.headers
-        ).json()["items"]
-        running = [i for i in items if i["status"] == "RUNNING"]
-        if len(running) >= replicas:
-            return items
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{server} not RUNNING: {items}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway = start_gateway(tmp_path_factory.mktemp("gateway"), "e2e-gateway")
     for name, spec in (("everything", EVERYTHING), ("time", TIME)):
-        response = httpx.post(
-            f"{gateway.url}/api/v1/servers",
-            headers=gateway.headers,
-            json={"metadata": {"name": name}, "spec": spec},
-        )
-        assert response.status_code == 201, response.text
+        add_server(gateway, name, spec)
     project = {"metadata": {"name": "tools"}, "spec": {"servers": ["everything", "time"]}}
     assert (
         httpx.post(
@@ -87,15 +60,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 async def connect(
     gateway: Gateway, path: str, mode: str = "legacy", token: str | None = None
 ) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {token or gateway.token}"}, timeout=60
-    )
-    async with (
-        http,
-        Client(
-            streamable_http_client(f"{gateway.url}{path}", http_client=http), mode=mode
-        ) as client,
-    ):
+    async with sdk_client(f"{gateway.url}{path}", token or gateway.token, mode) as client:
         yield client
 
 
@@ -139,17 +104,8 @@ async def test_progress_notifications_reach_the_caller(gateway: Gateway, mode: s
 
 @pytest.mark.parametrize("revision", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
 def test_every_handshake_revision_is_accepted(gateway: Gateway, revision: str) -> None:
-    headers = {**gateway.headers, "Accept": "application/json, text/event-stream"}
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": revision,
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
+    headers = {**gateway.headers, **ACCEPT}
+    init = initialize(revision, request_id=1)
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as http:
         answer = http.post("/mcp/servers/time", json=init)
         assert answer.json()["result"]["protocolVersion"] == revision
@@ -165,12 +121,7 @@ def test_every_handshake_revision_is_accepted(gateway: Gateway, revision: str) -
             ).status_code
             == 202
         )
-        call = {
-            "jsonrpc": "2.0",
-            "id": 2,
-            "method": "tools/call",
-            "params": {"name": "get_current_time", "arguments": {"timezone": "UTC"}},
-        }
+        call = jsonrpc.call(2, "get_current_time", timezone="UTC")
         result = http.post("/mcp/servers/time", json=call, headers=session).json()
         assert result["id"] == 2 and "UTC" in result["result"]["content"][0]["text"]
         assert http.delete("/mcp/servers/time", headers=session).status_code == 204
@@ -179,26 +130,15 @@ def test_every_handshake_revision_is_accepted(gateway: Gateway, revision: str) -
 
 
 def test_unknown_revision_gets_the_latest_and_bad_requests_are_refused(gateway: Gateway) -> None:
-    headers = {**gateway.headers, "Accept": "application/json, text/event-stream"}
+    headers = {**gateway.headers, **ACCEPT}
     with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as http:
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "1999-01-01",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "1"},
-            },
-        }
+        init = initialize("1999-01-01", request_id=1)
         assert (
             http.post("/mcp/servers/time", json=init).json()["result"]["protocolVersion"]
             == "2025-11-25"
         )
         assert http.post("/mcp/servers/time", content=b"{nope").status_code == 400
-        no_session = http.post(
-            "/mcp/servers/time", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-        )
+        no_session = http.post("/mcp/servers/time", json=jsonrpc.request(2, "tools/list"))
         assert no_session.status_code == 400
         assert http.post("/mcp/servers/nope", json=init).status_code == 404
         modern = {
@@ -240,21 +180,9 @@ async def test_project_endpoint_aggregates_and_routes(gateway: Gateway) -> None:
 
 
 async def test_project_access_is_checked(gateway: Gateway) -> None:
-    user = {"metadata": {"name": "eve@example.com"}, "spec": {"role": "member"}}
-    httpx.post(f"{gateway.url}/api/v1/users", headers=gateway.headers, json=user)
-    token = httpx.post(
-        f"{gateway.url}/api/v1/users/eve@example.com/tokens", headers=gateway.headers, json={}
-    ).json()["token"]
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
+    with httpx.Client(base_url=gateway.url, headers=gateway.headers) as api:
+        token = add_member(api, "eve")
+    init = initialize(request_id=1)
     as_eve = {"Authorization": f"Bearer {token}"}
     # A project she is not in answers exactly like one that does not exist.
     hidden = httpx.post(f"{gateway.url}/mcp/projects/tools", json=init, headers=as_eve)
@@ -310,10 +238,13 @@ async def test_killed_backend_is_replaced_and_clients_recover(gateway: Gateway) 
                 assert "may or may not have run" in str(answer)
             else:
                 assert not answer.is_error
-        deadline = time.monotonic() + 120
-        while (after := wait_running(gateway, "time")[0])["pid"] == before["pid"]:
-            assert time.monotonic() < deadline, after  # the kill is seen through the watch
-            await asyncio.sleep(0.1)
+        after = await until_async(  # the kill is seen through the watch
+            lambda: wait_running(gateway, "time")[0],
+            lambda after: after["pid"] != before["pid"],
+            timeout=120,
+            interval=0.1,
+            what=lambda after: after,
+        )
         assert after["restartCount"] == before["restartCount"] + 1
         again = await client.call_tool("get_current_time", {"timezone": "UTC"})
         assert "UTC" in again.content[0].text
@@ -341,23 +272,13 @@ def test_metrics_count_requests_without_secrets(gateway: Gateway) -> None:
 
 def test_deleting_a_server_stops_its_process(gateway: Gateway, tmp_path: Path) -> None:
     spec = {"command": "uvx", "args": ["mcp-server-time"]}
-    assert (
-        httpx.post(
-            f"{gateway.url}/api/v1/servers",
-            headers=gateway.headers,
-            json={"metadata": {"name": "doomed"}, "spec": spec},
-        ).status_code
-        == 201
-    )
+    add_server(gateway, "doomed", spec)
     pid = wait_running(gateway, "doomed")[0]["pid"]
     assert (
         httpx.delete(f"{gateway.url}/api/v1/servers/doomed", headers=gateway.headers).status_code
         == 204
     )
-    deadline = time.monotonic() + 30
-    while not exited(pid):
-        assert time.monotonic() < deadline, "process still running"
-        time.sleep(0.1)
+    until(lambda: exited(pid), timeout=30, interval=0.1, what="process still running")
 
 
 @pytest.mark.parametrize(
@@ -369,12 +290,7 @@ async def test_http_backends_are_reached_over_loopback(
 ) -> None:
     name = f"everything-{transport.split('-')[0]}"
     spec = {**EVERYTHING, "args": args, "transport": transport, "port": 3001, "path": path}
-    response = httpx.post(
-        f"{gateway.url}/api/v1/servers",
-        headers=gateway.headers,
-        json={"metadata": {"name": name}, "spec": spec},
-    )
-    assert response.status_code == 201, response.text
+    add_server(gateway, name, spec)
     instance = wait_running(gateway, name)[0]
     assert instance["address"].startswith("http://127.0.0.1:") and instance["address"].endswith(
         path
@@ -396,15 +312,15 @@ async def test_a_crashed_host_actor_is_restarted_and_readopts(gateway: Gateway) 
     host_pid = await runtime.hosts[index].process_id.remote()
     before = wait_running(gateway, "time")[0]
     os.kill(host_pid, signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while True:
-        items = httpx.get(
-            f"{gateway.url}/api/v1/instances", params={"server": "time"}, headers=gateway.headers
-        ).json()["items"]
-        if items and items[0]["status"] == "RUNNING" and items[0]["pid"] != before["pid"]:
-            break
-        assert time.monotonic() < deadline, items
-        await asyncio.sleep(0.2)
+    items = await until_async(
+        lambda: instances(gateway, "time"),
+        lambda items: (
+            items and items[0]["status"] == "RUNNING" and items[0]["pid"] != before["pid"]
+        ),
+        timeout=120,
+        interval=0.2,
+        what=lambda items: items,
+    )
     assert len(items) == 1
     assert exited(before["pid"])  # the old server died with its host: no duplicate
     assert await runtime.hosts[index].process_id.remote() != host_pid
@@ -419,14 +335,7 @@ def test_instance_logs_through_the_api_and_the_cli(
     gateway: Gateway, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = {"command": "sh", "args": ["-c", "echo hello-from-stderr >&2; exec uvx mcp-server-time"]}
-    assert (
-        httpx.post(
-            f"{gateway.url}/api/v1/servers",
-            headers=gateway.headers,
-            json={"metadata": {"name": "chatty"}, "spec": spec},
-        ).status_code
-        == 201
-    )
+    add_server(gateway, "chatty", spec)
     wait_running(gateway, "chatty")
     text = httpx.get(
         f"{gateway.url}/api/v1/instances/chatty-0/logs",

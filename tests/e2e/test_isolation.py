@@ -5,39 +5,19 @@ remembers what it is told, per process)."""
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import httpx2
 import pytest
-from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from tests.conftest import exited
 from tests.e2e.gateway import start_gateway
-from tests.e2e.test_tenancy import SCRIPT, World, client, text
+from tests.helpers.mcpd import add_member, instances
+from tests.helpers.processes import exited
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING, World, client, text
 
 IDLE_SECONDS = 2
-
-
-def instances(world: World, server: str) -> list[dict[str, Any]]:
-    answer = httpx.get(
-        f"{world.gateway.url}/api/v1/instances",
-        params={"server": server},
-        headers=world.gateway.headers,
-    )
-    return list(answer.json()["items"])
-
-
-def until(world: World, server: str, check: Any, timeout: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while not check(items := instances(world, server)):
-        assert time.monotonic() < deadline, items
-        time.sleep(0.1)
-    return items
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +25,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     workdir = tmp_path_factory.mktemp("isolation")
     gateway = start_gateway(workdir, "isolation", hosts=1)
     api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
-    base = {"command": sys.executable, "args": [str(SCRIPT)], "idleSeconds": IDLE_SECONDS}
+    base = {"command": sys.executable, "args": [str(MISBEHAVING)], "idleSeconds": IDLE_SECONDS}
     for name, extra in (
         ("per-user", {"isolation": "principal"}),
         ("per-session", {"isolation": "session"}),
@@ -55,9 +35,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert api.post("/api/v1/servers", json=body).is_success
     tokens = {"admin": gateway.token}
     for user in ("alice", "bob"):
-        email = f"{user}@example.com"
-        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
-        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+        tokens[user] = add_member(api, user)
     project = {
         "metadata": {"name": "shared"},
         "spec": {
@@ -72,7 +50,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 async def test_each_principal_gets_a_backend_of_its_own_until_it_is_idle(world: World) -> None:
-    assert instances(world, "per-user") == []  # nothing runs before first use
+    assert instances(world.gateway, "per-user") == []  # nothing runs before first use
     async with client(world, "/mcp/projects/shared", "alice") as alice:
         await alice.call_tool("per-user__remember", {"text": "alice-secret"})
         alice_pid = text(await alice.call_tool("per-user__pid", {}))
@@ -82,10 +60,20 @@ async def test_each_principal_gets_a_backend_of_its_own_until_it_is_idle(world: 
         async with client(world, "/mcp/projects/shared", "alice") as again:
             assert text(await again.call_tool("per-user__recall", {})) == "alice-secret"
     assert alice_pid != bob_pid
-    running = until(world, "per-user", lambda items: len(items) == 2)
+    running = until(
+        lambda: instances(world.gateway, "per-user"),
+        lambda items: len(items) == 2,
+        interval=0.1,
+        what=lambda items: items,
+    )
     assert {str(i["pid"]) for i in running} == {alice_pid, bob_pid}
     # Nobody uses them: after idleSeconds both stop and their processes are gone.
-    until(world, "per-user", lambda items: all(i["status"] == "STOPPED" for i in items))
+    until(
+        lambda: instances(world.gateway, "per-user"),
+        lambda items: all(i["status"] == "STOPPED" for i in items),
+        interval=0.1,
+        what=lambda items: items,
+    )
     assert exited(int(alice_pid)) and exited(int(bob_pid))
     async with client(world, "/mcp/projects/shared", "alice") as alice:
         assert text(await alice.call_tool("per-user__recall", {})) == ""  # a fresh one
@@ -108,9 +96,7 @@ async def test_2026_requests_share_their_principals_backend_of_a_per_session_ser
 ) -> None:
     """2026-07-28 requests have no session, so a per-session server serves them per principal:
     one backend for all of alice's requests, not a new one (and a lost memory) per request."""
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens['alice']}"})
-    transport = streamable_http_client(f"{world.gateway.url}/mcp/projects/shared", http_client=http)
-    async with http, Client(transport, mode="2026-07-28") as alice:
+    async with client(world, "/mcp/projects/shared", "alice", mode="2026-07-28") as alice:
         await alice.call_tool("per-session__remember", {"text": "kept"})
         assert text(await alice.call_tool("per-session__recall", {})) == "kept"
 

@@ -8,21 +8,23 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from kubernetes import client, config
 from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from mcpctl.orchestrators.kubernetes.orchestrator import KubernetesConfig
-from tests.e2e.conftest import wait_default_service_account
 from tests.e2e.gateway import Gateway, start_gateway
+from tests.helpers import k8s
+from tests.helpers.jsonrpc import ACCEPT, initialize
+from tests.helpers.mcpd import add_server, api, server_client, wait_instances
+from tests.helpers.waiting import until
+from tests.helpers.world import EVERYTHING
 
 pytestmark = [
     pytest.mark.k8s,
@@ -33,11 +35,6 @@ pytestmark = [
 ]
 
 TIME = {"image": "mcp/time"}  # the test kubelet runs it as `uvx mcp-server-time` (PID 1, attach)
-EVERYTHING = {
-    "package": "@modelcontextprotocol/server-everything",
-    "runtime": "node",
-    "args": ["stdio"],
-}  # exec
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +44,8 @@ def core() -> client.CoreV1Api:
 
 @pytest.fixture(scope="module")
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
-    name = f"mcp-e2e-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_default_service_account(core, name)
-    yield name
-    core.delete_namespace(name)
+    with k8s.namespace(core, f"mcp-e2e-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -66,59 +60,19 @@ def operator(tmp_path_factory: pytest.TempPathFactory, namespace: str) -> Iterat
     gateway.stop()
 
 
-def api(gateway: Gateway, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(
-        method, f"{gateway.url}/api/v1{path}", headers=gateway.headers, timeout=60, **kwargs
-    )
-
-
 def pods(core: client.CoreV1Api, namespace: str, server: str) -> list[Any]:
     found = core.list_namespaced_pod(namespace, label_selector=f"mcpctl.io/server={server}").items
     return [p for p in found if p.metadata.deletion_timestamp is None]
 
 
-def wait_instances(
-    gateway: Gateway,
-    server: str,
-    status: str,
-    count: int = 1,
-    timeout: float = 240,
-    exclude: set[str] | None = None,
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        items = api(gateway, "GET", "/instances", params={"server": server}).json()["items"]
-        matching = [
-            i for i in items if i["status"] == status and i.get("pod") not in (exclude or set())
-        ]
-        if len(matching) >= count:
-            return matching
-        assert time.monotonic() < deadline, items
-        time.sleep(0.25)
-
-
-@asynccontextmanager
-async def connect(gateway: Gateway, server: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers=gateway.headers, timeout=120)
-    async with (
-        http,
-        Client(
-            streamable_http_client(f"{gateway.url}/mcp/servers/{server}", http_client=http),
-            mode="legacy",
-        ) as session,
-    ):
-        yield session
+def connect(gateway: Gateway, server: str) -> AbstractAsyncContextManager[Client]:
+    return server_client(gateway, server, timeout=120)
 
 
 async def test_image_server_over_attach_heals_after_pod_deletion(
     operator: Gateway, core: client.CoreV1Api, namespace: str
 ) -> None:
-    assert (
-        api(
-            operator, "POST", "/servers", json={"metadata": {"name": "clock"}, "spec": TIME}
-        ).status_code
-        == 201
-    )
+    add_server(operator, "clock", TIME)
     first = wait_instances(operator, "clock", "RUNNING")[0]
     [pod] = pods(core, namespace, "clock")
     assert pod.metadata.name == first["pod"]
@@ -143,15 +97,7 @@ async def test_image_server_over_attach_heals_after_pod_deletion(
 async def test_package_server_runs_in_a_runner_pod_over_exec(
     operator: Gateway, core: client.CoreV1Api, namespace: str
 ) -> None:
-    assert (
-        api(
-            operator,
-            "POST",
-            "/servers",
-            json={"metadata": {"name": "everything"}, "spec": EVERYTHING},
-        ).status_code
-        == 201
-    )
+    add_server(operator, "everything", EVERYTHING)
     wait_instances(operator, "everything", "RUNNING")
     [pod] = pods(core, namespace, "everything")
     container = pod.spec.containers[0]
@@ -167,24 +113,14 @@ def test_crash_loop_is_an_error_and_others_are_unaffected(
     operator: Gateway, core: client.CoreV1Api, namespace: str
 ) -> None:
     spec = {"image": "busybox", "command": "sh", "args": ["-c", "echo boom >&2; exit 1"]}
-    assert (
-        api(
-            operator, "POST", "/servers", json={"metadata": {"name": "broken"}, "spec": spec}
-        ).status_code
-        == 201
-    )
+    add_server(operator, "broken", spec)
     error = wait_instances(operator, "broken", "ERROR")[0]
     assert any(
         word in error["lastError"]
         for word in ("CrashLoopBackOff", "exited with code 1", "container restarted")
     ), error
     missing = {"image": "registry.invalid/nothing:1"}
-    assert (
-        api(
-            operator, "POST", "/servers", json={"metadata": {"name": "unpullable"}, "spec": missing}
-        ).status_code
-        == 201
-    )
+    add_server(operator, "unpullable", missing)
     pull = wait_instances(operator, "unpullable", "ERROR")[0]
     assert "ImagePull" in pull["lastError"] or "ErrImagePull" in pull["lastError"]
     assert wait_instances(operator, "clock", "RUNNING")
@@ -198,10 +134,7 @@ def test_scale_roll_and_delete(operator: Gateway, core: client.CoreV1Api, namesp
     assert len(pods(core, namespace, "clock")) == 2
     doc["spec"]["replicas"] = 1
     api(operator, "PUT", "/servers/clock", json=doc)
-    deadline = time.monotonic() + 60
-    while len(pods(core, namespace, "clock")) != 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    until(lambda: len(pods(core, namespace, "clock")) == 1, timeout=60, interval=0.2)
     before = pods(core, namespace, "clock")[0]
     doc["spec"]["env"] = [{"name": "ROLLED", "value": "1"}]
     api(operator, "PUT", "/servers/clock", json=doc)
@@ -213,10 +146,11 @@ def test_scale_roll_and_delete(operator: Gateway, core: client.CoreV1Api, namesp
     )
     for name in ("broken", "unpullable"):
         assert api(operator, "DELETE", f"/servers/{name}").status_code == 204
-    deadline = time.monotonic() + 60
-    while pods(core, namespace, "broken") or pods(core, namespace, "unpullable"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    until(
+        lambda: not pods(core, namespace, "broken") and not pods(core, namespace, "unpullable"),
+        timeout=60,
+        interval=0.2,
+    )
 
 
 def test_restarted_mcpd_adopts_pods_without_duplicates(
@@ -245,17 +179,8 @@ def test_restarted_mcpd_adopts_pods_without_duplicates(
         assert after == before
         response = httpx.post(
             f"{again.url}/mcp/servers/everything",
-            headers={**again.headers, "Accept": "application/json, text/event-stream"},
-            json={
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            },
+            headers={**again.headers, **ACCEPT},
+            json=initialize(client="t", request_id=1),
             timeout=60,
         )
         assert response.status_code == 200

@@ -35,48 +35,28 @@ import ray
 
 from tests.e2e.conftest import Mcpd, free_port, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
+from tests.helpers import jsonrpc
+from tests.helpers.jsonrpc import ACCEPT, initialize
+from tests.helpers.mcpd import add_server, bearer, wait_instances
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING, SERVER
 
-SCRIPT = Path(__file__).parents[1] / "servers" / "misbehaving.py"
-SERVER = "misbehaving"
 REVISION = "2025-06-18"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": REVISION,
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+INIT = initialize(REVISION)
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 def headers(mcpd: Mcpd) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mcpd.token}"}
+    return bearer(mcpd.token)
 
 
 def create_misbehaving(mcpd: Mcpd, state: Path) -> None:
     state.mkdir(exist_ok=True)
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
-    answer = httpx.post(
-        f"{mcpd.url}/api/v1/servers",
-        headers=headers(mcpd),
-        json={"metadata": {"name": SERVER}, "spec": spec},
-    )
-    assert answer.status_code == 201, answer.text
-    deadline = time.monotonic() + 120
-    while True:
-        items = httpx.get(
-            f"{mcpd.url}/api/v1/instances", params={"server": SERVER}, headers=headers(mcpd)
-        ).json()["items"]
-        if any(i["status"] == "RUNNING" for i in items):
-            return
-        assert time.monotonic() < deadline, items
-        time.sleep(0.2)
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
+    add_server(mcpd, SERVER, spec)
+    wait_instances(mcpd, SERVER, timeout=120, interval=0.2)
 
 
 def joined_mcpd(directory: Path, **settings: str) -> Mcpd:
@@ -386,14 +366,16 @@ def read_all(sock: socket.socket, timeout: float) -> bytes:
 
 
 def refused_soon(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def refused() -> bool:
         try:
             connect(url).close()
         except ConnectionRefusedError:
-            return
-        assert time.monotonic() < deadline, "mcpd still accepts connections"
-        time.sleep(0.05)  # no event tells a client that a listener closed: try again
+            return True
+        return False
+
+    # no event tells a client that a listener closed: try again
+    until(refused, timeout=timeout, what="mcpd still accepts connections")
 
 
 async def test_sigterm_ends_streams_gives_requests_their_grace_and_exits(tmp_path: Path) -> None:
@@ -401,7 +383,7 @@ async def test_sigterm_ends_streams_gives_requests_their_grace_and_exits(tmp_pat
     try:
         create_misbehaving(mcpd, tmp_path / "state")
         path = f"/mcp/servers/{SERVER}"
-        base = {**headers(mcpd), **MCP_HEADERS}
+        base = {**headers(mcpd), **ACCEPT}
         async with httpx.AsyncClient(base_url=mcpd.url, headers=base, timeout=60) as http:
             answer = await http.post(path, json=INIT)
             session = {"Mcp-Session-Id": answer.headers["Mcp-Session-Id"]}
@@ -424,12 +406,7 @@ async def test_sigterm_ends_streams_gives_requests_their_grace_and_exits(tmp_pat
             await stream_open.wait()
             hang = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"hang"}}'
             hanging = raw_post(mcpd.url, path, hang, {**base, **session})
-            echo = {
-                "jsonrpc": "2.0",
-                "id": 8,
-                "method": "tools/call",
-                "params": {"name": "echo", "arguments": {"text": "hi"}},
-            }
+            echo = jsonrpc.call(8, "echo", text="hi")
             # an answer after the hanging call was written: mcpd has that call in hand
             assert "echo: hi" in (await http.post(path, json=echo)).text
 
@@ -475,7 +452,7 @@ async def test_readyz_turns_503_once_sigterm_began(tmp_path: Path) -> None:
         create_misbehaving(mcpd, tmp_path / "state")
         assert httpx.get(f"{mcpd.url}/readyz").json() == {"status": "ok"}
         path = f"/mcp/servers/{SERVER}"
-        base = {**headers(mcpd), **MCP_HEADERS}
+        base = {**headers(mcpd), **ACCEPT}
         answer = httpx.post(f"{mcpd.url}{path}", json=INIT, headers=base)
         session = {"Mcp-Session-Id": answer.headers["Mcp-Session-Id"]}
         session["MCP-Protocol-Version"] = REVISION

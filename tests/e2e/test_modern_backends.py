@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,17 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CreateMessageResult, ElicitResult, TextContent
 
 from tests.e2e.gateway import Gateway, start_gateway
-from tests.e2e.test_gateway import wait_running
+from tests.helpers import jsonrpc
+from tests.helpers.jsonrpc import ACCEPT, MODERN, envelope, initialize, modern_headers
+from tests.helpers.mcpd import sdk_client, wait_running
+from tests.helpers.waiting import until
+from tests.helpers.world import lines as state_lines
 
 SERVERS = Path(__file__).parents[1] / "servers"
-MODERN = "2026-07-28"
 ENVELOPE = (
     "io.modelcontextprotocol/protocolVersion",
     "io.modelcontextprotocol/clientCapabilities",
@@ -85,11 +85,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @asynccontextmanager
 async def connect(world: World, path: str, mode: str, **options: Any) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {world.gateway.token}"}, timeout=60
-    )
-    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
-    async with http, Client(transport, mode=mode, **options) as client:
+    url = f"{world.gateway.url}{path}"
+    async with sdk_client(url, world.gateway.token, mode, **options) as client:
         yield client
 
 
@@ -218,15 +215,7 @@ def test_mcpctl_get_instances_shows_them_running(
 
 
 def lines(world: World, server: str, name: str) -> int:
-    path = world.states[server] / name
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def until(check: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    return len(state_lines(world.states[server], name))
 
 
 @pytest.mark.parametrize("server", ["modern", "modern-http"])
@@ -234,47 +223,22 @@ def test_a_request_whose_client_left_is_cancelled_at_the_backend(world: World, s
     """On STDIO mcpd sends `notifications/cancelled`; over Streamable HTTP the SDK transport
     closes the request's POST, which is the 2026-07-28 spelling of a cancellation."""
     hanging, cancelled = lines(world, server, "hanging"), lines(world, server, "cancelled")
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-    }
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "hang", "arguments": {}, "_meta": meta},
-    }
-    headers = {
-        **world.gateway.headers,
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "hang",
-    }
+    body = jsonrpc.call(1, "hang", meta=envelope())
+    headers = {**world.gateway.headers, **modern_headers("tools/call", "hang")}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             f"{world.gateway.url}/mcp/servers/{server}", json=body, headers=headers, timeout=2
         )
-    until(lambda: lines(world, server, "hanging") > hanging)
-    until(lambda: lines(world, server, "cancelled") > cancelled)
+    until(lambda: lines(world, server, "hanging") > hanging, timeout=20)
+    until(lambda: lines(world, server, "cancelled") > cancelled, timeout=20)
 
 
 @pytest.mark.parametrize("revision", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
 def test_every_handshake_revision_reaches_a_2026_only_backend(world: World, revision: str) -> None:
     """Raw requests of each older revision: results come back in that revision's shape (no
     `resultType`, no cache hints), from a backend that never saw an `initialize`."""
-    headers = {**world.gateway.headers, "Accept": "application/json, text/event-stream"}
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": revision,
-            "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"},
-        },
-    }
+    headers = {**world.gateway.headers, **ACCEPT}
+    init = initialize(revision, request_id=1)
     with httpx.Client(base_url=world.gateway.url, headers=headers, timeout=60) as http:
         opened = http.post("/mcp/servers/modern", json=init)
         answer = opened.json()["result"]
@@ -289,21 +253,11 @@ def test_every_handshake_revision_reaches_a_2026_only_backend(world: World, revi
         assert (
             http.post("/mcp/servers/modern", json=initialized, headers=session).status_code == 202
         )
-        call = {
-            "jsonrpc": "2.0",
-            "id": 2,
-            "method": "tools/call",
-            "params": {"name": "echo", "arguments": {"text": revision}},
-        }
+        call = jsonrpc.call(2, "echo", text=revision)
         result = http.post("/mcp/servers/modern", json=call, headers=session).json()["result"]
         assert result["content"][0]["text"] == f"echo: {revision}"
         assert "resultType" not in result
-        read = {
-            "jsonrpc": "2.0",
-            "id": 3,
-            "method": "resources/read",
-            "params": {"uri": "modern://readme"},
-        }
+        read = jsonrpc.request(3, "resources/read", {"uri": "modern://readme"})
         result = http.post("/mcp/servers/modern", json=read, headers=session).json()["result"]
         assert result["contents"][0]["text"] == "This server speaks only MCP 2026-07-28."
         assert "ttlMs" not in result and "cacheScope" not in result
@@ -324,25 +278,9 @@ def test_a_tool_never_listed_gets_its_x_mcp_header(world: World, tmp_path: Path)
     assert created.status_code == 201, created.text
     try:
         wait_running(world.gateway, "fresh")
-        body = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "tools/call",
-            "params": {
-                "name": "region",
-                "arguments": {"region": "Zürich", "text": "grüezi"},
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": MODERN,
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-                },
-            },
-        }
+        body = jsonrpc.call(1, "region", meta=envelope(), region="Zürich", text="grüezi")
         headers = {
-            "Accept": "application/json, text/event-stream",
-            "MCP-Protocol-Version": MODERN,
-            "Mcp-Method": "tools/call",
-            "Mcp-Name": "region",
+            **modern_headers("tools/call", "region"),
             "Mcp-Param-Region": "=?base64?WsO8cmljaA==?=",
         }
         answer = api.post("/mcp/servers/fresh", json=body, headers=headers).json()
@@ -436,7 +374,7 @@ async def test_a_2025_clients_stream_gets_the_backends_changes(world: World, ser
     async with connect(world, f"/mcp/servers/{server}", "legacy", message_handler=on_message) as c:
         await c.subscribe_resource(uri)
         # mcpd listens again with the URI, then closes its listen before (over HTTP: its POST)
-        until(lambda: lines(world, server, "listens-ended") > ended)
+        until(lambda: lines(world, server, "listens-ended") > ended, timeout=20)
         await asyncio.sleep(0.5)  # the GET stream opens after initialized
         await c.call_tool("grow", {"name": tool})
         assert await next_change() == "notifications/tools/list_changed"

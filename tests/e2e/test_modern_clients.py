@@ -30,11 +30,11 @@ from mcp_types import (
 
 from mcpctl.gateway.limits import Limits
 from tests.e2e.gateway import start_gateway
-from tests.e2e.test_gateway import EVERYTHING, wait_running
-from tests.e2e.test_tenancy import INIT, SCRIPT, World
+from tests.helpers.jsonrpc import INIT, MODERN, call, envelope, modern_headers, request
+from tests.helpers.mcpd import add_member, bearer, sdk_client, wait_running
+from tests.helpers.world import EVERYTHING, MISBEHAVING, World
 
 DEADLINE = 4.0  # MCPD_REQUEST_TIMEOUT here: how long a round trip may wait for its retry
-MODERN = "2026-07-28"
 SERVER = "/mcp/servers/misbehaving"
 
 
@@ -47,17 +47,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         workdir, "round-trips", hosts=1, limits=Limits(request_timeout=DEADLINE)
     )
     api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
-    misbehaving = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    misbehaving = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
     for name, spec in (("everything", EVERYTHING), ("misbehaving", misbehaving)):
         created = api.post("/api/v1/servers", json={"metadata": {"name": name}, "spec": spec})
         assert created.status_code == 201, created.text
     tokens = {"admin": gateway.token}
     members = []
     for user in ("alice", "bob"):
-        email = f"{user}@example.com"
-        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
-        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
-        members.append(email)
+        tokens[user] = add_member(api, user)
+        members.append(f"{user}@example.com")
     project = {"servers": ["everything", "misbehaving"], "members": members}
     assert api.post("/api/v1/projects", json={"metadata": {"name": "team"}, "spec": project})
     wait_running(gateway, "everything")
@@ -87,14 +85,14 @@ async def roots(context: Any) -> ListRootsResult:
 
 @asynccontextmanager
 async def sdk(world: World, path: str, user: str = "admin") -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens[user]}"}, timeout=60)
-    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
-    options: dict[str, Any] = {
-        "sampling_callback": sample,
-        "elicitation_callback": elicit,
-        "list_roots_callback": roots,
-    }
-    async with http, Client(transport, mode=MODERN, **options) as client:
+    async with sdk_client(
+        f"{world.gateway.url}{path}",
+        world.tokens[user],
+        MODERN,
+        sampling_callback=sample,
+        elicitation_callback=elicit,
+        list_roots_callback=roots,
+    ) as client:
         yield client
 
 
@@ -118,16 +116,12 @@ async def test_sampling_elicitation_and_roots_reach_a_2026_client_as_input_requi
 # -- hand-written requests: what the state binds, and what a round trip costs --------------
 
 
-def request(tool: str, request_id: int, capabilities: dict[str, Any] | None = None, **args: Any):
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}
-        if capabilities is None
-        else capabilities,
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-    }
-    params = {"name": tool, "arguments": args, "_meta": meta}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+def modern_call(
+    tool: str, request_id: int, capabilities: dict[str, Any] | None = None, **args: Any
+) -> dict[str, Any]:
+    """tools/call as a 2026-07-28 client sends it: one that can sample, by default."""
+    meta = envelope({"sampling": {}} if capabilities is None else capabilities)
+    return call(request_id, tool, meta=meta, **args)
 
 
 def retry(first: dict[str, Any], request_id: int, answers: dict[str, Any], state: Any):
@@ -146,13 +140,7 @@ def post_raw(
     path: str = "/mcp/projects/team",
     extra: dict[str, str] | None = None,
 ) -> httpx.Response:
-    headers = {
-        "Authorization": f"Bearer {world.tokens[user]}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": body["method"],
-        **(extra or {}),
-    }
+    headers = {**bearer(world.tokens[user]), **modern_headers(body["method"]), **(extra or {})}
     return httpx.post(f"{world.gateway.url}{path}", json=body, headers=headers, timeout=30)
 
 
@@ -171,7 +159,7 @@ def input_required(world: World, user: str, body: dict[str, Any]) -> tuple[str, 
 
 
 def test_a_retry_continues_the_same_call_once_and_only_for_its_principal(world: World) -> None:
-    first = request("misbehaving__sample", 1, text="only-once")
+    first = modern_call("misbehaving__sample", 1, text="only-once")
     key, state = input_required(world, "alice", first)
     assert state.startswith("mcpd1.") and "alice" not in state  # sealed, not readable
     # Bob presents alice's state (same call): refused, and alice's call still waits for her.
@@ -179,7 +167,7 @@ def test_a_retry_continues_the_same_call_once_and_only_for_its_principal(world: 
     assert stolen.status_code == 400 and "another principal" in stolen.text, stolen.text
     altered = post(world, "alice", retry(first, 3, {key: reply("x")}, state[:-6] + "AAAAAA"))
     assert altered.status_code == 400 and "not one mcpd gave" in altered.text
-    other = request("misbehaving__sample", 4, text="something else")
+    other = modern_call("misbehaving__sample", 4, text="something else")
     moved = post(world, "alice", retry(other, 4, {key: reply("x")}, state))
     assert moved.status_code == 400 and "another request" in moved.text
     done = post(world, "alice", retry(first, 5, {key: reply("hers")}, state))
@@ -200,7 +188,7 @@ def test_a_retry_continues_the_same_call_once_and_only_for_its_principal(world: 
 
 
 def test_a_question_the_client_cannot_answer_is_refused_at_once(world: World) -> None:
-    body = request("misbehaving__sample", 7, capabilities={}, text="no-sampling")
+    body = modern_call("misbehaving__sample", 7, capabilities={}, text="no-sampling")
     answer = post(world, "alice", body).json()
     text = answer["result"]["content"][0]["text"]
     assert text == "sampling refused: the client did not declare the sampling capability"
@@ -208,7 +196,7 @@ def test_a_question_the_client_cannot_answer_is_refused_at_once(world: World) ->
 
 def test_an_abandoned_round_trip_is_cancelled_at_the_deadline(world: World) -> None:
     cancelled_before = len(world.lines("cancelled"))
-    first = request("misbehaving__sample", 8, text="abandoned")
+    first = modern_call("misbehaving__sample", 8, text="abandoned")
     key, state = input_required(world, "bob", first)
     # Nobody retries: at the deadline the backend's question is refused and its call cancelled.
     outcomes = world.until_lines("sample_outcomes", 1 + len(world.lines("sample_outcomes")))
@@ -267,14 +255,9 @@ async def test_log_lines_follow_each_clients_own_level(world: World) -> None:
 
 
 def test_headers_must_agree_with_the_body(world: World) -> None:
-    body = request("misbehaving__echo", 20, text="hi")
+    body = modern_call("misbehaving__echo", 20, text="hi")
     url = f"{world.gateway.url}/mcp/projects/team"
-    base = {
-        "Authorization": f"Bearer {world.tokens['alice']}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "tools/call",
-    }
+    base = {**bearer(world.tokens["alice"]), **modern_headers("tools/call")}
     cases = {
         "no name": ({}, "mcp-name"),
         "another name": ({"Mcp-Name": "misbehaving__append"}, "mcp-name"),
@@ -317,24 +300,15 @@ async def test_a_2026_client_reads_project_resources_without_listing_first(world
 
 
 def listen_request(request_id: int, **notifications: Any) -> dict[str, Any]:
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": {},
-    }
-    params = {"notifications": notifications, "_meta": meta}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "subscriptions/listen", "params": params}
+    params = {"notifications": notifications, "_meta": envelope(client=None)}
+    return request(request_id, "subscriptions/listen", params)
 
 
 @asynccontextmanager
 async def subscription(
     world: World, path: str, user: str, body: dict[str, Any]
 ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-    headers = {
-        "Authorization": f"Bearer {world.tokens[user]}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": "subscriptions/listen",
-    }
+    headers = {**bearer(world.tokens[user]), **modern_headers("subscriptions/listen")}
     async with (
         httpx.AsyncClient(base_url=world.gateway.url, timeout=60) as http,
         http.stream("POST", path, json=body, headers=headers) as response,
@@ -401,12 +375,7 @@ def test_a_subscription_filter_is_checked(world: World) -> None:
 async def test_a_burst_of_lists_costs_the_backend_one_until_the_list_changes(
     world: World,
 ) -> None:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/list",
-        "params": {"_meta": listen_request(0)["params"]["_meta"]},
-    }
+    body = request(1, "tools/list", {"_meta": envelope(client=None)})
     before = len(world.lines("lists"))
 
     async def burst() -> list[dict[str, Any]]:
@@ -422,7 +391,7 @@ async def test_a_burst_of_lists_costs_the_backend_one_until_the_list_changes(
     result = answers[0]["result"]
     assert result["resultType"] == "complete" and {"ttlMs", "cacheScope"} <= result.keys()
     assert len(world.lines("lists")) - before <= 1  # twenty clients, one backend list at most
-    changed = post(world, "admin", request("changed", 99), SERVER).json()  # no list before
+    changed = post(world, "admin", modern_call("changed", 99), SERVER).json()  # no list before
     assert changed["result"]["content"][0]["text"] == "changed"  # the backend said so
     again = len(world.lines("lists"))
     await burst()
@@ -438,15 +407,14 @@ def test_trace_context_in_meta_reaches_the_backend(world: World) -> None:
         "tracestate": "vendor=opaque",
         "baggage": "tenant=alice",
     }
-    body = request("meta", 50, capabilities={})
+    body = modern_call("meta", 50, capabilities={})
     body["params"]["_meta"].update(trace)
     seen = json.loads(post(world, "admin", body, SERVER).json()["result"]["content"][0]["text"])
     assert seen == trace  # and nothing of the 2026 envelope reaches a 2025-era backend
     session = httpx.post(
         f"{world.gateway.url}{SERVER}", json=INIT, headers=world.gateway.headers
     ).headers["Mcp-Session-Id"]
-    legacy = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
-    legacy["params"] = {"name": "meta", "arguments": {}, "_meta": trace}
+    legacy = call(2, "meta", meta=trace)
     headers = {**world.gateway.headers, "Mcp-Session-Id": session, "Accept": "application/json"}
     answered = httpx.post(f"{world.gateway.url}{SERVER}", json=legacy, headers=headers).json()
     assert json.loads(answered["result"]["content"][0]["text"]) == trace

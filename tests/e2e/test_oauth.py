@@ -41,21 +41,15 @@ from pydantic import AnyUrl
 
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
+from tests.helpers import jsonrpc
+from tests.helpers.jsonrpc import ACCEPT
+from tests.helpers.mcpd import add_server
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING
 from tests.idp.tokens import REDIRECT, REPO, Idp, mint, play_browser, set_user, start_idp
 
-SCRIPT = REPO / "tests" / "servers" / "misbehaving.py"
 SECOND_IDP_PORT = "14464"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+INIT = jsonrpc.initialize("2025-06-18")
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +75,8 @@ def mcpd(tmp_path_factory: pytest.TempPathFactory, idp: Idp) -> Iterator[Mcpd]:
     daemon = start_mcpd(tmp_path_factory.mktemp("oauth") / "data", env)
     admin = {"Authorization": f"Bearer {daemon.token}"}
     state = tmp_path_factory.mktemp("state")
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
-    created = httpx.post(
-        f"{daemon.url}/api/v1/servers",
-        headers=admin,
-        json={"metadata": {"name": "tools"}, "spec": spec},
-    )
-    assert created.status_code == 201, created.text
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
+    add_server(daemon, "tools", spec)
     for name, members in (("platform", ["group:platform"]), ("secret", [])):
         created = httpx.post(
             f"{daemon.url}/api/v1/projects",
@@ -100,7 +89,7 @@ def mcpd(tmp_path_factory: pytest.TempPathFactory, idp: Idp) -> Iterator[Mcpd]:
 
 
 def initialize(mcpd: Mcpd, project: str, token: str | None) -> httpx.Response:
-    headers = {**MCP_HEADERS, **({"Authorization": f"Bearer {token}"} if token else {})}
+    headers = {**ACCEPT, **({"Authorization": f"Bearer {token}"} if token else {})}
     return httpx.post(f"{mcpd.url}/mcp/projects/{project}", json=INIT, headers=headers)
 
 
@@ -287,10 +276,13 @@ def test_a_new_signing_key_is_picked_up(mcpd: Mcpd, idp: Idp) -> None:
     assert header["kid"] == kid
     # mcpd fetches the keys again for an unknown kid, at most every 10 s (a flood of made-up
     # kids must not turn it into a load on the provider).
-    deadline = time.monotonic() + 15
-    while (answer := initialize(mcpd, "platform", token)).status_code != 200:
-        assert time.monotonic() < deadline, answer.text
-        time.sleep(1)
+    until(
+        lambda: initialize(mcpd, "platform", token),
+        lambda answer: answer.status_code == 200,
+        timeout=15,
+        interval=1,
+        what=lambda answer: answer.text,
+    )
 
 
 def test_auth_failures_are_counted_by_reason(mcpd: Mcpd) -> None:
@@ -482,7 +474,7 @@ def test_a_nul_in_the_path_never_reaches_the_challenge_header(mcpd: Mcpd) -> Non
         ("/mcp/projects/a%22b%0d%0aX:y", "/mcp/projects/a%22b%0D%0AX:y"),
         ("/mcp/servers/%ED%A0%80", "/mcp/servers/"),
     ):
-        answer = httpx.post(f"{mcpd.url}{path}", json=INIT, headers=MCP_HEADERS)
+        answer = httpx.post(f"{mcpd.url}{path}", json=INIT, headers=ACCEPT)
         assert answer.status_code == 401, (path, answer.text)
         header = answer.headers["www-authenticate"]
         assert header.isascii() and header.isprintable(), header

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 
 from mcpctl.orchestrators.kubernetes.watcher import PodWatcher
-from tests.e2e.conftest import wait_default_service_account
+from tests.helpers import k8s
 
 pytestmark = [
     pytest.mark.k8s,
@@ -34,11 +34,8 @@ def core() -> client.CoreV1Api:
 
 @pytest.fixture
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
-    name = f"watch-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    wait_default_service_account(core, name)
-    yield name
-    core.delete_namespace(name)
+    with k8s.namespace(core, f"watch-{uuid.uuid4().hex[:6]}") as name:
+        yield name
 
 
 def pod(name: str) -> dict[str, object]:

@@ -17,7 +17,9 @@ from cryptography.fernet import Fernet
 from mcpctl.actors.controller import RAY_NAMESPACE, controller_name
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
-from tests.e2e.test_audit import INIT, MCP, own_database
+from tests.helpers.jsonrpc import ACCEPT, INIT
+from tests.helpers.mcpd import add_member, bearer
+from tests.helpers.postgres import own_database
 
 DEPLOYMENT = "rate-limit-test"
 PER_MINUTE, BURST = 60, 40
@@ -47,12 +49,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     }
     a = start_mcpd(root / "a", env)
     b = start_mcpd(root / "b", env)
-    admin = httpx.Client(base_url=a.url, headers={"Authorization": f"Bearer {a.token}"})
-    tokens = {}
-    for user in ("alice", "bob"):
-        email = f"{user}@example.com"
-        admin.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
-        tokens[user] = admin.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+    admin = httpx.Client(base_url=a.url, headers=bearer(a.token))
+    tokens = {user: add_member(admin, user) for user in ("alice", "bob")}
     # A project without servers: its answers cost nothing, so only the limit is measured.
     members = ["alice@example.com", "bob@example.com"]
     body = {"metadata": {"name": "team"}, "spec": {"members": members}}
@@ -67,7 +65,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
 
 def clients(pair: Pair, user: str) -> tuple[httpx.Client, httpx.Client]:
     """A session begun on A, used through both replicas."""
-    headers = {"Authorization": f"Bearer {pair.tokens[user]}", **MCP}
+    headers = {**bearer(pair.tokens[user]), **ACCEPT}
     a = httpx.Client(base_url=pair.a.url, headers=headers, timeout=30)
     begun = a.post("/mcp/projects/team", json=INIT)
     assert begun.status_code == 200, begun.text

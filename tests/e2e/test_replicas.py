@@ -19,16 +19,18 @@ import httpx
 import pytest
 import ray
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, make_url, text
 
 from mcpctl.actors.controller import RAY_NAMESPACE, controller_name
-from tests.conftest import exited, postgres_url
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
-from tests.e2e.test_tenancy import INIT, SCRIPT, SERVER, call
+from tests.helpers.jsonrpc import ACCEPT, INIT, answer_of, call, envelope, modern_headers
+from tests.helpers.mcpd import add_server, bearer, instances, wait_instances
+from tests.helpers.postgres import own_database
+from tests.helpers.processes import exited
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING, SERVER
 
 DEPLOYMENT = "replicas-test"
-MCP = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass
@@ -40,45 +42,13 @@ class Pair:
     state: Path
 
     def headers(self, session: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.a.token}", **MCP}
+        headers = {**bearer(self.a.token), **ACCEPT}
         return {**headers, "Mcp-Session-Id": session} if session else headers
 
 
-def answer_of(response: httpx.Response) -> dict[str, Any]:
-    text = response.text
-    if text.startswith("event:") or "data: " in text:
-        text = text.rsplit("data: ", 1)[-1]
-    return dict(json.loads(text))
-
-
-def instances(mcpd: Mcpd) -> list[dict[str, Any]]:
-    answer = httpx.get(
-        f"{mcpd.url}/api/v1/instances",
-        params={"server": SERVER},
-        headers={"Authorization": f"Bearer {mcpd.token}"},
-    )
-    return list(answer.json()["items"])
-
-
-def until_running(mcpd: Mcpd, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        running = [i for i in instances(mcpd) if i["status"] == "RUNNING"]
-        if running:
-            return running[0]
-        assert time.monotonic() < deadline, instances(mcpd)
-        time.sleep(0.1)
-
-
-def own_database() -> str:
-    """A database of this module's own on the suite's PostgreSQL (the others reset theirs)."""
-    url = make_url(postgres_url())
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text("DROP DATABASE IF EXISTS mcpctl_replicas WITH (FORCE)"))
-        connection.execute(text("CREATE DATABASE mcpctl_replicas"))
-    engine.dispose()
-    return url.set(database="mcpctl_replicas").render_as_string(hide_password=False)
+def until_running(mcpd: Mcpd) -> dict[str, Any]:
+    """The first RUNNING instance of the server, as `mcpd` reports it."""
+    return wait_instances(mcpd, SERVER, timeout=120, interval=0.1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +62,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         "MCPD_SHARED": "true",
         "MCPD_DEPLOYMENT": DEPLOYMENT,
         "MCPD_ACTOR_HOSTS": "1",
-        "MCPD_DATABASE_URL": own_database(),
+        "MCPD_DATABASE_URL": own_database("mcpctl_replicas"),  # the others reset theirs
         "MCPD_SECRET_KEY": Fernet.generate_key().decode(),
     }
     a = start_mcpd(root / "a", env)
     b = start_mcpd(root / "b", env)
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
-    created = httpx.post(
-        f"{a.url}/api/v1/servers",
-        headers={"Authorization": f"Bearer {a.token}"},
-        json={"metadata": {"name": SERVER}, "spec": spec},
-    )
-    assert created.status_code == 201, created.text
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
+    add_server(a, SERVER, spec)
     until_running(b)
     yield Pair(a, b, env, root, state)
     for mcpd in (a, b):
@@ -123,8 +88,7 @@ def test_a_session_begun_on_one_replica_is_served_by_the_other(pair: Pair) -> No
     )
     assert "echo: on b" in echoed.text, echoed.text
     # Progress of a call made through B, on the session A began.
-    progress = {**call(6, "progress", text="step"), "id": 6}
-    progress["params"]["_meta"] = {"progressToken": "p"}
+    progress = call(6, "progress", meta={"progressToken": "p"}, text="step")
     streamed = httpx.post(f"{pair.b.url}{path}", json=progress, headers=pair.headers(session))
     assert '"progressToken":"p"' in streamed.text and '"message":"step"' in streamed.text
     assert "progressed" in streamed.text
@@ -155,19 +119,8 @@ def test_an_input_required_retry_lands_on_the_other_replica(pair: Pair) -> None:
     """A 2026-07-28 call whose backend asks for sampling: A answers input_required, the retry
     with the answer goes to B, and the call (still pending at the backend) completes once."""
     path = f"/mcp/servers/{SERVER}"
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}},
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"},
-    }
-    first = call(1, "sample", text="across replicas")
-    first["params"]["_meta"] = meta
-    headers = {
-        **pair.headers(),
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/call",
-        "Mcp-Name": "sample",
-    }
+    first = call(1, "sample", meta=envelope({"sampling": {}}), text="across replicas")
+    headers = {**pair.headers(), **modern_headers("tools/call", "sample")}
     asked = httpx.post(f"{pair.a.url}{path}", json=first, headers=headers, timeout=30).json()
     assert asked["result"]["resultType"] == "input_required", asked
     [key] = asked["result"]["inputRequests"]
@@ -200,7 +153,7 @@ def test_a_killed_replica_loses_no_session_and_no_backend(pair: Pair) -> None:
         f"{pair.a.url}{path}", json=call(4, "pid", text=""), headers=pair.headers(session)
     )
     assert answer_of(again)["result"]["content"][0]["text"] == str(backend["pid"])
-    assert [i["pid"] for i in instances(pair.a)] == [backend["pid"]]  # nothing duplicated
+    assert [i["pid"] for i in instances(pair.a, SERVER)] == [backend["pid"]]  # no duplicate
 
 
 def test_the_controller_killed_is_restarted_and_duplicates_nothing(pair: Pair) -> None:
@@ -212,10 +165,9 @@ def test_the_controller_killed_is_restarted_and_duplicates_nothing(pair: Pair) -
     os.kill(old, signal.SIGKILL)
     # A backend killed meanwhile: its host replaces it (healing needs no controller).
     os.kill(backend["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while (replaced := until_running(pair.b))["pid"] == backend["pid"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    replaced = until(
+        lambda: until_running(pair.b), lambda new: new["pid"] != backend["pid"], timeout=60
+    )
     print(f"backend replaced {time.monotonic() - killed:.2f} s after the controller's kill")
     backend = replaced
     begun = httpx.post(f"{pair.b.url}{path}", json=INIT, headers=pair.headers())
@@ -228,7 +180,7 @@ def test_the_controller_killed_is_restarted_and_duplicates_nothing(pair: Pair) -
     assert new != old and exited(old)
     print(f"controller back in {time.monotonic() - killed:.2f} s")
     ray.get(controller.placement.remote())
-    assert [i["pid"] for i in instances(pair.b)] == [backend["pid"]]
+    assert [i["pid"] for i in instances(pair.b, SERVER)] == [backend["pid"]]
 
 
 class Traffic:
@@ -310,11 +262,7 @@ def test_calls_through_a_replica_killed_with_9_are_answered_by_the_other(pair: P
         pair.a.process.send_signal(signal.SIGKILL)
         pair.a.process.wait()
         deadline = time.monotonic() + 30
-        while traffic.answered < before + 20:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        until(lambda: traffic.answered >= before + 20, timeout=30)
         pair.a = start_mcpd(pair.root / "a", pair.env)
-        while traffic.answered < before + 40:
-            assert time.monotonic() < deadline + 60
-            time.sleep(0.05)
+        until(lambda: traffic.answered >= before + 40, timeout=deadline + 60 - time.monotonic())
     assert traffic.failed == []  # a connection error became an answer on the other replica

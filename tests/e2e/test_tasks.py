@@ -7,26 +7,24 @@ for them within the request deadline, and a task past it is cancelled at the ser
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from mcpctl.gateway.limits import Limits
 from tests.e2e.gateway import start_gateway
-from tests.e2e.test_gateway import wait_running
-from tests.e2e.test_tenancy import World
+from tests.helpers.jsonrpc import MODERN, envelope, modern_headers, request
+from tests.helpers.mcpd import add_member, bearer, sdk_client, wait_running
+from tests.helpers.waiting import until
+from tests.helpers.world import World
 
 SCRIPT = Path(__file__).parents[1] / "servers" / "tasks.py"
-MODERN = "2026-07-28"
 TASKS = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
 DEADLINE = 3.0
 
@@ -42,9 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert api.post("/api/v1/servers", json={"metadata": {"name": "tasks"}, "spec": spec})
     tokens = {"admin": gateway.token}
     for user in ("alice", "bob"):
-        email = f"{user}@example.com"
-        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
-        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
+        tokens[user] = add_member(api, user)
     members = ["alice@example.com", "bob@example.com"]
     project = {"metadata": {"name": "team"}, "spec": {"servers": ["tasks"], "members": members}}
     assert api.post("/api/v1/projects", json=project).is_success
@@ -55,18 +51,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def rpc(world: World, user: str, method: str, params: dict[str, Any], name: str) -> Any:
-    meta = {
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": TASKS,
-    }
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
-    headers = {
-        "Authorization": f"Bearer {world.tokens[user]}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": MODERN,
-        "Mcp-Method": method,
-        "Mcp-Name": name,
-    }
+    body = request(1, method, {**params, "_meta": envelope(TASKS, client=None)})
+    headers = {**bearer(world.tokens[user]), **modern_headers(method, name)}
     answer = httpx.post(
         f"{world.gateway.url}/mcp/projects/team", json=body, headers=headers, timeout=30
     )
@@ -98,13 +84,14 @@ def test_a_task_handle_is_its_principals_alone(world: World) -> None:
     ):
         assert intruder["error"]["code"] == -32602
         assert "unknown task" in intruder["error"]["message"]
-    deadline = time.monotonic() + 30
-    while (polled := task_request(world, "alice", "tasks/get", task_id)["result"])[
-        "status"
-    ] != "completed":
-        assert polled["taskId"] == task_id and polled["status"] == "working"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+
+    def poll() -> dict[str, Any]:
+        polled = task_request(world, "alice", "tasks/get", task_id)["result"]
+        if polled["status"] != "completed":
+            assert polled["taskId"] == task_id and polled["status"] == "working"
+        return dict(polled)
+
+    polled = until(poll, lambda polled: polled["status"] == "completed")
     assert polled["result"]["content"][0]["text"] == "built: mine"
     assert world.lines("cancels") == []  # bob's cancel never reached the server
     # ... and his tries are in the audit trail as denied (written in batches: wait for them)
@@ -128,11 +115,8 @@ def test_a_task_is_cancelled_by_its_principal(world: World) -> None:
 
 @asynccontextmanager
 async def sdk(world: World, mode: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {world.tokens['alice']}"}, timeout=60
-    )
-    transport = streamable_http_client(f"{world.gateway.url}/mcp/projects/team", http_client=http)
-    async with http, Client(transport, mode=mode) as client:
+    url = f"{world.gateway.url}/mcp/projects/team"
+    async with sdk_client(url, world.tokens["alice"], mode) as client:
         yield client
 
 
@@ -145,7 +129,4 @@ async def test_clients_that_take_no_tasks_get_the_result(world: World, mode: str
         cancels = len(world.lines("cancels"))
         with pytest.raises(MCPError, match="within"):
             await client.call_tool("tasks__build", {"text": "forever", "ticks": 100000})
-        deadline = time.monotonic() + 30
-        while len(world.lines("cancels")) == cancels:
-            assert time.monotonic() < deadline, "the task was not cancelled"
-            time.sleep(0.05)
+        until(lambda: len(world.lines("cancels")) > cancels, what="the task was not cancelled")

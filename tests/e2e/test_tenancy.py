@@ -14,71 +14,21 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
-from mcp.client import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CreateMessageResult, TextContent
 
 from mcpctl.gateway.limits import Limits
-from tests.e2e.gateway import Gateway, start_gateway
-from tests.e2e.test_gateway import wait_running
+from tests.e2e.gateway import start_gateway
+from tests.helpers.jsonrpc import INIT, call
+from tests.helpers.mcpd import add_member, wait_running
+from tests.helpers.world import MISBEHAVING, SERVER, World, client, raw_session, text
 
-SCRIPT = Path(__file__).parents[1] / "servers" / "misbehaving.py"
-SERVER = "misbehaving"
 TIMEOUT = 4.0  # the module's MCPD_REQUEST_TIMEOUT
 LIMITS = Limits(request_timeout=TIMEOUT, max_body_bytes=256 * 1024, max_sessions_per_principal=4)
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
-
-
-@dataclass
-class World:
-    gateway: Gateway
-    state: Path
-    tokens: dict[str, str]
-
-    def lines(self, name: str) -> list[str]:
-        path = self.state / name
-        return path.read_text().splitlines() if path.exists() else []
-
-    def until(self, check: Any, timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, "timed out"
-            time.sleep(0.02)
-        return True
-
-    def until_lines(self, name: str, count: int, timeout: float = 30) -> list[str]:
-        """The server writes a line per event; wait until `count` are there."""
-        deadline = time.monotonic() + timeout
-        while len(lines := self.lines(name)) < count:
-            assert time.monotonic() < deadline, f"{name}: {lines}"
-            time.sleep(0.02)
-        return lines
-
-    def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.gateway.url}/metrics", headers=self.gateway.headers).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
 
 @pytest.fixture(scope="module")
@@ -88,51 +38,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     state.mkdir()
     gateway = start_gateway(workdir, "tenancy", hosts=1, limits=LIMITS)
     api = httpx.Client(base_url=gateway.url, headers=gateway.headers, timeout=30)
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(state)]}
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
     assert api.post("/api/v1/servers", json={"metadata": {"name": SERVER}, "spec": spec}).is_success
     tokens = {"admin": gateway.token}
     for user, project in (("alice", "p1"), ("bob", "p2"), ("carol", "p3")):
+        tokens[user] = add_member(api, user)
         email = f"{user}@example.com"
-        api.post("/api/v1/users", json={"metadata": {"name": email}, "spec": {"role": "member"}})
-        tokens[user] = api.post(f"/api/v1/users/{email}/tokens", json={}).json()["token"]
         body = {"metadata": {"name": project}, "spec": {"servers": [SERVER], "members": [email]}}
         assert api.post("/api/v1/projects", json=body).is_success
     wait_running(gateway, SERVER)
     yield World(gateway, state, tokens)
     api.close()
     gateway.stop()
-
-
-@asynccontextmanager
-async def client(world: World, path: str, user: str, **options: Any) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {world.tokens[user]}"}, timeout=60)
-    transport = streamable_http_client(f"{world.gateway.url}{path}", http_client=http)
-    async with http, Client(transport, mode="legacy", **options) as connected:
-        yield connected
-
-
-@asynccontextmanager
-async def raw_session(world: World, path: str, user: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A hand-driven session: for messages no well-behaved client would send."""
-    headers = {
-        "Authorization": f"Bearer {world.tokens[user]}",
-        "Accept": "application/json, text/event-stream",
-    }
-    async with httpx.AsyncClient(base_url=world.gateway.url, headers=headers, timeout=60) as http:
-        answer = await http.post(path, json=INIT)
-        assert answer.status_code == 200, answer.text
-        http.headers["Mcp-Session-Id"] = answer.headers["Mcp-Session-Id"]
-        yield http
-        await http.delete(path)
-
-
-def call(request_id: Any, tool: str, **arguments: Any) -> dict[str, Any]:
-    params = {"name": tool, "arguments": arguments}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
-def text(result: Any) -> str:
-    return str(result.content[0].text)
 
 
 def sampler(answers: list[str], asked: list[str], reply: str) -> Any:

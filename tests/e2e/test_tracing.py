@@ -27,12 +27,15 @@ import ray
 from mcpctl.models.user import SYSTEM_USER_EMAIL
 from tests.e2e.conftest import Mcpd, start_mcpd, stop_mcpd
 from tests.e2e.gateway import start_ray
-from tests.e2e.test_tenancy import SCRIPT
+from tests.helpers import jsonrpc
+from tests.helpers.jsonrpc import ACCEPT, initialize
+from tests.helpers.mcpd import add_member, bearer, wait_running
+from tests.helpers.waiting import until
+from tests.helpers.world import MISBEHAVING
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBER = "tracy@example.com"
 SECRET_ARGUMENT = "argument-value-that-must-never-be-traced"
-MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
 @dataclass
@@ -69,24 +72,15 @@ def deploy(workdir: Path, env: dict[str, str]) -> Iterator[Deployment]:
     start_ray()
     env = {"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "MCPD_ACTOR_HOSTS": "1", **env}
     daemon = start_mcpd(workdir / "data", env)
-    api = httpx.Client(
-        base_url=daemon.url, headers={"Authorization": f"Bearer {daemon.token}"}, timeout=30
-    )
-    spec = {"command": sys.executable, "args": [str(SCRIPT), str(workdir)]}
+    api = httpx.Client(base_url=daemon.url, headers=bearer(daemon.token), timeout=30)
+    spec = {"command": sys.executable, "args": [str(MISBEHAVING), str(workdir)]}
     created = api.post("/api/v1/servers", json={"metadata": {"name": "tools"}, "spec": spec})
     assert created.status_code == 201, created.text
-    api.post("/api/v1/users", json={"metadata": {"name": MEMBER}, "spec": {"role": "member"}})
-    token = api.post(f"/api/v1/users/{MEMBER}/tokens", json={}).json()["token"]
+    token = add_member(api, MEMBER)
     project = {"servers": ["tools"], "members": [MEMBER]}
     created = api.post("/api/v1/projects", json={"metadata": {"name": "team"}, "spec": project})
     assert created.status_code == 201, created.text
-    deadline = time.monotonic() + 60
-    while not any(
-        i["status"] == "RUNNING"
-        for i in api.get("/api/v1/instances", params={"server": "tools"}).json()["items"]
-    ):
-        assert time.monotonic() < deadline, "the backend never ran"
-        time.sleep(0.1)
+    wait_running(daemon, "tools", timeout=60)
     yield Deployment(daemon, token)
     api.close()
     stop_mcpd(daemon)
@@ -124,25 +118,12 @@ def call_meta(
     """tools/call of `meta` in a 2025-11-25 session: the `_meta` the backend got."""
     member = "projects" in path
     token = deployment.member_token if member else deployment.mcpd.token
-    base = {"Authorization": f"Bearer {token}", **MCP_HEADERS}
+    base = {**bearer(token), **ACCEPT}
     url = f"{deployment.mcpd.url}{path}"
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "tracing-test", "version": "1"},
-        },
-    }
-    opened = httpx.post(url, json=initialize, headers=base, timeout=30)
+    opened = httpx.post(url, json=initialize(client="tracing-test"), headers=base, timeout=30)
     assert opened.status_code == 200, opened.text
     session = {**base, "Mcp-Session-Id": opened.headers["Mcp-Session-Id"]}
-    params: dict[str, Any] = {"name": tool, "arguments": {"text": SECRET_ARGUMENT}}
-    if meta is not None:
-        params["_meta"] = meta
-    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+    body = jsonrpc.call(7, tool, meta=meta, text=SECRET_ARGUMENT)
     answered = httpx.post(url, json=body, headers={**session, **(headers or {})}, timeout=30)
     assert answered.status_code == 200, answered.text
     result = answered.json()["result"]
@@ -161,15 +142,20 @@ def span_id_of(traceparent: str) -> str:
 
 def fetch_trace(jaeger: Jaeger, trace_id: str, spans: int, timeout: float = 30) -> dict[str, Any]:
     """The trace from Jaeger's query API once it holds `spans` spans."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = httpx.get(f"{jaeger.query}/api/traces/{trace_id}", timeout=10)
-        if answer.status_code == 200 and answer.json().get("data"):
-            trace: dict[str, Any] = answer.json()["data"][0]
-            if len(trace["spans"]) >= spans:
-                return trace
-        assert time.monotonic() < deadline, f"trace {trace_id}: {answer.text[:500]}"
-        time.sleep(0.2)
+
+    def spans_held(answer: httpx.Response) -> bool:
+        found = answer.status_code == 200 and answer.json().get("data")
+        return bool(found) and len(answer.json()["data"][0]["spans"]) >= spans
+
+    answer = until(
+        lambda: httpx.get(f"{jaeger.query}/api/traces/{trace_id}", timeout=10),
+        spans_held,
+        timeout=timeout,
+        interval=0.2,
+        what=lambda answer: f"trace {trace_id}: {answer.text[:500]}",
+    )
+    trace: dict[str, Any] = answer.json()["data"][0]
+    return trace
 
 
 def tags(span: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shlex
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,21 @@ from typing import Any
 from mcpctl.mcp.caller import Caller
 from mcpctl.models.instance import EventKind, Instance, InstanceEvent, InstanceStatus
 from mcpctl.store.repositories.events import events_between
+from tests.helpers.hosts import save
+from tests.helpers.jsonrpc import call
+from tests.helpers.world import MISBEHAVING
 from tests.integration import test_actors
-from tests.integration.test_actors import EPOCH, ObservedHost, save
+from tests.integration.test_actors import EPOCH, ObservedHost
 
 host = test_actors.host  # the fixture: a host with the local orchestrator on SQLite
 
-MISBEHAVING = str(Path(__file__).parents[1] / "servers" / "misbehaving.py")
 DELAYS = [0.5, 1.0, 2.0, 4.0]  # the back-off after crashes 1..4
 ERROR, RUNNING = InstanceStatus.ERROR, InstanceStatus.RUNNING
 
 
 def misbehaving(state: Path, *flags: str) -> dict[str, Any]:
     state.mkdir(exist_ok=True)
-    return {"command": sys.executable, "args": [MISBEHAVING, str(state), *flags]}
+    return {"command": sys.executable, "args": [str(MISBEHAVING), str(state), *flags]}
 
 
 def events(host: ObservedHost, server: str) -> list[InstanceEvent]:
@@ -47,29 +48,9 @@ def reports(host: ObservedHost, server: str, since: int = 0) -> list[Instance]:
     return [i for i in host.history[since:] if i.server == server]
 
 
-async def report(
-    host: ObservedHost, server: str, match: Callable[[Instance], bool], since: int, timeout: float
-) -> Instance:
-    """The first report of that server after history position `since` that matches."""
-
-    def found() -> Instance | None:
-        return next((i for i in reports(host, server, since) if match(i)), None)
-
-    async with host.changed:
-        await asyncio.wait_for(host.changed.wait_for(found), timeout)
-    result = found()
-    assert result is not None
-    return result
-
-
 async def echo(host: ObservedHost, server: str, n: int) -> str:
     caller = Caller("steady-client", "admin@example.com", f"servers/{server}")
-    message = {
-        "jsonrpc": "2.0",
-        "id": n,
-        "method": "tools/call",
-        "params": {"name": "echo", "arguments": {"text": str(n)}},
-    }
+    message = call(n, "echo", text=str(n))
     items = [item async for item in host.exchange(server, caller, message)]
     return str(items[-1]["result"]["content"][0]["text"])
 
@@ -91,14 +72,14 @@ async def test_a_crash_loop_backs_off_shows_error_and_spares_other_servers(
 ) -> None:
     db = host.test_database  # type: ignore[attr-defined]
     await host.ensure("steady", save(db, "steady", misbehaving(tmp_path / "steady")))
-    await host.until("steady", 0, RUNNING)
+    await host.reported("steady", 0, RUNNING)
     answered: list[datetime] = []
     stop = asyncio.Event()
     calling = asyncio.ensure_future(keep_calling(host, "steady", answered, stop))
 
     looping = misbehaving(tmp_path / "looping", "--crash-after-init")
     await host.ensure("looping", save(db, "looping", looping))
-    error = await host.until("looping", 0, ERROR, timeout=120)
+    error = await host.reported("looping", 0, ERROR, timeout=120)
     stop.set()
     await calling
 
@@ -124,7 +105,7 @@ async def test_a_crash_loop_backs_off_shows_error_and_spares_other_servers(
     # A new spec does not wait out the back-off: it starts at once, afresh.
     mark = host.mark()
     await host.ensure("looping", save(db, "looping", misbehaving(tmp_path / "looping")))
-    healed = await host.until("looping", 0, RUNNING, since=mark, timeout=60)
+    healed = await host.reported("looping", 0, RUNNING, since=mark, timeout=60)
     assert healed.last_error is None
     restarted = of(EventKind.STARTED, events(host, "looping"))[5]
     assert (restarted.at - crashed[4].at).total_seconds() < 8
@@ -143,17 +124,17 @@ async def test_a_crash_loop_shows_error_until_a_life_stays_running_for_10_s(
     # It crashes after its handshake as long as the file `crash` exists.
     script = (
         f"echo starting >&2; if [ -e {shlex.quote(str(crash))} ]; "
-        f"then exec {shlex.quote(sys.executable)} {shlex.quote(MISBEHAVING)} --crash-after-init; "
-        f"else exec {shlex.quote(sys.executable)} {shlex.quote(MISBEHAVING)}; fi"
+        f"then exec {shlex.quote(sys.executable)} {shlex.quote(str(MISBEHAVING))} --crash-after-init; "
+        f"else exec {shlex.quote(sys.executable)} {shlex.quote(str(MISBEHAVING))}; fi"
     )
     await host.ensure("flaky", save(db, "flaky", {"command": "sh", "args": ["-c", script]}))
-    error = await host.until("flaky", 0, ERROR, timeout=120)
+    error = await host.reported("flaky", 0, ERROR, timeout=120)
     assert error.last_error is not None
     assert error.last_error.startswith("crash loop: exited with code 3: starting (5 restarts in ")
     mark = host.mark()
     crash.unlink()  # the next life stays up
 
-    running = await host.until("flaky", 0, RUNNING, since=mark, timeout=60)
+    running = await host.reported("flaky", 0, RUNNING, since=mark, timeout=60)
     observed = datetime.now(UTC)
     ready = of(EventKind.READY, events(host, "flaky"))[-1]
     assert observed - ready.at >= timedelta(seconds=9.9)  # RUNNING only once up for 10 s

@@ -8,33 +8,27 @@ the greeting cap are closed at once; a gateway with the token is still served.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mcpctl.dataplane import frames, server
-from mcpctl.dataplane.client import HostLink
 from mcpctl.dataplane.server import StreamServer
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
+from tests.helpers.hosts import link_to
+from tests.helpers.jsonrpc import collect, request
+from tests.helpers.processes import rss_mib
+from tests.helpers.sockets import Connection, closed_by_host, send
 
 TOKEN = frames.token_for(b"the cluster key")
 CALLER = Caller("s", "alice@example.com", "servers/echo")
 HELLO_TIMEOUT = 1.0  # the test's (3 s in mcpd)
 BIG = 48 * 1024 * 1024  # what a hostile hello announces, and starts to send
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 class EchoBackend:
@@ -64,43 +58,12 @@ def hellos() -> dict[str, bytes]:
     }
 
 
-async def closed_by_host(connection: Connection, within: float) -> bool:
-    """The host closed the connection (EOF or reset) within `within` seconds."""
-    reader, writer = connection
-    try:
-        async with asyncio.timeout(within):
-            while await reader.read(65536):
-                pass
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
-    return True
-
-
-Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]  # the writer kept: not closed
-
-
-async def send(address: tuple[str, int], data: bytes) -> Connection:
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(data)
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-    return reader, writer
-
-
 async def echo(address: dict[str, Any], local: bool) -> bool:
     """A gateway with the token is served (over the Unix socket, or TCP)."""
 
-    async def resolve() -> dict[str, Any]:
-        return address
-
-    link = HostLink("host", resolve, TOKEN, local=local)
-    request = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"n": 1}}
+    link = link_to(address, TOKEN, "host", local=local)
     try:
-        answers = [item async for item in link.stream("echo", CALLER, request)]
+        answers = await collect(link.stream("echo", CALLER, request(1, "ping", {"n": 1})))
     finally:
         await link.close()
     return answers == [jsonrpc.result(1, {"echo": {"n": 1}})]
@@ -108,14 +71,7 @@ async def echo(address: dict[str, Any], local: bool) -> bool:
 
 async def hostile(address: tuple[str, int]) -> Connection:
     """A connection that announces a 48 MiB hello and sends it, as fast as it is taken."""
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(frames.HEADER.pack(BIG))
-    chunk = bytes(2**20)
-    with contextlib.suppress(ConnectionError):
-        for _ in range(BIG // len(chunk)):
-            writer.write(chunk)
-            await writer.drain()
-    return reader, writer
+    return await send(address, frames.HEADER.pack(BIG), BIG)
 
 
 async def test_malformed_hellos_are_closed_quietly_counted_and_capped(

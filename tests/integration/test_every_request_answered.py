@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from mcp_types.jsonrpc import JSONRPCError, jsonrpc_message_adapter
 from starlette.testclient import TestClient
 
 from mcpctl.controllers.workload import Workload, render
-from mcpctl.dataplane.client import HostLink
 from mcpctl.dataplane.server import StreamServer
 from mcpctl.gateway.app import build_app
 from mcpctl.gateway.context import GatewayContext
@@ -38,33 +37,24 @@ from mcpctl.mcp.handshake import handshake
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.multiplexer import Multiplexer
 from mcpctl.mcp.transports import StdioTransport
-from mcpctl.models.kinds import SERVER
 from mcpctl.models.server import ServerSpec
 from mcpctl.orchestrators.base import Handle
 from mcpctl.orchestrators.local import LocalOrchestrator
 from mcpctl.orchestrators.processes import wait_for_exit
 from mcpctl.store.repositories import repositories
-from mcpctl.store.repositories.specs import SERVERS
 from mcpctl.store.secretbox import SecretBox
 from tests.conftest import ADMIN_TOKEN, fresh_database
-from tests.e2e.test_tenancy import INIT
+from tests.helpers.hosts import LOOPS, link_to, save
+from tests.helpers.jsonrpc import ACCEPT, INIT, call, collect, request
+from tests.helpers.mcpd import bearer
+from tests.helpers.world import MISBEHAVING
 
-MISBEHAVING = str(Path(__file__).parents[1] / "servers" / "misbehaving.py")
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,  # what Ray's async actors and mcpd's uvicorn run on
-}
 ALICE = Caller("s-alice", "alice@example.com", "servers/misbehaving")
 BOB = Caller("s-bob", "bob@example.com", "servers/misbehaving")
 
 
-def call(request_id: int, tool: str, **arguments: Any) -> Message:
-    params = {"name": tool, "arguments": arguments}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
 async def answer(stream: AsyncGenerator[Message, None]) -> Message:
-    return [item async for item in stream][-1]
+    return (await collect(stream))[-1]
 
 
 async def start(orchestrator: LocalOrchestrator, workload: Workload) -> tuple[Handle, Any]:
@@ -85,7 +75,9 @@ async def ended(orchestrator: LocalOrchestrator, handle: Handle) -> None:
 
 async def requests_in_the_window(state: Path, data: Path) -> None:
     orchestrator = LocalOrchestrator(data)
-    spec = ServerSpec.model_validate({"command": sys.executable, "args": [MISBEHAVING, str(state)]})
+    spec = ServerSpec.model_validate(
+        {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]}
+    )
     workload = render("misbehaving", 0, spec, {})
     mux = Multiplexer("misbehaving-0", attach_timeout=30, request_timeout=30)
     handle, transport = await start(orchestrator, workload)
@@ -162,12 +154,7 @@ class FailingHost:
 
 async def test_the_data_plane_answers_a_request_whose_serving_failed(tmp_path: Path) -> None:
     host = StreamServer(FailingHost(), "token")
-    address = await host.start()
-
-    async def resolve() -> dict[str, Any]:
-        return address
-
-    link = HostLink("host 0", resolve, "token")
+    link = link_to(await host.start(), "token")
     try:
         items = [item async for item in link.stream("failing", ALICE, call(7, "append"))]
     finally:
@@ -201,22 +188,16 @@ class SilentRuntime:
 
 def test_the_gateway_answers_a_request_its_backend_left_unanswered(tmp_path: Path) -> None:
     database = fresh_database("sqlite", tmp_path)
-    spec = {"command": sys.executable, "args": [MISBEHAVING]}
-    with database.transaction() as transaction:
-        silent = SERVER.parse({"metadata": {"name": "silent"}, "spec": spec})
-        SERVERS.put(transaction, silent, "system@mcpctl.io")
+    save(database, "silent", {"command": sys.executable, "args": [str(MISBEHAVING)]})
     context = GatewayContext(database, repositories(SecretBox(Fernet.generate_key())))
-    headers = {
-        "Authorization": f"Bearer {ADMIN_TOKEN}",
-        "Accept": "application/json, text/event-stream",  # as the SDK sends it
-    }
+    headers = {**bearer(ADMIN_TOKEN), **ACCEPT}  # as the SDK sends it
     app = build_app(context, runtime=SilentRuntime())
     try:
         with TestClient(app, headers=headers) as client:
             opened = client.post("/mcp/servers/silent", json=INIT)
             assert opened.status_code == 200, opened.text
             session = {"Mcp-Session-Id": opened.headers["Mcp-Session-Id"]}
-            listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+            listing = request(1, "tools/list", {})
             answers = [
                 client.post("/mcp/servers/silent", json=message, headers=session)
                 for message in (call(2, "append"), listing)

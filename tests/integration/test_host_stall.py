@@ -24,9 +24,8 @@ from typing import Any
 import httpx
 import pytest
 import uvloop
-from cryptography.fernet import Fernet
 
-from mcpctl.actors.host import Host, HostConfig
+from mcpctl.actors.host import Host
 from mcpctl.dataplane import frames
 from mcpctl.dataplane.client import HostLink
 from mcpctl.dataplane.deliveries import MAX_QUEUED
@@ -38,12 +37,12 @@ from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.store.repositories import repositories
 from tests.conftest import ADMIN_TOKEN, fresh_database
-from tests.e2e.test_audit import MCP
-from tests.e2e.test_tenancy import INIT
-from tests.integration.test_actors import save
-from tests.integration.test_every_request_answered import LOOPS
+from tests.helpers.hosts import LOOPS, running_host
+from tests.helpers.jsonrpc import ACCEPT, INIT, call, collect
+from tests.helpers.mcpd import bearer
+from tests.helpers.waiting import until_async
+from tests.helpers.world import MISBEHAVING, lines
 
-MISBEHAVING = str(Path(__file__).parents[1] / "servers" / "misbehaving.py")
 ALICE = Caller("s-alice", "alice@example.com", "servers/deaf")
 BOB = Caller("s-bob", "bob@example.com", "servers/quick")
 FLOOD = MAX_QUEUED + 8  # 1 MiB notifications: more than a queue holds
@@ -58,66 +57,39 @@ class World:
     link: HostLink
     state: Path
 
-    def lines(self, name: str) -> list[str]:
-        path = self.state / name
-        return path.read_text().splitlines() if path.exists() else []
-
     async def until_lines(self, name: str, count: int) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while len(self.lines(name)) < count:
-            assert time.monotonic() < deadline, f"{name}: {self.lines(name)}"
-            await asyncio.sleep(0.02)
+        await until_async(
+            lambda: lines(self.state, name),
+            lambda seen: len(seen) >= count,
+            timeout=DEADLINE,
+            interval=0.02,
+            what=lambda seen: f"{name}: {seen}",
+        )
 
     async def dropped(self, server: str) -> dict[str, int]:
         return (await self.host.dropped()).get(server, {})
-
-
-def call(
-    request_id: int, tool: str, meta: dict[str, Any] | None = None, **arguments: Any
-) -> Message:
-    params: dict[str, Any] = {"name": tool, "arguments": arguments}
-    if meta:
-        params["_meta"] = meta
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
-async def items(stream: AsyncGenerator[Message, None]) -> list[Message]:
-    return [item async for item in stream]
 
 
 async def echo(world: World, request_id: int) -> float:
     """One call to `quick`, answered within the deadline; the seconds it took."""
     began = time.monotonic()
     stream = world.link.stream("quick", BOB, call(request_id, "echo", text="q"))
-    [answer] = await asyncio.wait_for(items(stream), DEADLINE)
+    [answer] = await asyncio.wait_for(collect(stream), DEADLINE)
     assert answer["result"]["content"][0]["text"] == "echo: q"
     return time.monotonic() - began
 
 
 @asynccontextmanager
 async def hosted(tmp_path: Path) -> AsyncIterator[World]:
-    database = fresh_database("sqlite", tmp_path)
-    key = Fernet.generate_key()
-    host = Host(HostConfig(0, database.url, key, str(tmp_path / "data"), startup_timeout=60))
     state = tmp_path / "state"
     state.mkdir()
-    for name, flags in (("deaf", ["--deaf-after-init"]), ("quick", [])):
-        args = [MISBEHAVING, str(state), *flags]
-        await host.ensure(name, save(database, name, {"command": sys.executable, "args": args}))
-    for name in ("deaf", "quick"):
-        assert await host.describe(name, timeout=60) is not None, name
-    address = await host._dataplane.start()
-
-    async def resolve() -> dict[str, Any]:
-        return address
-
-    link = HostLink("host 0", resolve, frames.token_for(key))
-    try:
+    servers = {
+        name: {"command": sys.executable, "args": [str(MISBEHAVING), str(state), *flags]}
+        for name, flags in (("deaf", ["--deaf-after-init"]), ("quick", []))
+    }
+    database = fresh_database("sqlite", tmp_path)
+    async with running_host(database, tmp_path / "data", servers) as (host, link):
         yield World(host, link, state)
-    finally:
-        await link.close()
-        await host.shutdown()
-        database.dispose()
 
 
 @pytest.mark.parametrize("loop", list(LOOPS))
@@ -149,7 +121,7 @@ async def served_around_it(world: World) -> None:
     during = [await echo(world, n) for n in range(10, 15)]
 
     # Another tenant's cancellation, a DELIVER to another backend, goes at once.
-    hanging = asyncio.ensure_future(items(world.link.stream("quick", BOB, call(20, "hang"))))
+    hanging = asyncio.ensure_future(collect(world.link.stream("quick", BOB, call(20, "hang"))))
     await world.until_lines("hanging", 1)
     cancelled = jsonrpc.notification("notifications/cancelled", {"requestId": 20})
     await world.link.deliver("quick", BOB, cancelled)
@@ -169,7 +141,7 @@ async def served_around_it(world: World) -> None:
     # Credit (MORE): a stream of three windows of progress arrives whole.
     count = 3 * frames.WINDOW
     many = call(22, "flood", {"progressToken": "p"}, count=count, pad=10)
-    received = await asyncio.wait_for(items(world.link.stream("quick", BOB, many)), DEADLINE)
+    received = await asyncio.wait_for(collect(world.link.stream("quick", BOB, many)), DEADLINE)
     assert len(received) == count + 1
     assert received[-1]["result"]["content"][0]["text"] == "flooded"
 
@@ -184,12 +156,15 @@ async def served_around_it(world: World) -> None:
     assert after.get("delivery_queue_full") == dropped["delivery_queue_full"]
 
     # Writes to `deaf` have a deadline: the queue drains into drops, a request fails at once.
-    deadline = time.monotonic() + 3 * WRITE_TIMEOUT + DEADLINE
-    while not (await world.dropped("deaf")).get("delivery_stalled"):
-        assert time.monotonic() < deadline, await world.dropped("deaf")
-        await asyncio.sleep(0.1)
+    await until_async(
+        lambda: world.dropped("deaf"),
+        lambda dropped: dropped.get("delivery_stalled"),
+        timeout=3 * WRITE_TIMEOUT + DEADLINE,
+        interval=0.1,
+        what=lambda dropped: dropped,
+    )
     stream = world.link.stream("deaf", BOB, call(24, "echo", text="d"))
-    [unsent] = await asyncio.wait_for(items(stream), 2 * WRITE_TIMEOUT + DEADLINE)
+    [unsent] = await asyncio.wait_for(collect(stream), 2 * WRITE_TIMEOUT + DEADLINE)
     assert "has not read its input" in unsent["error"]["message"], unsent
     assert "tools/call was not sent" in unsent["error"]["message"], unsent
 
@@ -235,7 +210,7 @@ async def bounded_notifications(tmp_path: Path) -> None:
         context = GatewayContext(world.host.database, repositories(world.host.secrets.box))
         rates = RateLimitConfig(per_minute=60, burst=BURST)
         app = build_app(context, runtime=runtime, rate_limits=rates)
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", **MCP}
+        headers = {**bearer(ADMIN_TOKEN), **ACCEPT}
         transport = httpx.ASGITransport(app=app)
         async with (
             app.router.lifespan_context(app),

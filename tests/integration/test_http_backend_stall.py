@@ -20,25 +20,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
-from mcpctl.actors.host import Host, HostConfig
-from mcpctl.dataplane import frames
+from mcpctl.actors.host import Host
 from mcpctl.dataplane.client import HostLink
 from mcpctl.mcp import http_transports, jsonrpc, transports
 from mcpctl.mcp.caller import Caller
 from mcpctl.mcp.http_transports import SdkTransport
 from mcpctl.mcp.jsonrpc import Message
 from tests.conftest import fresh_database
-from tests.integration.test_actors import save
-from tests.integration.test_every_request_answered import LOOPS
-from tests.integration.test_host_stall import call, items
+from tests.helpers.hosts import LOOPS, running_host
+from tests.helpers.jsonrpc import call, collect
+from tests.helpers.processes import rss_mib
+from tests.helpers.world import MISBEHAVING
 from tests.servers.stalling_http import StallingHttpServer
 
-MISBEHAVING = str(Path(__file__).parents[1] / "servers" / "misbehaving.py")
 WRITE_TIMEOUT = 1.0  # the test's write deadline (10 s in mcpd)
 REQUEST_TIMEOUT = 4.0  # the test's request deadline (MCPD_REQUEST_TIMEOUT, 300 s in mcpd)
 DEADLINE = 5.0  # "answered rather than hanging"
@@ -65,50 +62,25 @@ async def echo(world: World, server: str, request_id: int) -> float:
     caller = Caller("s-bob", "bob@example.com", f"servers/{server}")
     began = time.monotonic()
     stream = world.link.stream(server, caller, call(request_id, "echo", text="e"))
-    [answer] = await asyncio.wait_for(items(stream), DEADLINE)
+    [answer] = await asyncio.wait_for(collect(stream), DEADLINE)
     assert answer["result"]["content"][0]["text"] == "echo: e", answer
     return time.monotonic() - began
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 @asynccontextmanager
 async def hosted(tmp_path: Path) -> AsyncIterator[World]:
-    database = fresh_database("sqlite", tmp_path)
-    key = Fernet.generate_key()
-    config = HostConfig(
-        0, database.url, key, str(tmp_path / "data"), startup_timeout=60,
-        request_timeout=REQUEST_TIMEOUT,
-    )  # fmt: skip
-    host = Host(config)
     async with StallingHttpServer("slow") as slow, StallingHttpServer("fine") as fine:
-        for name, url in (("slow", slow.url), ("fine", fine.url)):
-            await host.ensure(
-                name, save(database, name, {"url": url, "transport": "streamable-http"})
-            )
         state = tmp_path / "state"
         state.mkdir()
-        quick = {"command": sys.executable, "args": [MISBEHAVING, str(state)]}
-        await host.ensure("quick", save(database, "quick", quick))
-        for name in ("slow", "fine", "quick"):
-            assert await host.describe(name, timeout=60) is not None, name
-        address = await host._dataplane.start()
-
-        async def resolve() -> dict[str, Any]:
-            return address
-
-        link = HostLink("host 0", resolve, frames.token_for(key))
-        try:
+        servers = {
+            "slow": {"url": slow.url, "transport": "streamable-http"},
+            "fine": {"url": fine.url, "transport": "streamable-http"},
+            "quick": {"command": sys.executable, "args": [str(MISBEHAVING), str(state)]},
+        }
+        database = fresh_database("sqlite", tmp_path)
+        hosted = running_host(database, tmp_path / "data", servers, request_timeout=REQUEST_TIMEOUT)
+        async with hosted as (host, link):
             yield World(host, link, slow)
-        finally:
-            await link.close()
-            await host.shutdown()
-            database.dispose()
 
 
 @pytest.mark.parametrize("loop", list(LOOPS))
@@ -161,7 +133,7 @@ async def served_around_it(world: World) -> None:
         caller = CALLERS[request_id % len(CALLERS)]
         began = time.monotonic()
         stream = world.link.stream("slow", caller, call(request_id, "echo", text="s"))
-        answers = await items(stream)
+        answers = await collect(stream)
         return answers[-1], time.monotonic() - began
 
     asked = [asyncio.ensure_future(ask(100 + n)) for n in range(REQUESTS)]

@@ -16,7 +16,8 @@ from mcpctl.daemon.main import open_database
 from mcpctl.daemon.settings import Settings
 from mcpctl.store.database import MIGRATIONS, Database, migrate
 from mcpctl.store.tables import Base, TokenRow, UserRow
-from tests.conftest import ADMIN_TOKEN, postgres_url
+from tests.conftest import ADMIN_TOKEN
+from tests.helpers.postgres import postgres_url
 
 # The newest revision: the file name with the highest number (each revises the one before).
 HEAD = max(p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))

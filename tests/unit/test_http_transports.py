@@ -17,6 +17,7 @@ from mcp_types.jsonrpc import jsonrpc_message_adapter
 from mcpctl.mcp import jsonrpc
 from mcpctl.mcp.http_transports import MAX_QUEUED, SdkTransport
 from mcpctl.mcp.transports import Stalled
+from tests.helpers.jsonrpc import request
 
 DEADLINE = 0.2
 
@@ -42,10 +43,6 @@ class Backend:
         await self.to_client.send(SessionMessage(jsonrpc_message_adapter.validate_python(response)))
 
 
-def request(request_id: int) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": "ping"}
-
-
 async def test_a_backend_that_takes_nothing_holds_a_queue_and_fails_later_sends() -> None:
     backend = Backend()
     transport = SdkTransport(backend.open, write_timeout=DEADLINE)
@@ -66,17 +63,17 @@ async def test_requests_posted_at_once_are_bounded_and_freed_by_answers_and_canc
     transport = SdkTransport(backend.open, max_posts=2, write_timeout=DEADLINE)
     async with anyio.create_task_group() as group:
         group.start_soon(backend.take)
-        await transport.send(request(1))
-        await transport.send(request(2))
+        await transport.send(request(1, "ping"))
+        await transport.send(request(2, "ping"))
         with pytest.raises(Stalled, match=r"has 2 requests unanswered .* none for 0\.2 s"):
-            await transport.send(request(3))
+            await transport.send(request(3, "ping"))
         assert transport.posted == 2
 
         await backend.answer(1)  # an answer frees a place
         assert await transport.receive() == jsonrpc.result(1, {})
-        await asyncio.wait_for(transport.send(request(4)), DEADLINE / 2)
+        await asyncio.wait_for(transport.send(request(4, "ping")), DEADLINE / 2)
 
-        waiting = asyncio.ensure_future(transport.send(request(5)))
+        waiting = asyncio.ensure_future(transport.send(request(5, "ping")))
         await asyncio.sleep(DEADLINE / 4)
         assert not waiting.done()
         cancel = jsonrpc.notification("notifications/cancelled", {"requestId": 2})

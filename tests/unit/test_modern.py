@@ -14,6 +14,7 @@ from mcpctl.mcp.handshake import CLIENT_CAPABILITIES, CLIENT_INFO, HandshakeErro
 from mcpctl.mcp.http_transports import SdkTransport
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.mcp.transports import Stalled, Transport
+from tests.helpers.jsonrpc import call
 
 MODERN = "2026-07-28"
 DISCOVERED = {
@@ -265,15 +266,10 @@ def http_backend(mismatch: bool = False) -> Answer:
     return answer
 
 
-def call(request_id: int, **arguments: Any) -> Message:
-    params = {"name": "region", "arguments": arguments}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
-
-
 async def test_a_call_before_any_list_lists_the_tools_for_their_headers() -> None:
     backend = Http(http_backend())
     transport = modern.wrap(backend, {"protocolVersion": MODERN}, CLIENT_INFO, CLIENT_CAPABILITIES)
-    await transport.send(call(1, region="Zürich", text="hi"))
+    await transport.send(call(1, "region", region="Zürich", text="hi"))
     (own_list, list_headers), (sent, headers) = backend.got
     assert own_list["method"] == "tools/list" and str(own_list["id"]).startswith("mcpd-")
     assert list_headers == {"mcp-protocol-version": MODERN, "mcp-method": "tools/list"}
@@ -286,7 +282,7 @@ async def test_a_call_before_any_list_lists_the_tools_for_their_headers() -> Non
     }
     # mcpd's own list is not a client's answer: only the call's answer comes out
     assert (await asyncio.wait_for(transport.receive(), 5) or {}).get("id") == 1
-    await transport.send(call(2, region="eu", text="again"))  # known now: no second list
+    await transport.send(call(2, "region", region="eu", text="again"))  # known now: no second list
     assert [m["method"] for m, _ in backend.got] == ["tools/list", "tools/call", "tools/call"]
     assert (backend.got[-1][1] or {})["Mcp-Param-Region"] == "eu"
 
@@ -297,7 +293,7 @@ async def test_a_clients_list_teaches_headers_and_leaves_out_invalid_tools() -> 
     await transport.send({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
     listed = await asyncio.wait_for(transport.receive(), 5)
     assert [t["name"] for t in (listed or {})["result"]["tools"]] == ["region", "plain"]
-    await transport.send(call(6, region="eu", text="x"))
+    await transport.send(call(6, "region", region="eu", text="x"))
     assert [m["method"] for m, _ in backend.got] == ["tools/list", "tools/call"]  # no own list
     assert (backend.got[-1][1] or {})["Mcp-Param-Region"] == "eu"
 
@@ -305,10 +301,10 @@ async def test_a_clients_list_teaches_headers_and_leaves_out_invalid_tools() -> 
 async def test_a_header_mismatch_makes_mcpd_list_again() -> None:
     backend = Http(http_backend(mismatch=True))
     transport = modern.wrap(backend, {"protocolVersion": MODERN}, CLIENT_INFO, CLIENT_CAPABILITIES)
-    await transport.send(call(1, region="eu", text="x"))
+    await transport.send(call(1, "region", region="eu", text="x"))
     refused = await asyncio.wait_for(transport.receive(), 5)
     assert (refused or {})["error"]["code"] == -32020  # the client sees the backend's error
-    await transport.send(call(2, region="eu", text="x"))
+    await transport.send(call(2, "region", region="eu", text="x"))
     methods = [m["method"] for m, _ in backend.got]
     assert methods == ["tools/list", "tools/call", "tools/list", "tools/call"]
 
@@ -339,10 +335,7 @@ def asking(*rounds: dict[str, Any]) -> Answer:
 
 
 def tool_call(request_id: int, token: str | None = None) -> Message:
-    params: dict[str, Any] = {"name": "ask", "arguments": {"x": 1}}
-    if token is not None:
-        params["_meta"] = {"progressToken": token}
-    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    return call(request_id, "ask", meta=None if token is None else {"progressToken": token}, x=1)
 
 
 def modern_transport(server: Transport, capabilities: dict[str, Any] | None = None) -> Any:

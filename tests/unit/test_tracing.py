@@ -13,6 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from mcpctl.mcp.jsonrpc import Message
 from mcpctl.observability import tracing
+from tests.helpers.jsonrpc import call
 
 CLIENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 HEADER = "00-11111111111111111111111111111111-2222222222222222-01"
@@ -44,11 +45,9 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     yield exporter
 
 
-def call(meta: dict[str, Any] | None = None) -> Message:
-    params: dict[str, Any] = {"name": "t__get", "arguments": {"secret": "hunter2"}}
-    if meta is not None:
-        params["_meta"] = meta
-    return {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": params}
+def get(meta: dict[str, Any] | None = None) -> Message:
+    """The call the tests trace: a secret among its arguments."""
+    return call(3, "t__get", meta=meta, secret="hunter2")
 
 
 async def gateway_to_backend(
@@ -76,7 +75,7 @@ async def gateway_to_backend(
 
 async def test_one_trace_gateway_host_backend(spans: InMemorySpanExporter) -> None:
     meta = {"traceparent": CLIENT, "tracestate": "v=1", "progressToken": 5}
-    reached = await gateway_to_backend(call(meta), {"traceparent": HEADER}, {"result": {}})
+    reached = await gateway_to_backend(get(meta), {"traceparent": HEADER}, {"result": {}})
     backend, host, gateway = spans.get_finished_spans()
     assert (gateway.name, host.name, backend.name) == (
         "tools/call t__get",
@@ -102,12 +101,12 @@ async def test_one_trace_gateway_host_backend(spans: InMemorySpanExporter) -> No
 
 
 async def test_the_header_when_meta_has_none_and_outcomes(spans: InMemorySpanExporter) -> None:
-    await gateway_to_backend(call(), {"traceparent": HEADER}, {"result": {"isError": True}})
+    await gateway_to_backend(get(), {"traceparent": HEADER}, {"result": {"isError": True}})
     *_, gateway = spans.get_finished_spans()
     assert gateway.context.trace_id == int(HEADER.split("-")[1], 16)
     assert gateway.attributes is not None and gateway.attributes["mcpctl.outcome"] == "tool_error"
     spans.clear()
-    await gateway_to_backend(call(), {}, {"error": {"code": -32602, "message": "no"}})
+    await gateway_to_backend(get(), {}, {"error": {"code": -32602, "message": "no"}})
     *_, gateway = spans.get_finished_spans()
     assert gateway.parent is None  # a new trace
     assert gateway.attributes is not None and gateway.attributes["error.type"] == "-32602"
