@@ -193,8 +193,15 @@ class Replica:
             if self.handle is not None:  # it started: how it ended says more than the symptom
                 reason = await self._exit_reason(reason)
             await self._discard_process()
+            # A failed start is a restart too (Kubernetes counts it): RESTARTS stayed 0 while
+            # the crash loop's reason said "5 restarts in 8 s".
             self.instance = self.instance.model_copy(
-                update={"pid": None, "pod": None, "address": None}
+                update={
+                    "pid": None,
+                    "pod": None,
+                    "address": None,
+                    "restart_count": self.instance.restart_count + 1,
+                }
             )
             await self._event(EventKind.FAILED, reason)
             return _Life(began, None, reason)

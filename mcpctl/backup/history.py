@@ -35,8 +35,9 @@ WITH spans AS (
 )
 SELECT server,
        count(DISTINCT replica) AS replicas,
-       count(*) FILTER (WHERE kind = 'crashed' AND began >= $start) AS restarts,
+       count(*) FILTER (WHERE kind IN ('crashed', 'failed') AND began >= $start) AS restarts,
        count(*) FILTER (WHERE kind = 'failed' AND began >= $start) AS failed_starts,
+       count(*) FILTER (WHERE kind = 'crashed' AND began >= $start) AS crashes,
        coalesce(sum(epoch(e - b)) FILTER (WHERE kind IN ('ready')), 0) AS up_seconds,
        coalesce(sum(epoch(e - b)) FILTER (WHERE kind <> 'stopped'), 0) AS observed_seconds,
        max(began) FILTER (WHERE kind = 'crashed') AS last_crash
@@ -90,16 +91,16 @@ def history(events: list[InstanceEvent], start: datetime, end: datetime) -> list
     finally:
         connection.close()
     result = []
-    for server, replicas, restarts, failed, up, observed, last_crash in rows:
+    for server, replicas, restarts, failed, crashes, up, observed, last_crash in rows:
         result.append(
             {
                 "server": server,
                 "replicas": replicas,
-                "restarts": restarts,
-                "failedStarts": failed,
+                "restarts": restarts,  # as `get` counts them: failed starts too
+                "failedStarts": failed,  # of those, the starts that never became ready
                 "uptimePercent": round(100 * up / observed, 2) if observed else None,
                 "upSeconds": round(up, 1),
-                "mtbfSeconds": round(up / restarts, 1) if restarts else None,
+                "mtbfSeconds": round(up / crashes, 1) if crashes else None,
                 "lastCrash": last_crash.isoformat() if last_crash else None,
                 "crashReasons": reasons.get(server, [])[:5],
             }
