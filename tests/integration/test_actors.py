@@ -17,14 +17,15 @@ from cryptography.fernet import Fernet
 from mcpctl.actors.host import Host, HostConfig
 from mcpctl.mcp.caller import Caller
 from mcpctl.models.instance import Instance, InstanceStatus
-from mcpctl.models.kinds import SECRET, SERVER
-from mcpctl.store.database import Database
+from mcpctl.models.kinds import SECRET
 from mcpctl.store.repositories.events import events_between
 from mcpctl.store.repositories.instances import list_instances
 from mcpctl.store.repositories.secrets import SecretRepository
-from mcpctl.store.repositories.specs import SERVERS
 from mcpctl.store.secretbox import SecretBox
-from tests.conftest import exited, fresh_database
+from tests.conftest import fresh_database
+from tests.helpers.hosts import save
+from tests.helpers.jsonrpc import call, collect
+from tests.helpers.processes import exited
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME = {"command": "uvx", "args": ["mcp-server-time", "--local-timezone", "UTC"]}
@@ -47,7 +48,7 @@ class ObservedHost(Host):
     def mark(self) -> int:
         return len(self.history)
 
-    async def until(
+    async def reported(
         self, server: str, replica: int, status: InstanceStatus, since: int = 0, timeout: float = 60
     ) -> Instance:
         """The first report of `status` for that replica after history position `since`."""
@@ -82,20 +83,8 @@ async def host(tmp_path: Path) -> AsyncIterator[ObservedHost]:
     database.dispose()
 
 
-def save(database: Database, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    resource = SERVER.parse({"metadata": {"name": name}, "spec": spec})
-    with database.transaction() as session:
-        SERVERS.put(session, resource, "system@mcpctl.io")
-    return resource.spec.model_dump(mode="json")
-
-
 async def call_time(host: Host, server: str, client: str, request_id: Any) -> list[dict[str, Any]]:
-    message = {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "tools/call",
-        "params": {"name": "get_current_time", "arguments": {"timezone": "UTC"}},
-    }
+    message = call(request_id, "get_current_time", timezone="UTC")
     caller = Caller(client, "admin@example.com", f"servers/{server}")
     return [item async for item in host.exchange(server, caller, message)]
 
@@ -104,7 +93,7 @@ async def test_replicas_start_and_many_clients_share_one_backend(host: ObservedH
     spec = save(host.test_database, "time", {**TIME, "replicas": 2})  # type: ignore[attr-defined]
     await host.ensure("time", spec)
     for replica in (0, 1):
-        await host.until("time", replica, InstanceStatus.RUNNING)
+        await host.reported("time", replica, InstanceStatus.RUNNING)
     info = await host.describe("time")
     assert info is not None and info["serverInfo"]["name"] == "mcp-time"
     answers = await asyncio.gather(
@@ -122,14 +111,14 @@ async def test_replicas_start_and_many_clients_share_one_backend(host: ObservedH
 
 async def test_a_killed_process_is_replaced_and_clients_continue(host: ObservedHost) -> None:
     await host.ensure("time", save(host.test_database, "time", TIME))  # type: ignore[attr-defined]
-    running = await host.until("time", 0, InstanceStatus.RUNNING)
+    running = await host.reported("time", 0, InstanceStatus.RUNNING)
     assert running.pid is not None
     mark = host.mark()
     os.killpg(running.pid, signal.SIGKILL)
-    restarting = await host.until("time", 0, InstanceStatus.STARTING, since=mark)
+    restarting = await host.reported("time", 0, InstanceStatus.STARTING, since=mark)
     assert restarting.restart_count == 1
     assert "exited with code" in (restarting.last_error or "")
-    again = await host.until("time", 0, InstanceStatus.RUNNING, since=mark)
+    again = await host.reported("time", 0, InstanceStatus.RUNNING, since=mark)
     assert again.pid != running.pid
     items = await call_time(host, "time", "c", 1)
     assert "result" in items[-1]
@@ -142,7 +131,7 @@ async def test_in_flight_requests_after_a_backend_crash(host: ObservedHost) -> N
     """Read-only requests in flight are answered by the replacement; a tool call in flight
     is never sent again: it was answered before the kill, or it says it may have run."""
     await host.ensure("time", save(host.test_database, "time", TIME))  # type: ignore[attr-defined]
-    running = await host.until("time", 0, InstanceStatus.RUNNING)
+    running = await host.reported("time", 0, InstanceStatus.RUNNING)
     assert running.pid is not None
     caller = Caller("c", "admin@example.com", "servers/time")
     listing = {"jsonrpc": "2.0", "method": "tools/list", "params": {}}
@@ -161,15 +150,15 @@ async def test_in_flight_requests_after_a_backend_crash(host: ObservedHost) -> N
 
 
 async def _answer(stream: Any) -> dict[str, Any]:
-    return [item async for item in stream][-1]  # type: ignore[no-any-return]
+    return (await collect(stream))[-1]
 
 
 async def test_scale_and_roll_without_restarting_mcpd(host: ObservedHost) -> None:
     db = host.test_database  # type: ignore[attr-defined]
     await host.ensure("time", save(db, "time", TIME))
-    first = await host.until("time", 0, InstanceStatus.RUNNING)
+    first = await host.reported("time", 0, InstanceStatus.RUNNING)
     await host.ensure("time", save(db, "time", {**TIME, "replicas": 3}))
-    await host.until("time", 2, InstanceStatus.RUNNING)
+    await host.reported("time", 2, InstanceStatus.RUNNING)
     await host.ensure("time", save(db, "time", {**TIME, "replicas": 1}))
     assert sorted(host.supervisors["time"].replicas) == [0]
     with db.transaction() as session:
@@ -178,7 +167,7 @@ async def test_scale_and_roll_without_restarting_mcpd(host: ObservedHost) -> Non
     rolled = {**TIME, "args": ["mcp-server-time", "--local-timezone", "Europe/Paris"]}
     mark = host.mark()
     await host.ensure("time", save(db, "time", rolled))
-    after = await host.until("time", 0, InstanceStatus.RUNNING, since=mark)
+    after = await host.reported("time", 0, InstanceStatus.RUNNING, since=mark)
     assert after.pid != first.pid
     await host.remove("time")
     assert after.pid is not None and exited(after.pid)
@@ -191,15 +180,15 @@ async def test_broken_servers_show_error_and_do_not_disturb_others(host: Observe
         "crashes", save(db, "crashes", {"command": "sh", "args": ["-c", "echo boom >&2; exit 3"]})
     )
     await host.ensure("time", save(db, "time", TIME))
-    missing = await host.until("missing", 0, InstanceStatus.ERROR)
+    missing = await host.reported("missing", 0, InstanceStatus.ERROR)
     assert missing.last_error == "command not found: no-such-binary-here"
-    crashed = await host.until("crashes", 0, InstanceStatus.ERROR)
+    crashed = await host.reported("crashes", 0, InstanceStatus.ERROR)
     assert crashed.last_error == "exited with code 3: boom"
-    await host.until("time", 0, InstanceStatus.RUNNING)
+    await host.reported("time", 0, InstanceStatus.RUNNING)
     # Errors are retried with back-off: the broken one reports ERROR again, and each failed
     # start counts as a restart (RESTARTS stayed 0 while the crash loop said "5 restarts").
     mark = host.mark()
-    again = await host.until("crashes", 0, InstanceStatus.ERROR, since=mark, timeout=10)
+    again = await host.reported("crashes", 0, InstanceStatus.ERROR, since=mark, timeout=10)
     assert crashed.restart_count >= 1 and again.restart_count > crashed.restart_count
 
 
@@ -208,16 +197,16 @@ async def test_secrets_reach_the_process_and_a_missing_one_is_named(host: Observ
     env = [{"name": "TOKEN", "secretRef": {"name": "creds", "key": "token"}}]
     printer = {"command": "sh", "args": ["-c", "echo token=$TOKEN >&2; exit 1"], "env": env}
     await host.ensure("printer", save(db, "printer", printer))
-    missing = await host.until("printer", 0, InstanceStatus.ERROR)
+    missing = await host.reported("printer", 0, InstanceStatus.ERROR)
     assert missing.last_error == "env TOKEN: secret 'creds' not found"
     secret = SECRET.parse({"metadata": {"name": "creds"}, "spec": {"data": {"token": "abc123"}}})
     with db.transaction() as session:
         SecretRepository(SecretBox(host.config.secret_key)).put(session, secret, "system@mcpctl.io")
     mark = host.mark()
-    found = await host.until("printer", 0, InstanceStatus.ERROR, since=mark, timeout=30)
+    found = await host.reported("printer", 0, InstanceStatus.ERROR, since=mark, timeout=30)
     while found.last_error == missing.last_error:
         mark = host.mark()
-        found = await host.until("printer", 0, InstanceStatus.ERROR, since=mark, timeout=30)
+        found = await host.reported("printer", 0, InstanceStatus.ERROR, since=mark, timeout=30)
     assert found.last_error == "exited with code 1: token=abc123"
 
 
@@ -226,13 +215,13 @@ async def test_leftover_processes_are_stopped_on_the_next_start(
 ) -> None:
     db = host.test_database  # type: ignore[attr-defined]
     await host.ensure("time", save(db, "time", TIME))
-    running = await host.until("time", 0, InstanceStatus.RUNNING)
+    running = await host.reported("time", 0, InstanceStatus.RUNNING)
     assert running.pid is not None
     # A second host on the same data dir (mcpd started again after a crash) finds the pid file.
     successor = Host(HostConfig(1, db.url, host.config.secret_key, host.config.data_dir))
     assert await successor.orchestrator.adopt("time") == []  # a STDIO process cannot be adopted
     assert exited(running.pid)
-    await host.until("time", 0, InstanceStatus.RUNNING, since=host.mark())  # replaced
+    await host.reported("time", 0, InstanceStatus.RUNNING, since=host.mark())  # replaced
     leftover = host.supervisors["time"].replicas[0].instance.pid
     assert await successor.orchestrator.stop_orphans(known_servers=set()) == 1
     assert leftover is not None and exited(leftover)
