@@ -11,14 +11,12 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from mcpctl.models.prompt import PromptSpec
-
-MCP = {"Accept": "application/json, text/event-stream"}
+from tests.helpers.jsonrpc import ACCEPT, request
 
 
 def rpc(api: TestClient, session: str | None, method: str, **params: Any) -> dict[str, Any]:
-    headers = {**MCP, **({"Mcp-Session-Id": session} if session else {})}
-    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    answer = api.post("/mcp/projects/greet", json=body, headers=headers)
+    headers = {**ACCEPT, **({"Mcp-Session-Id": session} if session else {})}
+    answer = api.post("/mcp/projects/greet", json=request(1, method, params), headers=headers)
     assert answer.status_code == 200, answer.text
     return {"session": answer.headers.get("mcp-session-id"), **answer.json()}
 
