@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -105,7 +106,8 @@ TEXTS = tuple(
     if isinstance(kind, SafeText)
 )
 TEXT_VALUES = itemgetter(*(i for i, _ in TEXTS))
-ROWS_PER_INSERT = 64  # rows of one multi-row INSERT (x 16 parameters; SQLite takes 32,766)
+ROWS_PER_INSERT = 64  # rows of a multi-row INSERT (x 16 parameters: PostgreSQL takes 65,535)
+SQLITE_ROWS = 1024  # rows of an INSERT on SQLite (x 17 parameters: it takes 32,766 since 3.32)
 URI_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 OTHER_SOURCES = "*"  # the aggregated row of addresses past `anonymous_sources` in a window
 # Errors that say the store is not there (no connection, locked, pool exhausted), not that a
@@ -485,28 +487,40 @@ class AuditLog:
             log.warning("the store refused an audit record: %s: %r", type(error).__name__, why)
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> None:
-        """`rows` in one transaction, as the driver takes them: `ROWS_PER_INSERT` rows per
-        INSERT (the statements of smaller powers of two for the rest), so the driver goes to the
-        database, and lets the GIL go, once per statement, not once per row; the values are
-        made as the table's types would make them (`_stored`), once per row, not per value."""
+        """`rows` in one transaction, their values made as the table's column types would
+        make them, once per row (not per value), and handed to the driver as it takes them.
+
+        The driver lets the GIL go for each statement it runs, and each time this thread wants
+        it back it waits for the event loop, which wakes it up every time it lets the GIL go
+        itself, thousands of times a second: under load that cost more than the rows (a
+        statement per row was ~0.1 ms of CPU per call). So as few statements as can be: on
+        SQLite one per batch of up to `SQLITE_ROWS` (`_padded_sql`); on PostgreSQL
+        `ROWS_PER_INSERT` rows per INSERT, then one per smaller power of two."""
         with self.database.transaction() as session:
             connection = session.connection()
             dialect = connection.dialect
-            # sqlite3 takes `?`, psycopg `%s`
-            placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
-            per = ROWS_PER_INSERT
             values = _stored(rows, as_text=dialect.name == "sqlite")
-            full = len(values) - len(values) % per
-            if full:  # one executemany of full INSERTs
-                each = [tuple(chain(*values[i : i + per])) for i in range(0, full, per)]
-                connection.exec_driver_sql(_insert_sql(placeholder, per), each)
-            start, size = full, per // 2
-            while start < len(values):  # the rest: an INSERT per smaller power of two
-                if len(values) - start >= size:
-                    rest = tuple(chain(*values[start : start + size]))
-                    connection.exec_driver_sql(_insert_sql(placeholder, size), rest)
-                    start += size
-                size //= 2
+            if dialect.name == "sqlite":
+                most = _sqlite_rows(connection.connection.driver_connection)
+                for i in range(0, len(values), most):
+                    chunk = values[i : i + most]
+                    size = 1 << (len(chunk) - 1).bit_length()  # the power of two that holds it
+                    parameters = [*chain.from_iterable((*row, 1) for row in chunk)]
+                    parameters += [None] * ((len(FIELDS) + 1) * (size - len(chunk)))
+                    connection.exec_driver_sql(_padded_sql(size), tuple(parameters))
+            else:
+                placeholder, per = "%s", ROWS_PER_INSERT  # psycopg's
+                full = len(values) - len(values) % per
+                if full:  # one executemany of full INSERTs
+                    each = [tuple(chain(*values[i : i + per])) for i in range(0, full, per)]
+                    connection.exec_driver_sql(_insert_sql(placeholder, per), each)
+                start, size = full, per // 2
+                while start < len(values):  # the rest: an INSERT per smaller power of two
+                    if len(values) - start >= size:
+                        rest = tuple(chain(*values[start : start + size]))
+                        connection.exec_driver_sql(_insert_sql(placeholder, size), rest)
+                        start += size
+                    size //= 2
         self.metrics.audit_batches.inc()
 
     def _dropped(self, reason: str) -> Counter:
@@ -569,27 +583,69 @@ def _insert_sql(placeholder: str, rows: int) -> str:
     return sql
 
 
+def _sqlite_rows(driver: Any) -> int:
+    """Rows of one INSERT on SQLite: SQLITE_ROWS, or the power of two whose parameters its
+    build takes (999 before 3.32)."""
+    most = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (len(FIELDS) + 1)
+    return min(SQLITE_ROWS, 1 << (most.bit_length() - 1))
+
+
+def _padded_sql(rows: int) -> str:
+    """An INSERT of up to `rows` rows (a power of two) for SQLite, one statement whatever
+    their number: `rows` rows of parameters, each row's values and a 1, the rows past the
+    batch's all NULL and left out by the WHERE (kept: sqlite3 caches a statement by its
+    text)."""
+    sql = _INSERTS.get(("padded", rows))
+    if sql is None:
+        row = f"({', '.join(['?'] * (len(FIELDS) + 1))})"
+        values = ", ".join([row] * rows)
+        columns = ", ".join(f"column{i + 1}" for i in range(len(FIELDS)))
+        sql = (
+            f"INSERT INTO {AUDIT_EVENTS.name} ({', '.join(FIELDS)}) SELECT {columns} "
+            f"FROM (VALUES {values}) WHERE column{len(FIELDS) + 1} IS NOT NULL"
+        )
+        _INSERTS["padded", rows] = sql
+    return sql
+
+
+def _sqlite_time(at: float, seconds: dict[int, str]) -> str:
+    """`datetime.fromtimestamp(at, UTC)` as SQLAlchemy stores it on SQLite: `2026-01-02
+    03:04:05.000006`, the microseconds rounded as fromtimestamp rounds them (half to even),
+    each second's date and time made once (`seconds`)."""
+    second = int(at)
+    micro = round((at - second) * 1e6)
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    if at < 0 or micro < 0:  # before 1970: as datetime does it
+        return datetime.fromtimestamp(at, UTC).isoformat(" ", "microseconds")[:26]
+    text = seconds.get(second)
+    if text is None:
+        text = seconds[second] = datetime.fromtimestamp(second, UTC).isoformat(" ")[:19]
+    return f"{text}.{micro:06d}"
+
+
 def _stored(rows: list[tuple[Any, ...]], as_text: bool) -> list[tuple[Any, ...]]:
     """The rows' values as the table's column types would bind them: `at` as a datetime in
-    UTC (on SQLite, the text SQLAlchemy stores: `2026-01-02 03:04:05.000006`), SafeText
-    columns escaped and cut (`storable`) when they carry a NUL or any non-ASCII character
-    (rare: one check of the row's text finds out), every other value as it is."""
+    UTC (on SQLite, the text SQLAlchemy stores), text escaped and cut (`_safe`), every other
+    value as it is."""
     stored = []
-    moment, texts, join = datetime.fromtimestamp, TEXT_VALUES, "".join
+    seconds: dict[int, str] = {}
     for row in rows:
+        row = _safe(row)
         at = row[AT]
         if at is not None:
-            at = moment(at, UTC)
-            if as_text:
-                at = at.isoformat(" ", "microseconds")[:26]
-        text = join(map(str, texts(row)))
-        if not text.isascii() or "\x00" in text:
-            row = _escaped(row)
+            at = _sqlite_time(at, seconds) if as_text else datetime.fromtimestamp(at, UTC)
         stored.append((at, *row[1:]))
     return stored
 
 
-def _escaped(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def _safe(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """`row` with its SafeText columns escaped and cut (`storable`) when one carries a NUL or
+    any non-ASCII character (rare: one check of the row's text finds out); the record has cut
+    them to their columns already."""
+    text = "".join(map(str, TEXT_VALUES(row)))
+    if text.isascii() and "\x00" not in text:
+        return row
     values = list(row)
     for i, most in TEXTS:
         if values[i] is not None:

@@ -7,16 +7,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
+from sqlalchemy.dialects import sqlite
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from mcpctl.gateway.audit import AuditConfig, AuditLog, arguments_hash, outcome_of, trace_id
+from mcpctl.gateway.audit import (
+    AuditConfig,
+    AuditLog,
+    _sqlite_time,
+    arguments_hash,
+    outcome_of,
+    trace_id,
+)
 from mcpctl.gateway.rate_limit import RateLimitConfig, RateLimiter
 from mcpctl.observability.metrics import Metrics
 from mcpctl.store.database import Database
@@ -242,3 +251,18 @@ def test_two_limiters_on_one_store_share_the_bucket(database: Database) -> None:
         return await a.admit("u:bob", 60, 100)
 
     assert asyncio.run(another()) is None  # per principal: bob's bucket is his own
+
+
+def test_times_are_kept_as_sqlalchemy_keeps_them_on_sqlite() -> None:
+    """The audit writes a record's time as SQLite text itself (gateway/audit.py,
+    `_sqlite_time`): the text SQLAlchemy's DATETIME makes of `datetime.fromtimestamp(at,
+    UTC)`, microseconds rounded alike (half to even, up to the next second)."""
+    process = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    assert process is not None
+    rng = random.Random(7)
+    moments = [rng.uniform(0, 4e9) for _ in range(20_000)]
+    moments += [1.0000005, 1.0000015, 1765000000.9999995, 1765000000.0000005, 0.0, 59.9999999]
+    moments += [rng.randrange(0, 4 * 10**9) + rng.randrange(0, 10**6) / 1e6 for _ in range(5000)]
+    seconds: dict[int, str] = {}
+    for at in moments:
+        assert _sqlite_time(at, seconds) == process(datetime.fromtimestamp(at, UTC)), at

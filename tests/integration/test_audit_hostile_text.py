@@ -164,12 +164,14 @@ def test_the_writer_stores_what_the_tables_types_would(database: Database) -> No
     """The audit writes its rows as the driver takes them (gateway/audit.py, `_insert`), not
     through the table's column types: the stored values, read back raw, are the ones a Core
     insert of the same records stores (SafeText escaped and cut, times as the dialect keeps
-    them), for every hostile text in every text column, over-long text, and a batch whose size
-    takes every kind of INSERT (full ones, then each smaller power of two), in order."""
+    them), for every hostile text in every text column and over-long text, in order, in
+    batches of every kind of INSERT (SQLite: one per batch, padded to a power of two;
+    PostgreSQL: full ones of 64 rows, then one of each smaller power of two)."""
     from mcpctl.gateway.audit import AUDIT_EVENTS, FIELDS
 
-    log = AuditLog(database, Metrics(), AuditConfig())
-    for i, hostile in enumerate(HOSTILE * 25 + ["ok"] * 3):  # 203 rows: 3 x 64 + 8 + 2 + 1
+    metrics = Metrics()
+    log = AuditLog(database, metrics, AuditConfig())
+    for i, hostile in enumerate(HOSTILE * 25 + ["ok"] * 3):
         path = f"/mcp/{'projects' if i % 2 else 'servers'}/p{hostile}"
         request = request_to(path, f"u{hostile}@x.io", f"198.51.100.{hostile}", traceparent="x")
         message = call(f"id-{hostile}" * (i % 40), f"s{hostile}__t{hostile}" * (i % 70), a=i)
@@ -180,20 +182,26 @@ def test_the_writer_stores_what_the_tables_types_would(database: Database) -> No
         if i % 4 == 0:
             log.denied(request, "policy", f"no {hostile}" * i, principal="-", server=hostile * i)
     records = list(log._pending)
+    asyncio.run(log.flush())
+    duration = FIELDS.index("duration_ms")
+    again = [(*r[:duration], 0.1 / 3, *r[duration + 1 :]) for r in records[:64]]
+    log._pending = list(again)  # a batch of exactly 64 rows
     asyncio.run(log.close())
     expected = [
         {**dict(zip(FIELDS, r, strict=True)), "at": datetime.fromtimestamp(r[0], UTC)}
-        for r in records
+        for r in records + again
     ]
     with database.transaction() as session:  # the same records through the table's types
         session.execute(AUDIT_EVENTS.insert(), expected)
     columns = ", ".join(FIELDS)
     with database.engine.connect() as connection:
         raw = connection.exec_driver_sql(f"SELECT {columns} FROM audit_events ORDER BY id").all()
-    assert len(raw) == 2 * len(records) > 250
-    written, through_core = raw[: len(records)], raw[len(records) :]
+    assert len(raw) == 2 * len(expected) == 2 * (len(records) + 64) > 600
+    written, through_core = raw[: len(expected)], raw[len(expected) :]
     assert written == through_core
     assert any("\\ud800" in (r.name or "") for r in written)
+    assert {r.duration_ms for r in written[len(records) :]} == {0.1 / 3}
+    assert metrics.audit_batches._value.get() == 2  # a transaction a batch, none refused
 
 
 def test_unauthenticated_denials_are_a_row_per_address_and_reason(api: TestClient) -> None:
